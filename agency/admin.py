@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from simple_history.admin import SimpleHistoryAdmin
+
+from agency.models import AgencyProfile, Client, ClientMembership, Project
+
+
+class ProjectInline(admin.TabularInline):
+    model = Project
+    extra = 0
+    fields = ["name", "description"]
+
+
+class MembershipInline(admin.TabularInline):
+    model = ClientMembership
+    extra = 0
+    autocomplete_fields = ["user"]
+    verbose_name = "client user"
+    verbose_name_plural = "client users (read-only access to this client only)"
+
+
+@admin.register(Client)
+class ClientAdmin(SimpleHistoryAdmin):
+    list_display = ["name", "slug", "markup_pct", "monthly_budget_usd", "billing_email", "active"]
+    list_filter = ["active"]
+    search_fields = ["name", "slug", "billing_email"]
+    prepopulated_fields = {"slug": ["name"]}
+    inlines = [ProjectInline, MembershipInline]
+    history_list_display = ["markup_pct", "monthly_budget_usd"]
+    fieldsets = [
+        (None, {"fields": ["name", "slug", "active", "currency"]}),
+        ("Money", {"fields": ["markup_pct", "monthly_budget_usd"]}),
+        (
+            "Billing details",
+            {"fields": ["billing_name", "billing_email", "billing_address", "billing_tax_id"]},
+        ),
+        (
+            "Invoices",
+            {
+                "fields": [
+                    "invoice_split_by_project",
+                    "invoice_show_markup",
+                    "tax_rate_pct",
+                    "tax_label",
+                ]
+            },
+        ),
+        ("Alerts", {"fields": ["alert_thresholds", "alert_billing_contact", "slack_webhook_url"]}),
+    ]
+
+    def get_readonly_fields(self, request, obj=None):
+        # USD only for now: invoices and rates are in USD.
+        return ["currency"]
+
+
+@admin.register(Project)
+class ProjectAdmin(admin.ModelAdmin):
+    list_display = ["name", "client", "created_at"]
+    list_filter = ["client"]
+    search_fields = ["name", "client__name"]
+
+
+@admin.register(ClientMembership)
+class ClientMembershipAdmin(admin.ModelAdmin):
+    list_display = ["user", "client"]
+    list_filter = ["client"]
+    autocomplete_fields = ["user"]
+
+
+@admin.register(AgencyProfile)
+class AgencyProfileAdmin(admin.ModelAdmin):
+    list_display = ["name", "email", "payment_terms_days"]
+
+    def has_add_permission(self, request):
+        return not AgencyProfile.objects.exists()

@@ -1,0 +1,19 @@
+"""Test overrides: the real settings with a known key and fast password hashing.
+
+DATABASE_URL and REDIS_URL come from the environment as usual, so the same suite runs on
+SQLite locally and on PostgreSQL + Redis in CI.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("DJANGO_DEBUG", "1")
+
+from agency.settings import *  # noqa: F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+# Tests call tasks eagerly unless a test starts a real worker (see tests/conftest.py).
+CELERY_TASK_ALWAYS_EAGER = True
+MEDIA_ROOT = BASE_DIR / "artifacts" / "test-media"  # noqa: F405

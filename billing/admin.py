@@ -1,0 +1,233 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.html import format_html
+
+from billing.models import (
+    Alert,
+    AlertDelivery,
+    BudgetSnapshot,
+    DeliveryStatus,
+    Invoice,
+    InvoiceLine,
+)
+from billing.services.invoices import (
+    InvoiceError,
+    invoice_finalize,
+    invoice_generate,
+    invoice_mark_paid,
+    invoice_send,
+    invoice_void,
+    rollups_refresh,
+)
+
+# --- budgets and alerts (issue 4) ------------------------------------------------------
+
+
+@admin.register(BudgetSnapshot)
+class BudgetSnapshotAdmin(admin.ModelAdmin):
+    list_display = [
+        "client", "month", "budget_usd", "billed_usd", "percent_used", "status",
+        "projected_billed_usd", "projected_status", "unpriced_events", "computed_at",
+    ]  # fmt: skip
+    list_filter = ["status", "projected_status", "month"]
+    search_fields = ["client__name", "client__slug"]
+    list_select_related = ["client"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+class AlertDeliveryInline(admin.TabularInline):
+    model = AlertDelivery
+    extra = 0
+    can_delete = False
+    fields = ("channel", "target", "status", "attempts", "last_error", "sent_at", "updated_at")
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(Alert)
+class AlertAdmin(admin.ModelAdmin):
+    """Alert history: filter by client to see one client's."""
+
+    list_display = ["created_at", "client", "kind", "threshold", "month", "subject"]
+    list_filter = ["kind", "month", "client"]
+    search_fields = ["client__name", "client__slug", "subject"]
+    list_select_related = ["client"]
+    date_hierarchy = "created_at"
+    inlines = [AlertDeliveryInline]
+    readonly_fields = [
+        "client", "month", "kind", "threshold", "key", "budget_usd", "billed_usd",
+        "projected_billed_usd", "subject", "message", "created_at",
+    ]  # fmt: skip
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+@admin.register(AlertDelivery)
+class AlertDeliveryAdmin(admin.ModelAdmin):
+    list_display = ["alert", "channel", "target", "status", "attempts", "updated_at", "sent_at"]
+    list_filter = ["status", "channel"]
+    search_fields = ["alert__client__name", "target", "last_error"]
+    list_select_related = ["alert", "alert__client"]
+    readonly_fields = [
+        "alert", "channel", "target", "status", "attempts", "last_error", "updated_at", "sent_at",
+    ]  # fmt: skip
+    actions = ["retry_now"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.action(description="Retry the selected unsent deliveries now")
+    def retry_now(self, request: HttpRequest, queryset: QuerySet[AlertDelivery]) -> None:
+        from billing.tasks import alert_delivery_send_task
+
+        due = list(queryset.exclude(status=DeliveryStatus.SENT).values_list("pk", flat=True))
+        queryset.filter(pk__in=due, status=DeliveryStatus.GAVE_UP).update(
+            status=DeliveryStatus.FAILED
+        )
+        for delivery_id in due:
+            alert_delivery_send_task.delay(delivery_id)
+        self.message_user(request, f"{len(due)} deliveries queued.")
+
+
+# --- invoices (issue 5) -------------------------------------------------------------------
+
+
+_LINE_FIELDS = (
+    "position", "kind", "usage_month", "description", "events", "input_tokens",
+    "cache_write_5m_tokens", "cache_write_1h_tokens", "cache_read_tokens", "output_tokens",
+    "web_search_requests", "raw_cost_usd", "markup_pct", "billed_usd", "amount_usd",
+)  # fmt: skip
+
+
+class InvoiceLineInline(admin.TabularInline):
+    """Read-only: lines come from the rollups (regenerate a draft to change them)."""
+
+    model = InvoiceLine
+    extra = 0
+    can_delete = False
+    fields = _LINE_FIELDS
+    readonly_fields = _LINE_FIELDS
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(Invoice)
+class InvoiceAdmin(admin.ModelAdmin):
+    """Invoices are generated, never typed in: every field is read-only, and the status
+    moves only through the actions (each one a service call)."""
+
+    list_display = [
+        "__str__", "client", "month", "status", "subtotal_usd", "tax_usd", "total_usd",
+        "issue_date", "due_date", "pdf_link",
+    ]  # fmt: skip
+    list_filter = ["status", "month", "client"]
+    search_fields = ["number", "client__name", "client__slug"]
+    list_select_related = ["client"]
+    date_hierarchy = "month"
+    inlines = [InvoiceLineInline]
+    actions = ["regenerate", "finalize", "send", "mark_paid", "void"]
+    fieldsets = [
+        (None, {"fields": ["client", "month", "kind", "status", "number", "replaces"]}),
+        ("Dates", {"fields": ["issue_date", "due_date", "generated_at", "finalized_at",
+                              "sent_at", "paid_at", "voided_at"]}),
+        ("Money", {"fields": ["raw_cost_usd", "markup_pct", "subtotal_usd", "tax_rate_pct",
+                              "tax_usd", "total_usd", "unpriced_events"]}),
+        ("Client details", {"fields": ["client_name", "billing_name", "billing_email",
+                                       "billing_address", "billing_tax_id", "show_markup",
+                                       "split_by_project"]}),
+        ("Agency details", {"fields": ["agency_name", "agency_address", "agency_tax_id",
+                                       "agency_email", "payment_terms_days",
+                                       "payment_instructions"]}),
+        ("Document", {"fields": ["pdf", "pdf_sha256", "void_reason"]}),
+    ]  # fmt: skip
+
+    def get_readonly_fields(self, request: HttpRequest, obj: object = None) -> list[str]:
+        return [str(f) for _, options in self.fieldsets for f in options["fields"]]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Invoice | None = None) -> bool:
+        # Only a draft may be deleted; an issued invoice is voided instead.
+        return obj is None or obj.is_draft
+
+    @admin.display(description="PDF")
+    def pdf_link(self, obj: Invoice) -> str:
+        url = reverse("invoice_pdf", kwargs={"slug": obj.client.slug, "pk": obj.pk})
+        return format_html('<a href="{}">PDF</a>', url)
+
+    def _each(
+        self, request: HttpRequest, queryset: QuerySet[Invoice], verb: str, call: Any
+    ) -> None:
+        done = 0
+        for invoice in queryset.order_by("month", "client__name"):
+            try:
+                call(invoice)
+            except InvoiceError as exc:
+                self.message_user(request, f"{invoice}: {exc}", messages.WARNING)
+            else:
+                done += 1
+        self.message_user(request, f"{done} invoice(s) {verb}.")
+
+    @admin.action(description="Regenerate the selected drafts from current usage")
+    def regenerate(self, request: HttpRequest, queryset: QuerySet[Invoice]) -> None:
+        rollups_refresh()
+        self._each(
+            request, queryset, "regenerated",
+            lambda inv: invoice_generate(client_id=inv.client_id, month=inv.month),
+        )  # fmt: skip
+
+    @admin.action(description="Finalize the selected drafts (assigns numbers; irreversible)")
+    def finalize(self, request: HttpRequest, queryset: QuerySet[Invoice]) -> None:
+        self._each(request, queryset, "finalized", lambda inv: invoice_finalize(invoice_id=inv.pk))
+
+    @admin.action(description="Email the selected invoices to the client's billing address")
+    def send(self, request: HttpRequest, queryset: QuerySet[Invoice]) -> None:
+        self._each(request, queryset, "sent", lambda inv: invoice_send(invoice_id=inv.pk))
+
+    @admin.action(description="Mark the selected invoices paid")
+    def mark_paid(self, request: HttpRequest, queryset: QuerySet[Invoice]) -> None:
+        self._each(
+            request, queryset, "marked paid", lambda inv: invoice_mark_paid(invoice_id=inv.pk)
+        )
+
+    @admin.action(description="Void the selected invoices…")
+    def void(self, request: HttpRequest, queryset: QuerySet[Invoice]) -> TemplateResponse | None:
+        reason = request.POST.get("void_reason", "").strip()
+        if "confirm" in request.POST and reason:
+            self._each(
+                request, queryset, "voided",
+                lambda inv: invoice_void(invoice_id=inv.pk, reason=reason),
+            )  # fmt: skip
+            return None
+        return TemplateResponse(
+            request,
+            "admin/billing/invoice/void_confirm.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "Void invoices",
+                "invoices": queryset,
+                "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+                "opts": self.model._meta,
+            },
+        )

@@ -1,0 +1,84 @@
+"""The budget API: ``GET /api/v1/budget?client=SLUG[&month=YYYY-MM]``.
+
+Same bearer keys as ingest. A client's key sees only its own client (any other slug is a
+404, the same answer as an unknown slug); an agency-wide key may ask about any client.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils import timezone
+from django.views.decorators.http import require_GET
+
+from agency.models import Client
+from agency.money import round_money
+from billing.selectors.budgets import BudgetPosition, budget_status_for
+from billing.selectors.rollups import current_month
+from tracking.keys import api_error, api_key_required, rate_limit_hit
+
+_SLUG = re.compile(r"^[-a-zA-Z0-9_]{1,64}$")
+
+
+def _money(amount: Decimal | None) -> str | None:
+    return None if amount is None else str(round_money(amount))
+
+
+def _percent(value: Decimal | None) -> str | None:
+    # One decimal for display; a ratio, not money, so not round_money.
+    return None if value is None else str(value.quantize(Decimal("0.1"), rounding=ROUND_HALF_UP))
+
+
+def _parse_month(raw: str) -> date | None:
+    try:
+        return datetime.strptime(raw, "%Y-%m").date()  # noqa: DTZ007 - a calendar month
+    except ValueError:
+        return None
+
+
+def budget_payload(client: Client, position: BudgetPosition) -> dict[str, Any]:
+    return {
+        "client": client.slug,
+        "month": position.month.strftime("%Y-%m"),
+        "budget_usd": _money(position.budget_usd),
+        "cost_usd": _money(position.cost_usd),
+        "billed_usd": _money(position.billed_usd),
+        "percent_used": _percent(position.percent_used),
+        "status": position.status,
+        "projected_billed_usd": _money(position.projected_billed_usd),
+        "projected_status": position.projected_status,
+        "unpriced_events": position.unpriced_events,
+    }
+
+
+@require_GET
+@api_key_required
+def budget(request: HttpRequest) -> HttpResponse:
+    key = request.api_key  # type: ignore[attr-defined]
+    wait = rate_limit_hit(
+        key, scope="budget", limit_per_minute=settings.INGEST_RATE_LIMIT_PER_MINUTE
+    )
+    if wait is not None:
+        return api_error(
+            429, "rate_limited", "Too many requests.", headers={"Retry-After": str(wait)}
+        )
+    slug = request.GET.get("client", "").strip()
+    if not slug and key.client_id is not None:
+        slug = key.client.slug
+    if not slug:
+        return api_error(400, "invalid", "Pass ?client=<slug>.", field="client")
+    raw_month = request.GET.get("month", "")
+    month = _parse_month(raw_month) if raw_month else current_month()
+    if month is None:
+        return api_error(400, "invalid", "month must be YYYY-MM.", field="month")
+    # Not a slug at all (e.g. a NUL byte, which PostgreSQL refuses in a query): no such client.
+    client = Client.objects.filter(slug=slug).first() if _SLUG.match(slug) else None
+    if client is None or (key.client_id is not None and key.client_id != client.pk):
+        return api_error(404, "not_found", "No such client.")
+    position = budget_status_for(client, month, now=timezone.now())
+    return JsonResponse(budget_payload(client, position))

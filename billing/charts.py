@@ -1,0 +1,213 @@
+"""Server-rendered SVG charts: no JavaScript, no CDN, readable offline and in tests.
+
+Each helper takes plain values and returns a ``SafeString`` of inline SVG. Amounts arrive as
+``Decimal``; they are turned into floats only to compute pixel positions, never for money
+arithmetic or display (labels go through ``agency.money.format_usd``). Every chart carries
+``role="img"`` and an ``aria-label`` summary, and every bar or point a ``<title>`` tooltip,
+so the figures can be read without seeing the colours.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from datetime import date
+from decimal import Decimal
+
+from django.utils.html import escape
+from django.utils.safestring import SafeString, mark_safe
+
+from agency.money import format_usd
+
+# A palette that stays distinguishable for the common colour-vision deficiencies
+# (Okabe–Ito), in the order series are assigned.
+PALETTE = (
+    "#0072B2",
+    "#E69F00",
+    "#009E73",
+    "#CC79A7",
+    "#56B4E9",
+    "#D55E00",
+    "#F0E442",
+    "#000000",
+)
+OTHER_COLOUR = "#9aa3ae"
+
+
+def series_colour(index: int) -> str:
+    return PALETTE[index % len(PALETTE)]
+
+
+def _num(value: Decimal | int | float) -> float:
+    # Pixel geometry only; see the module docstring.
+    return float(value)
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.1f}".rstrip("0").rstrip(".")
+
+
+def nice_ceiling(value: Decimal) -> Decimal:
+    """The smallest 1/2/2.5/5 × 10^n at or above ``value``: a round top for the y axis."""
+    if value <= 0:
+        return Decimal("1")
+    exponent = value.adjusted()
+    for step in (Decimal("1"), Decimal("2"), Decimal("2.5"), Decimal("5"), Decimal("10")):
+        candidate = step.scaleb(exponent)
+        if candidate >= value:
+            return candidate
+    return Decimal("10").scaleb(exponent)  # pragma: no cover - the loop always returns
+
+
+def stacked_bars(
+    days: Sequence[date],
+    series: Mapping[str, Sequence[Decimal]],
+    *,
+    width: int = 1100,
+    height: int = 260,
+    label: str = "Daily spend by model",
+    value_format: Callable[[Decimal], str] = format_usd,
+) -> SafeString:
+    """One bar per day, stacked by series (e.g. model), with a y axis and a legend.
+
+    ``series`` maps a name to one value per day, in the order of ``days``.
+    """
+    left, right, top, bottom = 64, 8, 10, 26
+    plot_w = width - left - right
+    plot_h = height - top - bottom
+    totals = [sum((values[i] for values in series.values()), Decimal(0)) for i in range(len(days))]
+    peak = max(totals, default=Decimal(0))
+    ceiling = nice_ceiling(peak)
+    parts = [
+        f'<svg class="chart chart-bars" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="{escape(label)}: total {escape(value_format(sum(totals, Decimal(0))))} '
+        f'over {len(days)} days" preserveAspectRatio="xMinYMin meet">'
+    ]
+    for step in range(5):
+        fraction = Decimal(step) / 4
+        y = top + plot_h - _num(fraction) * plot_h
+        parts.append(
+            f'<line class="grid" x1="{left}" x2="{width - right}" y1="{_fmt(y)}" y2="{_fmt(y)}"/>'
+            f'<text class="axis" x="{left - 6}" y="{_fmt(y + 4)}" text-anchor="end">'
+            f"{escape(value_format(ceiling * fraction))}</text>"
+        )
+    if days:
+        slot = plot_w / len(days)
+        bar_w = max(slot * 0.72, 1.0)
+        label_every = max(1, round(len(days) / 10))
+        for i, day in enumerate(days):
+            x = left + i * slot + (slot - bar_w) / 2
+            base = float(top + plot_h)
+            for index, (name, values) in enumerate(series.items()):
+                value = values[i]
+                if value <= 0:
+                    continue
+                h = _num(value / ceiling) * plot_h
+                base -= h
+                parts.append(
+                    f'<rect x="{_fmt(x)}" y="{_fmt(base)}" width="{_fmt(bar_w)}" '
+                    f'height="{_fmt(h)}" fill="{series_colour(index)}">'
+                    f"<title>{day:%b %-d} · {escape(name)}: {escape(value_format(value))}"
+                    f"</title></rect>"
+                )
+            if i % label_every == 0:
+                parts.append(
+                    f'<text class="axis" x="{_fmt(x + bar_w / 2)}" y="{height - 8}" '
+                    f'text-anchor="middle">{day:%-d}</text>'
+                )
+    parts.append("</svg>")
+    return mark_safe("".join(parts))  # noqa: S308 - every interpolated text is escaped
+
+
+def legend(names: Sequence[str]) -> list[tuple[str, str]]:
+    """(name, colour) pairs in the colours ``stacked_bars`` gives the same series order."""
+    return [(name, series_colour(index)) for index, name in enumerate(names)]
+
+
+def sparkline(
+    values: Sequence[Decimal],
+    *,
+    width: int = 120,
+    height: int = 28,
+    label: str = "Last 30 days",
+    value_format: Callable[[Decimal], str] = format_usd,
+) -> SafeString:
+    """A small trend line with the last point marked; flat at the bottom when all zero."""
+    pad = 2
+    peak = max(values, default=Decimal(0))
+    total = sum(values, Decimal(0))
+    aria = f"{label}: total {value_format(total)}, peak day {value_format(peak)}"
+    if len(values) < 2:
+        return mark_safe(  # noqa: S308 - escaped
+            f'<svg class="spark" viewBox="0 0 {width} {height}" role="img" '
+            f'aria-label="{escape(aria)}"></svg>'
+        )
+    step = (width - 2 * pad) / (len(values) - 1)
+    points = []
+    for i, value in enumerate(values):
+        fraction = _num(value / peak) if peak > 0 else 0.0
+        points.append((pad + i * step, height - pad - fraction * (height - 2 * pad)))
+    path = " ".join(f"{_fmt(x)},{_fmt(y)}" for x, y in points)
+    last_x, last_y = points[-1]
+    return mark_safe(  # noqa: S308 - escaped
+        f'<svg class="spark" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+        f'role="img" aria-label="{escape(aria)}"><title>{escape(aria)}</title>'
+        f'<polyline fill="none" stroke="currentColor" stroke-width="1.5" points="{path}"/>'
+        f'<circle cx="{_fmt(last_x)}" cy="{_fmt(last_y)}" r="2" fill="currentColor"/></svg>'
+    )
+
+
+def line_chart(
+    days: Sequence[date],
+    values: Sequence[Decimal | None],
+    *,
+    width: int = 1100,
+    height: int = 170,
+    label: str = "Average input tokens per call",
+    value_format: Callable[[Decimal], str] = lambda v: f"{v:,.0f}",
+) -> SafeString:
+    """A line over days with a y axis; ``None`` (no calls that day) breaks the line."""
+    left, right, top, bottom = 64, 8, 10, 26
+    plot_w = width - left - right
+    plot_h = height - top - bottom
+    present = [v for v in values if v is not None]
+    ceiling = nice_ceiling(max(present, default=Decimal(0)))
+    parts = [
+        f'<svg class="chart chart-line" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="{escape(label)}" preserveAspectRatio="xMinYMin meet">'
+    ]
+    for step in range(3):
+        fraction = Decimal(step) / 2
+        y = top + plot_h - _num(fraction) * plot_h
+        parts.append(
+            f'<line class="grid" x1="{left}" x2="{width - right}" y1="{_fmt(y)}" y2="{_fmt(y)}"/>'
+            f'<text class="axis" x="{left - 6}" y="{_fmt(y + 4)}" text-anchor="end">'
+            f"{escape(value_format(ceiling * fraction))}</text>"
+        )
+    if days:
+        slot = plot_w / len(days)
+        label_every = max(1, round(len(days) / 10))
+        segments: list[list[tuple[float, float]]] = [[]]
+        dots: list[str] = []
+        for i, (day, value) in enumerate(zip(days, values, strict=True)):
+            x = left + i * slot + slot / 2
+            if i % label_every == 0:
+                parts.append(
+                    f'<text class="axis" x="{_fmt(x)}" y="{height - 8}" '
+                    f'text-anchor="middle">{day:%-d}</text>'
+                )
+            if value is None:
+                segments.append([])
+                continue
+            y = top + plot_h - _num(value / ceiling) * plot_h
+            segments[-1].append((x, y))
+            dots.append(
+                f'<circle cx="{_fmt(x)}" cy="{_fmt(y)}" r="2.5" class="point">'
+                f"<title>{day:%b %-d}: {escape(value_format(value))}</title></circle>"
+            )
+        for segment in segments:
+            if len(segment) > 1:
+                path = " ".join(f"{_fmt(x)},{_fmt(y)}" for x, y in segment)
+                parts.append(f'<polyline class="line" fill="none" points="{path}"/>')
+        parts.extend(dots)
+    parts.append("</svg>")
+    return mark_safe("".join(parts))  # noqa: S308 - every interpolated text is escaped

@@ -1,0 +1,118 @@
+"""CSV exports: an invoice's lines, and the raw events behind an invoice or a month.
+
+Event exports stream: rows come from ``.iterator(chunk_size=…)`` (a server-side cursor on
+PostgreSQL) through a generator into a ``StreamingHttpResponse``, so a million events
+never sit in memory. Money is written from Decimal as plain strings, never via float.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Iterator
+from datetime import UTC, date
+from decimal import Decimal
+from typing import Any
+
+from django.db.models import QuerySet
+
+from agency.money import apply_markup
+from billing.models import DailyRollup, Invoice
+from tracking.models import UsageEvent
+
+CHUNK_SIZE = 5000
+
+
+class _Echo:
+    """A file-like object whose write() returns the line: csv.writer into a generator."""
+
+    def write(self, value: str) -> str:
+        return value
+
+
+def csv_lines(rows: Iterable[Iterable[Any]]) -> Iterator[str]:
+    writer = csv.writer(_Echo())
+    for row in rows:
+        yield writer.writerow(row)
+
+
+def money(value: Decimal | None) -> str:
+    """A Decimal as plain text (no exponent, no float): '12.50'."""
+    return "" if value is None else f"{value:f}"
+
+
+def exact(value: Decimal | None) -> str:
+    """A full-precision cost as plain text without trailing zeros ('0.0000125'): the same
+    on PostgreSQL (NUMERIC(30, 15)) and SQLite (text). normalize() only drops zeros."""
+    return "" if value is None else f"{value.normalize():f}"
+
+
+def invoice_lines_rows(invoice: Invoice) -> Iterator[list[Any]]:
+    """Header then one row per line. Raw cost and markup only when the invoice shows them."""
+    show = invoice.show_markup
+    header = [
+        "invoice", "line", "kind", "usage_month", "description", "provider", "model",
+        "project", "calls", "input_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens",
+        "cache_read_tokens", "output_tokens", "web_search_requests",
+    ]  # fmt: skip
+    if show:
+        header += ["raw_cost_usd", "markup_pct"]
+    yield [*header, "billed_usd", "amount_usd"]
+    number = invoice.number or f"draft-{invoice.pk}"
+    for line in invoice.lines.order_by("position"):
+        row = [
+            number, line.position, line.kind, f"{line.usage_month:%Y-%m}", line.description,
+            line.provider, line.model, line.project, line.events, line.input_tokens,
+            line.cache_write_5m_tokens, line.cache_write_1h_tokens, line.cache_read_tokens,
+            line.output_tokens, line.web_search_requests,
+        ]  # fmt: skip
+        if show:
+            row += [exact(line.raw_cost_usd), money(line.markup_pct)]
+        yield [*row, exact(line.billed_usd), money(line.amount_usd)]
+    width = len(header) + 2
+
+    def summary(kind: str, amount: Decimal, note: str = "") -> list[Any]:
+        return [number, "", kind, "", note, *[""] * (width - 6), money(amount)]
+
+    yield summary("subtotal", invoice.subtotal_usd)
+    if invoice.tax_usd:
+        yield summary("tax", invoice.tax_usd, f"{invoice.tax_label} {invoice.tax_rate_pct:f}%")
+    yield summary("total", invoice.total_usd)
+
+
+def _markups(client_id: int, days: tuple[date, date]) -> dict[date, Decimal]:
+    """The markup of each day, as the rollups (and so the invoices) applied it."""
+    rows = DailyRollup.objects.filter(client_id=client_id, day__gte=days[0], day__lte=days[1])
+    return dict(rows.values_list("day", "markup_pct").distinct())
+
+
+EVENT_COLUMNS = (
+    "event_id", "occurred_at", "received_at", "project__name", "feature", "end_user", "team",
+    "provider", "model", "service_tier", "input_tokens", "cache_write_5m_tokens",
+    "cache_write_1h_tokens", "cache_read_tokens", "output_tokens", "reasoning_tokens",
+    "web_search_requests", "pricing_status", "cost_usd",
+)  # fmt: skip
+
+
+def event_rows(
+    events: QuerySet[UsageEvent], *, client_id: int, days: tuple[date, date], show_cost: bool
+) -> Iterator[list[Any]]:
+    """Header then one row per event, streamed. ``billed_usd`` is the event's raw cost
+    under its day's markup, unrounded; ``cost_usd`` (raw) only when ``show_cost``."""
+    from django.utils import timezone
+
+    markups = _markups(client_id, days)
+    header = [c.replace("project__name", "project") for c in EVENT_COLUMNS[:-1]]
+    if show_cost:
+        header += ["cost_usd", "markup_pct"]
+    yield [*header, "billed_usd"]
+    for values in events.values_list(*EVENT_COLUMNS).iterator(chunk_size=CHUNK_SIZE):
+        row = list(values)
+        cost = row.pop()
+        row[1] = row[1].astimezone(UTC).isoformat()
+        row[2] = row[2].astimezone(UTC).isoformat()
+        row[3] = row[3] or ""
+        markup = markups.get(timezone.localdate(values[1]))
+        billed = apply_markup(cost, markup) if cost is not None and markup is not None else None
+        if show_cost:
+            row += [exact(cost), money(markup)]
+        yield [*row, exact(billed)]

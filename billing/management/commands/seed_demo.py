@@ -1,0 +1,226 @@
+from __future__ import annotations
+
+import random
+import secrets
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandParser
+from django.db import transaction
+from django.utils import timezone
+
+from agency.models import AgencyProfile, Client, ClientMembership, Project
+from agency.money import apply_markup, round_money
+from billing.services.budgets import budgets_recompute
+from billing.services.rollups import rollups_rebuild_dirty
+from tracking import demo
+from tracking.models import UsageEvent
+from tracking.pricing import normalize_usage
+from tracking.rates import RateBook
+from tracking.services import (
+    dirty_days_mark,
+    event_fingerprint,
+    local_day,
+    pricing_fields,
+    usage_fields,
+)
+
+CLIENTS = [
+    # slug, name, markup %, budget, projects, events per day, providers
+    ("acme", "Acme Corp", "25", "900", ["support-bot", "doc-summarizer"], 70, "anthropic"),
+    ("globex", "Globex", "40", "250", ["sales-assistant"], 45, "anthropic"),
+    ("initech", "Initech", "15", "3000", ["code-review", "search"], 40, "mixed"),
+    ("umbrella", "Umbrella Health", "20", None, ["triage"], 25, "mixed"),
+]
+
+
+class Command(BaseCommand):
+    help = "Create demo clients, projects, users and ~60 days of realistic usage."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--days", type=int, default=60)
+        parser.add_argument("--seed", type=int, default=7)
+        parser.add_argument("--admin-password", default="")
+
+    def handle(self, *args: Any, days: int, seed: int, admin_password: str, **options: Any) -> None:
+        call_command("load_model_rates", stdout=self.stdout)
+        if Client.objects.filter(slug="acme").exists():
+            self.stdout.write("demo data already present; nothing to do")
+        else:
+            with transaction.atomic():
+                count = self._seed(days=days, rng=random.Random(seed))
+            self.stdout.write(f"created {count} usage events over {days} days")
+        self._users(admin_password)
+        # Rollups and budget snapshots (and alerts), as the Celery beat would build them.
+        rebuilt = rollups_rebuild_dirty()
+        positions = budgets_recompute()
+        self.stdout.write(f"rolled up {rebuilt} client-days, recomputed {len(positions)} budgets")
+
+    def _users(self, admin_password: str) -> None:
+        user_model = get_user_model()
+        password = admin_password or secrets.token_urlsafe(12)
+        admin, created = user_model.objects.get_or_create(
+            username="admin",
+            defaults={"is_staff": True, "is_superuser": True, "email": "admin@example.com"},
+        )
+        if created or admin_password:
+            admin.set_password(password)
+            admin.save()
+            self.stdout.write(self.style.SUCCESS(f"admin login: admin / {password}"))
+        viewer, created = user_model.objects.get_or_create(username="acme-viewer")
+        if created or admin_password:
+            viewer.set_password(password)
+            viewer.save()
+            ClientMembership.objects.get_or_create(
+                user=viewer, defaults={"client": Client.objects.get(slug="acme")}
+            )
+            self.stdout.write(
+                self.style.SUCCESS(f"client login (Acme only): acme-viewer / {password}")
+            )
+
+    def _seed(self, *, days: int, rng: random.Random) -> int:
+        profile = AgencyProfile.load()
+        profile.name = "Northwind AI Agency"
+        profile.address = "12 Harbour Street\nBristol BS1 4XE\nUnited Kingdom"
+        profile.tax_id = "GB 123 4567 89"
+        profile.email = "billing@northwind.example"
+        profile.payment_instructions = (
+            "Bank transfer to IBAN GB00 NWBK 0000 0000 0000 00, reference the invoice number."
+        )
+        profile.save()
+        book = RateBook.load()
+        now = timezone.now()
+        today = timezone.localdate(now)
+        events: list[UsageEvent] = []
+        for slug, name, markup, budget, project_names, per_day, providers in CLIENTS:
+            client = Client.objects.create(
+                name=name,
+                slug=slug,
+                markup_pct=Decimal(markup),
+                monthly_budget_usd=Decimal(budget) if budget else None,
+                billing_email=f"accounts@{slug}.example",
+                billing_name=f"{name} Accounts Payable",
+                billing_address=f"{rng.randint(1, 99)} Market Street\nSpringfield",
+                invoice_split_by_project=slug == "acme",
+            )
+            projects = [Project.objects.create(client=client, name=p) for p in project_names]
+            prompts = [demo.prompt_hash(f"{slug}-prompt-{i}") for i in range(8)]
+            for offset in range(days, -1, -1):
+                day = today - timedelta(days=offset)
+                start = timezone.make_aware(datetime.combine(day, time.min))
+                # Usage grows over time: this month runs hotter than last.
+                volume = int(per_day * (0.6 + 0.8 * (days - offset) / days) * rng.uniform(0.7, 1.3))
+                for moment in demo.spread(rng, start, volume):
+                    if moment > now:
+                        continue
+                    events.append(self._event(client, projects, prompts, moment, rng, providers))
+            # One nightly batch job per client, priced at half.
+            batch_day = today - timedelta(days=rng.randint(3, 20))
+            moment = timezone.make_aware(datetime.combine(batch_day, time(2, 0)))
+            for _ in range(120):
+                events.append(
+                    self._event(client, projects, prompts, moment, rng, "anthropic", batch=True)
+                )
+        # A model without a rate: stored unpriced, priced once a rate is added.
+        acme = Client.objects.get(slug="acme")
+        for i in range(5):
+            moment = now - timedelta(hours=i + 1)
+            events.append(
+                self._event(acme, [], [], moment, rng, "anthropic", model="claude-experimental-9")
+            )
+        for event in events:
+            usage = normalize_usage(event.provider, event.usage, service_tier=None)
+            resolution = book.resolve(event.provider, event.model, event.occurred_at)
+            for key, value in {
+                **usage_fields(usage),
+                **pricing_fields(usage, resolution, now=now),
+            }.items():
+                setattr(event, key, value)
+            event.fingerprint = event_fingerprint(
+                client_id=event.client_id,
+                provider=event.provider,
+                model=event.model,
+                usage=event.usage,
+                occurred_at=event.occurred_at,
+                service_tier="",
+            )
+        UsageEvent.objects.bulk_create(events, batch_size=2000)
+        dirty_days_mark((e.client_id, local_day(e.occurred_at)) for e in events)
+        self._fit_budgets(events, today)
+        return len(events)
+
+    def _fit_budgets(self, events: list[UsageEvent], today: date) -> None:
+        """Budgets sized so the demo shows every status whatever the day of the month:
+        Acme yellow (~85% used), Globex red (~110%), Initech green (~30%)."""
+        share = {"acme": Decimal("0.85"), "globex": Decimal("1.10"), "initech": Decimal("0.30")}
+        month = today.replace(day=1)
+        for client in Client.objects.filter(slug__in=share):
+            raw = sum(
+                (
+                    e.cost_usd
+                    for e in events
+                    if e.client_id == client.pk
+                    and e.cost_usd is not None
+                    and local_day(e.occurred_at) >= month
+                ),
+                Decimal(0),
+            )
+            billed = apply_markup(raw, client.markup_pct)
+            client.monthly_budget_usd = max(Decimal(10), round_money(billed / share[client.slug]))
+            client.save(update_fields=["monthly_budget_usd"])
+
+    def _event(
+        self,
+        client: Client,
+        projects: list[Project],
+        prompts: list[str],
+        moment: datetime,
+        rng: random.Random,
+        providers: str,
+        *,
+        batch: bool = False,
+        model: str = "",
+    ) -> UsageEvent:
+        provider = "anthropic"
+        if providers == "mixed" and not batch and not model:
+            provider = rng.choices(["anthropic", "openai", "google"], [6, 2, 2])[0]
+        if provider == "openai":
+            model, usage = (
+                rng.choice(["gpt-5-mini", "gpt-4o-2024-08-06", "gpt-4.1"]),
+                demo.openai_usage(rng),
+            )
+        elif provider == "google":
+            model, usage = (
+                rng.choice(["gemini-2.5-flash", "gemini-2.5-pro"]),
+                demo.gemini_usage(rng),
+            )
+        else:
+            if not model:
+                names, weights = zip(*demo.ANTHROPIC_MODELS, strict=True)
+                model = rng.choices(names, weights)[0]
+            feature = rng.choice(demo.FEATURES)
+            usage = demo.anthropic_usage(
+                rng, batch=batch, search=feature == "search" and rng.random() < 0.5
+            )
+        # About 5% of calls come untagged: no project.
+        project = rng.choice(projects) if projects and rng.random() > 0.05 else None
+        return UsageEvent(
+            client=client,
+            project=project,
+            event_id=f"demo-{secrets.token_hex(8)}",
+            feature="batch-enrichment" if batch else rng.choice(demo.FEATURES),
+            end_user=f"user-{rng.randint(1, 40)}",
+            team=rng.choice(["platform", "growth", "support"]),
+            prompt_hash=rng.choice(prompts) if prompts else "",
+            request_id=f"req_{secrets.token_hex(10)}",
+            provider=provider,
+            model=model,
+            occurred_at=moment,
+            received_at=moment + timedelta(milliseconds=rng.randint(50, 900)),
+            status_code=200,
+            latency_ms=rng.randint(300, 9000),
+            usage=usage,
+        )

@@ -1,0 +1,166 @@
+"""Invoice PDF: the HTML template rendered by WeasyPrint, from the invoice's own snapshot.
+
+Everything printed comes from the invoice and its lines (frozen at finalization), never
+from the live client or agency rows, so a re-render prints the same figures.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+
+from django.conf import settings
+from django.core.files.storage import default_storage
+from django.template.loader import render_to_string
+from django.utils import timezone
+
+from agency.money import MILLION, ZERO, format_usd, round_money
+from billing.models import Invoice, InvoiceLine, InvoiceLineKind, InvoiceStatus
+
+# WeasyPrint reports every rendering step at INFO: noise in the worker logs.
+logging.getLogger("weasyprint.progress").setLevel(logging.WARNING)
+
+# Unit prices are rates, not amounts: printed to 4 decimal places (cache reads cost
+# fractions of a cent per MTok on small models). Amounts go through round_money only.
+RATE_PLACES = Decimal("0.0001")
+THOUSAND = Decimal("1000")
+_KINDS = (
+    ("Input", "input_tokens", "cost_input_usd", MILLION, "MTok"),
+    ("Cache write (5 min)", "cache_write_5m_tokens", "cost_cache_write_5m_usd", MILLION, "MTok"),
+    ("Cache write (1 h)", "cache_write_1h_tokens", "cost_cache_write_1h_usd", MILLION, "MTok"),
+    ("Cache read", "cache_read_tokens", "cost_cache_read_usd", MILLION, "MTok"),
+    ("Output", "output_tokens", "cost_output_usd", MILLION, "MTok"),
+    ("Web searches", "web_search_requests", "cost_web_search_usd", THOUSAND, "1k"),
+)
+
+
+@dataclass
+class Detail:
+    label: str
+    quantity: str
+    unit_price: str
+
+
+@dataclass
+class PrintedLine:
+    description: str
+    events: int
+    details: list[Detail]
+    raw_cost: str
+    markup: str
+    amount: str
+
+
+@dataclass
+class Section:
+    title: str
+    adjustment: bool
+    lines: list[PrintedLine] = field(default_factory=list)
+
+
+def _unit_price(cost: Decimal, quantity: int, per: Decimal, factor: Decimal) -> str:
+    if not quantity:
+        return ""
+    price = (cost * factor / quantity * per).quantize(RATE_PLACES, rounding=ROUND_HALF_UP)
+    # At least cents, more only when the rate has them: $3.00, $0.0375.
+    text = f"{price:,}".rstrip("0")
+    decimals = len(text.split(".")[1]) if "." in text else 0
+    return f"${price:,.{max(decimals, 2)}f}"
+
+
+def _printed(line: InvoiceLine, *, show_markup: bool) -> PrintedLine:
+    # Without the markup shown, unit prices are billed prices (raw × the line's markup).
+    factor = Decimal(1)
+    if not show_markup and line.raw_cost_usd:
+        factor = line.billed_usd / line.raw_cost_usd
+    details = []
+    for label, qty_field, cost_field, per, unit in _KINDS:
+        quantity = getattr(line, qty_field)
+        if quantity:
+            price = _unit_price(getattr(line, cost_field), quantity, per, factor)
+            details.append(Detail(label, f"{quantity:,}", f"{price} / {unit}" if price else ""))
+    if line.cost_discount_usd:
+        discount = format_usd(line.cost_discount_usd * factor)
+        details.append(Detail("Batch discount (included)", "", discount))
+    if line.unpriced_events:
+        details.append(Detail(f"{line.unpriced_events:,} calls not yet priced", "", ""))
+    markup = "varied" if line.markup_pct is None else f"{line.markup_pct.normalize():f} %"
+    return PrintedLine(
+        description=line.description,
+        events=line.events,
+        details=details,
+        raw_cost=format_usd(round_money(line.raw_cost_usd)),
+        markup=markup,
+        amount=format_usd(line.amount_usd),
+    )
+
+
+def invoice_sections(invoice: Invoice) -> list[Section]:
+    """The invoice's lines as printed: this month's usage, then one section per month of
+    late-usage adjustments, clearly labelled."""
+    sections: dict[object, Section] = {}
+    for line in invoice.lines.order_by("position"):
+        if line.kind == InvoiceLineKind.USAGE:
+            key: object = "usage"
+            title = f"Usage in {line.usage_month:%B %Y}"
+        else:
+            key = line.usage_month
+            title = f"Usage from {line.usage_month:%B %Y} received after invoicing"
+        section = sections.setdefault(key, Section(title, key != "usage"))
+        section.lines.append(_printed(line, show_markup=invoice.show_markup))
+    return list(sections.values())
+
+
+def _logo_url(name: str) -> str:
+    if not name or not default_storage.exists(name):
+        return ""
+    return Path(default_storage.path(name)).as_uri()
+
+
+def invoice_pdf_html(invoice: Invoice) -> str:
+    today = timezone.localdate()
+    issue_date = invoice.issue_date or today
+    context = {
+        "invoice": invoice,
+        "sections": invoice_sections(invoice),
+        "issue_date": issue_date,
+        "due_date": invoice.due_date or issue_date + timedelta(days=invoice.payment_terms_days),
+        "period_end": _month_end(invoice),
+        "subtotal": format_usd(invoice.subtotal_usd),
+        "tax": format_usd(invoice.tax_usd),
+        "total": format_usd(invoice.total_usd),
+        "raw_total": format_usd(round_money(invoice.raw_cost_usd)),
+        "has_tax": invoice.tax_rate_pct > ZERO,
+        "tax_rate": f"{invoice.tax_rate_pct.normalize():f}",
+        "watermark": _watermark(invoice),
+        "logo_url": _logo_url(invoice.agency_logo),
+        "currency": invoice.client.currency if invoice.client_id else "USD",
+    }
+    return render_to_string("billing/invoice_pdf.html", context)
+
+
+def _month_end(invoice: Invoice) -> object:
+    from billing.selectors.invoices import next_month
+
+    return next_month(invoice.month) - timedelta(days=1)
+
+
+def _watermark(invoice: Invoice) -> str:
+    if invoice.status == InvoiceStatus.VOID:
+        return "VOID"
+    if invoice.status == InvoiceStatus.DRAFT:
+        return "DRAFT"
+    return ""
+
+
+def invoice_pdf_render(invoice: Invoice) -> bytes:
+    """The invoice as PDF bytes (A4)."""
+    from weasyprint import HTML
+
+    html = invoice_pdf_html(invoice)
+    pdf = HTML(string=html, base_url=str(settings.BASE_DIR)).write_pdf()
+    assert pdf is not None
+    return bytes(pdf)

@@ -1,0 +1,338 @@
+"""Daily and hourly rollups, rebuilt whole per (client, agency-local day) from raw events.
+
+A (client, day) is never incremented: its rows are deleted and re-aggregated from the raw
+events of that day in one transaction. The incremental path (days marked dirty by ingest
+and re-pricing) and a full rebuild therefore run the same aggregation and agree to the
+last decimal, including late and re-priced events, and a rebuild is idempotent.
+
+The billed amount of a row is its raw cost under the client's markup as of the end of
+that local day (from ``Client.history``); today uses the current markup. Markup is
+linear, so ``Σ billed`` of a day's rows equals the day's raw cost × (1 + markup/100).
+"""
+
+from __future__ import annotations
+
+import logging
+from bisect import bisect_left
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import UTC, date, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal, localcontext
+from typing import Any
+
+from django.db import connection, transaction
+from django.db.models import Count, Q, QuerySet, Sum, Value
+from django.db.models.functions import Coalesce, Trunc, TruncDate
+from django.utils import timezone
+
+from agency.db import ExactSum
+from agency.models import Client
+from agency.money import COST_PLACES, apply_markup
+from billing.models import DailyRollup, HourlyRollup
+from billing.selectors.rollups import day_bounds, local_days
+from tracking.models import DirtyDay, PricingStatus, UsageEvent
+
+logger = logging.getLogger(__name__)
+
+TOKEN_FIELDS = (
+    "input_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens", "cache_read_tokens",
+    "output_tokens", "reasoning_tokens", "web_search_requests",
+)  # fmt: skip
+COST_FIELDS = (
+    "cost_input_usd", "cost_output_usd", "cost_cache_write_5m_usd", "cost_cache_write_1h_usd",
+    "cost_cache_read_usd", "cost_web_search_usd", "cost_discount_usd", "cost_usd",
+)  # fmt: skip
+ZERO = Decimal("0")
+# A dirty mark younger than this is rebuilt but kept for the next run. Ingest stamps
+# marked_at with its own clock before its transaction commits, so a mark can be
+# overwritten with an *older* marked_at after we read it; keeping young marks one more
+# cycle makes that race harmless (a rebuild is idempotent and cheap).
+DIRTY_SETTLE = timedelta(minutes=2)
+
+
+def billed_usd(raw_usd: Decimal, markup_pct: Decimal) -> Decimal:
+    """Raw cost under a markup, at the storage scale of rollups (15 places).
+
+    Quantizing here, half-up, is a storage guard, not money rounding: PostgreSQL rounds a
+    NUMERIC(30, 15) the same way on insert, and SQLite (text) would otherwise keep more
+    places, so both databases hold the same value.
+    """
+    with localcontext(prec=60):
+        return apply_markup(raw_usd, markup_pct).quantize(COST_PLACES, rounding=ROUND_HALF_UP)
+
+
+class MarkupBook:
+    """Each client's markup as of the end of any local day, from ``Client.history``.
+
+    A markup change applies from the day it is made: day D uses the markup in force at
+    the end of D. Days before the first history record use that record (a client created
+    today with back-filled usage); today and later use the current markup.
+    """
+
+    def __init__(self, client_ids: Iterable[int]) -> None:
+        ids = list(client_ids)
+        self._current = dict(Client.objects.filter(pk__in=ids).values_list("pk", "markup_pct"))
+        history: dict[int, list[tuple[datetime, Decimal]]] = defaultdict(list)
+        rows = (
+            Client.history.filter(id__in=ids)
+            .order_by("history_date", "history_id")
+            .values_list("id", "history_date", "markup_pct")
+        )
+        for client_id, when, markup in rows:
+            history[client_id].append((when, markup))
+        self._moments = {k: [when for when, _ in v] for k, v in history.items()}
+        self._markups = {k: [m for _, m in v] for k, v in history.items()}
+        self._today = timezone.localdate(timezone.now(), timezone.get_default_timezone())
+
+    def markup(self, client_id: int, day: date) -> Decimal:
+        current = self._current.get(client_id, ZERO)
+        moments = self._moments.get(client_id)
+        if day >= self._today or not moments:
+            return current
+        end = day_bounds(day)[1]
+        index = bisect_left(moments, end)  # records strictly before the end of the day
+        return self._markups[client_id][max(index - 1, 0)]
+
+
+def _events_of_day(client_id: int, day: date) -> QuerySet[UsageEvent]:
+    start, end = day_bounds(day)
+    # (client, occurred_at) range: served by the usageevent_client_time index.
+    return UsageEvent.objects.filter(
+        client_id=client_id, occurred_at__gte=start, occurred_at__lt=end
+    ).order_by()
+
+
+def _unpriced() -> Count:
+    return Count("pk", filter=Q(pricing_status=PricingStatus.UNPRICED))
+
+
+def _daily_rows(client_id: int, day: date, markup: Decimal) -> list[DailyRollup]:
+    sums: dict[str, Any] = {name: Sum(name) for name in TOKEN_FIELDS}
+    sums.update({name: ExactSum(name) for name in COST_FIELDS})
+    groups = (
+        _events_of_day(client_id, day)
+        .values(
+            "feature",
+            "provider",
+            project_name=Coalesce("project__name", Value("")),
+            model_name=Coalesce("rate__model", "model"),
+        )
+        .annotate(n_events=Count("pk"), n_unpriced=_unpriced(), **sums)
+    )
+    rows = []
+    for values in groups:
+        group: dict[str, Any] = dict(values)
+        costs = {name: group[name] if group[name] is not None else ZERO for name in COST_FIELDS}
+        rows.append(
+            DailyRollup(
+                client_id=client_id,
+                day=day,
+                project=group["project_name"],
+                feature=group["feature"],
+                provider=group["provider"],
+                model=group["model_name"],
+                events=group["n_events"],
+                unpriced_events=group["n_unpriced"],
+                markup_pct=markup,
+                billed_usd=billed_usd(costs["cost_usd"], markup),
+                **{name: group[name] or 0 for name in TOKEN_FIELDS},
+                **costs,
+            )
+        )
+    return rows
+
+
+def _hourly_rows(client_id: int, day: date) -> list[HourlyRollup]:
+    groups = (
+        _events_of_day(client_id, day)
+        .annotate(bucket=Trunc("occurred_at", "hour", tzinfo=UTC))
+        .values("bucket")
+        .annotate(n_events=Count("pk"), n_unpriced=_unpriced(), cost=ExactSum("cost_usd"))
+    )
+    return [
+        HourlyRollup(
+            client_id=client_id,
+            day=day,
+            hour=group["bucket"],
+            events=group["n_events"],
+            unpriced_events=group["n_unpriced"],
+            cost_usd=group["cost"] if group["cost"] is not None else ZERO,
+        )
+        for group in groups
+    ]
+
+
+def _lock_clients(client_ids: Iterable[int]) -> None:
+    """Serialize rebuilds of the same client (concurrent workers would otherwise both
+    delete, then both insert and collide on the unique bucket). FOR NO KEY UPDATE does not
+    conflict with the FOR KEY SHARE lock an event insert takes, so ingest never waits."""
+    list(
+        Client.objects.select_for_update(no_key=True)
+        .filter(pk__in=list(client_ids))
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+
+
+@transaction.atomic
+def rollups_rebuild_days(*, client_id: int, days: Iterable[date]) -> int:
+    """Rebuild the daily and hourly rollups of these agency-local days of one client from
+    their raw events. Returns the number of daily rollup rows written."""
+    day_list = sorted(set(days))
+    if not day_list:
+        return 0
+    _lock_clients([client_id])
+    markups = MarkupBook([client_id])
+    DailyRollup.objects.filter(client_id=client_id, day__in=day_list).delete()
+    HourlyRollup.objects.filter(client_id=client_id, day__in=day_list).delete()
+    daily: list[DailyRollup] = []
+    hourly: list[HourlyRollup] = []
+    for day in day_list:
+        daily.extend(_daily_rows(client_id, day, markups.markup(client_id, day)))
+        hourly.extend(_hourly_rows(client_id, day))
+    DailyRollup.objects.bulk_create(daily, batch_size=1000)
+    HourlyRollup.objects.bulk_create(hourly, batch_size=1000)
+    return len(daily)
+
+
+def rollups_rebuild_dirty() -> int:
+    """Rebuild every (client, day) marked in ``tracking.models.DirtyDay``, then delete the
+    marks consumed: only those whose ``marked_at`` is not newer than what was read (a day
+    marked again meanwhile stays marked) and older than ``DIRTY_SETTLE``. Returns the
+    number of (client, day) pairs rebuilt. Safe to run twice or concurrently."""
+    marks = list(
+        DirtyDay.objects.order_by("client_id", "day").values_list(
+            "pk", "client_id", "day", "marked_at"
+        )
+    )
+    if connection.vendor == "postgresql":
+        # One statement per day for all its dirty clients: after a burst touching every
+        # client, one pass over the day's events instead of one query per client.
+        by_day: dict[date, list[int]] = defaultdict(list)
+        for _, client_id, day, _ in marks:
+            by_day[day].append(client_id)
+        for day, clients in sorted(by_day.items()):
+            _rebuild_day_sql(day, sorted(clients))
+    else:
+        by_client: dict[int, list[date]] = defaultdict(list)
+        for _, client_id, day, _ in marks:
+            by_client[client_id].append(day)
+        for client_id, days in by_client.items():
+            rollups_rebuild_days(client_id=client_id, days=days)
+    settled = timezone.now() - DIRTY_SETTLE
+    consumable = [(pk, marked_at) for pk, _, _, marked_at in marks if marked_at <= settled]
+    for start in range(0, len(consumable), 500):
+        condition = Q()
+        for pk, marked_at in consumable[start : start + 500]:
+            condition |= Q(pk=pk, marked_at__lte=marked_at)
+        DirtyDay.objects.filter(condition).delete()
+    return len(marks)
+
+
+def rollups_rebuild_period(*, start: date, end: date, client_id: int | None = None) -> int:
+    """Rebuild the rollups of every agency-local day from ``start`` to ``end`` inclusive
+    (one client, or all). Days without events lose their rows. Returns the number of
+    daily rollup rows written. One transaction per day, so a long rebuild never holds a
+    month of locks and can be interrupted and rerun."""
+    if end < start:
+        return 0
+    if connection.vendor == "postgresql":
+        only = None if client_id is None else [client_id]
+        return sum(_rebuild_day_sql(day, only) for day in local_days(start, end))
+    written = 0
+    first, _ = day_bounds(start)
+    _, last = day_bounds(end)
+    events = UsageEvent.objects.filter(occurred_at__gte=first, occurred_at__lt=last)
+    rollups = DailyRollup.objects.filter(day__gte=start, day__lte=end)
+    hourly = HourlyRollup.objects.filter(day__gte=start, day__lte=end)
+    if client_id is not None:
+        events = events.filter(client_id=client_id)
+        rollups = rollups.filter(client_id=client_id)
+        hourly = hourly.filter(client_id=client_id)
+    pairs = set(
+        events.annotate(local=TruncDate("occurred_at", tzinfo=timezone.get_default_timezone()))
+        .values_list("client_id", "local")
+        .distinct()
+    )
+    by_client: dict[int, set[date]] = defaultdict(set)
+    for pair_client, day in pairs:
+        by_client[pair_client].add(day)
+    with transaction.atomic():
+        rollups.delete()
+        hourly.delete()
+        for pair_client, days in sorted(by_client.items()):
+            written += rollups_rebuild_days(client_id=pair_client, days=days)
+    return written
+
+
+# --- PostgreSQL: the same aggregation as one INSERT … SELECT per day -----------------
+
+_DAILY_SQL = """
+INSERT INTO billing_dailyrollup (
+    client_id, day, project, feature, provider, model, events, unpriced_events,
+    {token_columns}, {cost_columns}, markup_pct, billed_usd
+)
+SELECT e.client_id, %(day)s, COALESCE(p.name, ''), e.feature, e.provider,
+       COALESCE(r.model, e.model), COUNT(*),
+       COUNT(*) FILTER (WHERE e.pricing_status = 'unpriced'),
+       {token_sums}, {cost_sums}, m.markup_pct,
+       -- Same as billed_usd(): exact product (no division), then half-up to 15 places.
+       ROUND(COALESCE(SUM(e.cost_usd), 0) * (100 + m.markup_pct) * 0.01, 15)
+FROM tracking_usageevent e
+JOIN (VALUES {markup_values}) AS m (client_id, markup_pct) ON m.client_id = e.client_id
+LEFT JOIN agency_project p ON p.id = e.project_id
+LEFT JOIN tracking_modelrate r ON r.id = e.rate_id
+WHERE e.occurred_at >= %(start)s AND e.occurred_at < %(end)s {client_filter}
+GROUP BY e.client_id, COALESCE(p.name, ''), e.feature, e.provider, COALESCE(r.model, e.model),
+         m.markup_pct
+"""
+
+_HOURLY_SQL = """
+INSERT INTO billing_hourlyrollup (client_id, day, hour, events, unpriced_events, cost_usd)
+SELECT e.client_id, %(day)s, date_trunc('hour', e.occurred_at, 'UTC'), COUNT(*),
+       COUNT(*) FILTER (WHERE e.pricing_status = 'unpriced'), COALESCE(SUM(e.cost_usd), 0)
+FROM tracking_usageevent e
+WHERE e.occurred_at >= %(start)s AND e.occurred_at < %(end)s {client_filter}
+GROUP BY e.client_id, date_trunc('hour', e.occurred_at, 'UTC')
+"""
+
+
+@transaction.atomic
+def _rebuild_day_sql(day: date, only: list[int] | None) -> int:
+    """Rebuild one local day for these clients (all when ``only`` is None) in one
+    transaction: the same rows as ``rollups_rebuild_days``, from two statements."""
+    start, end = day_bounds(day)
+    events = UsageEvent.objects.filter(occurred_at__gte=start, occurred_at__lt=end)
+    rollups = DailyRollup.objects.filter(day=day)
+    hourly = HourlyRollup.objects.filter(day=day)
+    if only is not None:
+        events = events.filter(client_id__in=only)
+        rollups = rollups.filter(client_id__in=only)
+        hourly = hourly.filter(client_id__in=only)
+    client_ids = sorted(set(events.values_list("client_id", flat=True).distinct()))
+    _lock_clients(client_ids if only is None else only)
+    rollups.delete()
+    hourly.delete()
+    if not client_ids:
+        return 0
+    markups = MarkupBook(client_ids)
+    params: dict[str, Any] = {"day": day, "start": start, "end": end, "clients": only}
+    values = []
+    for index, pair_client in enumerate(client_ids):
+        params[f"c{index}"] = pair_client
+        params[f"m{index}"] = markups.markup(pair_client, day)
+        values.append(f"(%(c{index})s::bigint, %(m{index})s::numeric)")
+    client_filter = "AND e.client_id = ANY(%(clients)s)" if only is not None else ""
+    daily_sql = _DAILY_SQL.format(
+        token_columns=", ".join(TOKEN_FIELDS),
+        cost_columns=", ".join(COST_FIELDS),
+        token_sums=", ".join(f"COALESCE(SUM(e.{name}), 0)" for name in TOKEN_FIELDS),
+        cost_sums=", ".join(f"COALESCE(SUM(e.{name}), 0)" for name in COST_FIELDS),
+        markup_values=", ".join(values),
+        client_filter=client_filter,
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(daily_sql, params)
+        written = cursor.rowcount
+        cursor.execute(_HOURLY_SQL.format(client_filter=client_filter), params)
+    return written

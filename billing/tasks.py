@@ -1,0 +1,110 @@
+"""Celery tasks of billing: thin wrappers over the services, safe to run twice."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import shared_task
+from django.conf import settings
+from django.core.cache import cache
+
+from billing.services.alerts import (
+    MAX_ATTEMPTS,
+    AlertDeliveryError,
+    alert_deliveries_due,
+    alert_delivery_send,
+)
+from billing.services.budgets import budgets_recompute
+from billing.services.rollups import rollups_rebuild_dirty
+
+logger = logging.getLogger(__name__)
+
+# Set while a debounced recompute is queued: a burst of ingest requests schedules one run.
+RECOMPUTE_SCHEDULED_KEY = "billing:budgets-recompute-scheduled"
+
+
+# --- rollups and budgets ---------------------------------------------------------------
+
+
+@shared_task
+def rollups_rebuild_dirty_task() -> int:
+    """Rebuild the rollups of every (client, day) marked dirty. Idempotent."""
+    return rollups_rebuild_dirty()
+
+
+@shared_task
+def budgets_recompute_task() -> int:
+    """Bring rollups up to date, then recompute every client's budget and fire alerts."""
+    # Cleared before reading: usage committed after this point schedules another run.
+    cache.delete(RECOMPUTE_SCHEDULED_KEY)
+    rollups_rebuild_dirty()
+    return len(budgets_recompute())
+
+
+def budgets_recompute_soon(sender: Any = None, **kwargs: Any) -> None:
+    """Receiver of ``tracking.signals.usage_recorded``: schedule one recompute a little
+    later (debounced through a cache flag). Never raises: ingest has already committed
+    and must answer, whatever happens here."""
+    delay = settings.BUDGET_RECOMPUTE_DELAY_SECONDS
+    try:
+        if cache.add(RECOMPUTE_SCHEDULED_KEY, "1", timeout=delay + 120):
+            budgets_recompute_task.apply_async(countdown=delay)
+    except Exception:
+        logger.exception("could not schedule a budget recompute; the beat schedule will")
+
+
+# --- alert delivery --------------------------------------------------------------------
+
+
+@shared_task(bind=True, max_retries=MAX_ATTEMPTS, acks_late=True)
+def alert_delivery_send_task(self: Any, delivery_id: int) -> str:
+    """Send one alert delivery; on failure retry with backoff (1, 2, 4 … minutes)."""
+    try:
+        return alert_delivery_send(delivery_id=delivery_id)
+    except AlertDeliveryError as exc:
+        raise self.retry(exc=exc, countdown=60 * 2**self.request.retries) from exc
+
+
+@shared_task
+def alert_deliveries_retry_task() -> int:
+    """Re-enqueue deliveries that failed or whose task was lost. Idempotent: a delivery
+    is claimed by a conditional UPDATE, so a duplicate task does nothing."""
+    due = alert_deliveries_due()
+    for delivery_id in due:
+        alert_delivery_send_task.delay(delivery_id)
+    return len(due)
+
+
+# --- invoices --------------------------------------------------------------------------
+
+
+@shared_task
+def invoices_generate_task(month_iso: str | None = None) -> list[int]:
+    """Create or replace the drafts of a month (``YYYY-MM-DD`` of its first day; default
+    last month). Idempotent: drafts are replaced, issued invoices left alone."""
+    from datetime import date
+
+    from django.utils import timezone
+
+    from billing.services.invoices import invoices_generate_month, previous_month_of
+
+    month = date.fromisoformat(month_iso) if month_iso else previous_month_of(timezone.now())
+    return invoices_generate_month(month=month.replace(day=1)).invoice_ids
+
+
+@shared_task
+def invoices_finalize_due_task() -> list[int]:
+    """Refresh past months' drafts and finalize those past the grace period. Idempotent:
+    finalizing needs a draft, and a finalized invoice is none."""
+    from billing.services.invoices import invoices_finalize_due
+
+    return invoices_finalize_due().finalized
+
+
+@shared_task
+def invoice_send_task(invoice_id: int) -> str:
+    """Email an issued invoice to its client's billing address."""
+    from billing.services.invoices import invoice_send
+
+    return invoice_send(invoice_id=invoice_id).status

@@ -1,0 +1,85 @@
+"""Invoice downloads: the PDF, the lines CSV and the raw-event CSVs. Read-only.
+
+Each view looks its client up through ``client_for`` (404 for another client's slug) and
+the invoice within that client (404 for another client's invoice). Agency staff see every
+invoice, drafts included (rendered on the fly with a DRAFT mark); a client's user sees
+only their own issued invoices, and never the agency's raw cost of an event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from django.contrib.auth.decorators import login_required
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
+from django.views.decorators.http import require_GET
+
+from agency.selectors import client_for
+from billing.csv_export import csv_lines, event_rows, invoice_lines_rows
+from billing.pdf import invoice_pdf_render
+from billing.selectors.invoices import (
+    invoice_events,
+    invoice_for,
+    month_events,
+    next_month,
+    parse_month,
+)
+
+
+def _filename(invoice_number: str | None, pk: int) -> str:
+    return invoice_number or f"draft-{pk}"
+
+
+@login_required
+@require_GET
+def invoice_pdf(request: HttpRequest, slug: str, pk: int) -> HttpResponseBase:
+    client = client_for(request.user, slug)
+    invoice = invoice_for(client, pk, include_drafts=request.user.is_staff)
+    name = f"{_filename(invoice.number, invoice.pk)}.pdf"
+    if invoice.pdf:
+        return FileResponse(invoice.pdf.open("rb"), filename=name, content_type="application/pdf")
+    response = HttpResponse(invoice_pdf_render(invoice), content_type="application/pdf")
+    response["Content-Disposition"] = f'inline; filename="{name}"'
+    return response
+
+
+@login_required
+@require_GET
+def invoice_lines_csv(request: HttpRequest, slug: str, pk: int) -> StreamingHttpResponse:
+    client = client_for(request.user, slug)
+    invoice = invoice_for(client, pk, include_drafts=request.user.is_staff)
+    name = f"{_filename(invoice.number, invoice.pk)}-lines.csv"
+    return _csv(csv_lines(invoice_lines_rows(invoice)), name)
+
+
+@login_required
+@require_GET
+def invoice_events_csv(request: HttpRequest, slug: str, pk: int) -> StreamingHttpResponse:
+    client = client_for(request.user, slug)
+    invoice = invoice_for(client, pk, include_drafts=request.user.is_staff)
+    events = invoice_events(invoice)
+    first = invoice.lines.order_by("usage_month").values_list("usage_month", flat=True).first()
+    days = (first or invoice.month, next_month(invoice.month))
+    rows = event_rows(events, client_id=client.pk, days=days, show_cost=request.user.is_staff)
+    return _csv(csv_lines(rows), f"{_filename(invoice.number, invoice.pk)}-events.csv")
+
+
+@login_required
+@require_GET
+def usage_month_csv(request: HttpRequest, slug: str, month: str) -> StreamingHttpResponse:
+    client = client_for(request.user, slug)
+    try:
+        first_day = parse_month(month)
+    except ValueError:
+        raise Http404("No such month") from None
+    events = month_events(client, first_day)
+    days = (first_day, next_month(first_day))
+    rows = event_rows(events, client_id=client.pk, days=days, show_cost=request.user.is_staff)
+    return _csv(csv_lines(rows), f"{client.slug}-usage-{first_day:%Y-%m}.csv")
+
+
+def _csv(lines: Iterable[str], filename: str) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(lines, content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response

@@ -1,0 +1,155 @@
+"""Turning Anthropic responses into ClientMeter ingest events."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from clientmeter._tags import TAG_FIELDS, Tags
+
+log = logging.getLogger("clientmeter")
+
+
+def usage_dict(usage: Any) -> dict[str, Any]:
+    """The usage object with the API's own field names and only the fields the API sent.
+
+    ``exclude_unset`` keeps exactly the keys present in the response (unknown new fields
+    included, as pydantic keeps extras); ``exclude_none`` drops explicit nulls, which mean
+    "not applicable" and would otherwise fail a strict integer check on ingest.
+    """
+    if isinstance(usage, dict):
+        return {key: value for key, value in usage.items() if value is not None}
+    dumped: dict[str, Any] = usage.model_dump(
+        mode="json", by_alias=True, exclude_unset=True, exclude_none=True
+    )
+    return dumped
+
+
+# The ingest API's limits (README, "Raw HTTP"): an event over them would be rejected and its
+# cost lost, so tags are trimmed to fit instead (with one warning per process).
+MAX_TAG_LENGTH = 200
+MAX_METADATA_KEYS = 20
+MAX_METADATA_KEY_LENGTH = 64
+MAX_METADATA_VALUE_LENGTH = 200
+_warned_trim = False
+
+
+def _warn_trimmed() -> None:
+    global _warned_trim
+    if not _warned_trim:
+        _warned_trim = True
+        log.warning("ClientMeter: tags or metadata were trimmed to fit the API's limits")
+
+
+def _fit(text: str, limit: int) -> str:
+    """``text`` without NUL characters (the database refuses them), cut to ``limit``."""
+    fitted = text.replace("\x00", "")[:limit]
+    if fitted != text:
+        _warn_trimmed()
+    return fitted
+
+
+def _fit_metadata(metadata: dict[str, str]) -> dict[str, str]:
+    if len(metadata) > MAX_METADATA_KEYS:
+        _warn_trimmed()
+    return {
+        _fit(key, MAX_METADATA_KEY_LENGTH): _fit(value, MAX_METADATA_VALUE_LENGTH)
+        for key, value in list(metadata.items())[:MAX_METADATA_KEYS]
+    }
+
+
+def now_rfc3339() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+@dataclass
+class Call:
+    """What is known when the app makes a call: its tags, start time and a fallback id.
+
+    The fallback id is drawn here, before anything is sent, so every resend of the event
+    carries the same id even when the response has none.
+    """
+
+    tags: Tags
+    model: str | None = None
+    started: float = field(default_factory=time.monotonic)
+    fallback_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+    def elapsed_ms(self) -> int:
+        return max(0, int((time.monotonic() - self.started) * 1000))
+
+
+def build_event(
+    *,
+    call: Call,
+    client: str | None,
+    event_id: str | None,
+    model: str | None,
+    usage: dict[str, Any],
+    request_id: str | None = None,
+    latency_ms: int | None = None,
+    status_code: int | None = 200,
+    service_tier: str | None = None,
+    occurred_at: str | None = None,
+    extra_metadata: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "id": event_id or call.fallback_id,
+        "provider": "anthropic",
+        "model": model or call.model or "unknown",
+        "usage": usage,
+        "occurred_at": occurred_at or now_rfc3339(),
+    }
+    if client:
+        event["client"] = client
+    for name in TAG_FIELDS:
+        value = call.tags.values.get(name)
+        if value:
+            event[name] = _fit(value, MAX_TAG_LENGTH)
+    optional = {
+        "request_id": request_id,
+        "latency_ms": latency_ms,
+        "status_code": status_code,
+        "service_tier": service_tier,
+    }
+    event.update({key: value for key, value in optional.items() if value is not None})
+    # The SDK's own keys (batch id, custom id) come first and win, so they survive the limit.
+    metadata = dict(extra_metadata or {})
+    for key, value in call.tags.metadata.items():
+        metadata.setdefault(key, value)
+    if metadata:
+        event["metadata"] = _fit_metadata(metadata)
+    return event
+
+
+class StreamUsage:
+    """Usage of a streamed message, from its raw events.
+
+    ``message_start`` carries preliminary counts; each ``message_delta`` carries cumulative
+    totals for the fields it has (``input_tokens`` may even be revised upward). So each
+    field takes its latest value — never a sum (PRICING.md §1.3).
+    """
+
+    def __init__(self) -> None:
+        self.message_id: str | None = None
+        self.model: str | None = None
+        self.usage: dict[str, Any] | None = None
+        self.stopped = False
+
+    def observe(self, event: Any) -> None:
+        kind = getattr(event, "type", None)
+        if kind == "message_start":
+            message = event.message
+            self.message_id = getattr(message, "id", None)
+            self.model = getattr(message, "model", None)
+            self.usage = usage_dict(message.usage)
+        elif kind == "message_delta":
+            delta_usage = getattr(event, "usage", None)
+            if delta_usage is not None:
+                self.usage = {**(self.usage or {}), **usage_dict(delta_usage)}
+        elif kind == "message_stop":
+            self.stopped = True

@@ -1,0 +1,101 @@
+"""Staff edit clients, markups and rates in admin; every change is kept with who made it."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from agency.models import Client, ClientMembership
+from tracking.models import ModelRate
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def staff(client):
+    user = get_user_model().objects.create_superuser("staff", "staff@example.com", "pw")
+    client.force_login(user)
+    return user
+
+
+def client_form(**overrides):
+    data = {
+        "name": "Acme",
+        "slug": "acme",
+        "active": "on",
+        "markup_pct": "25",
+        "monthly_budget_usd": "500",
+        "billing_email": "ap@acme.example",
+        "billing_name": "",
+        "billing_address": "",
+        "billing_tax_id": "",
+        "tax_rate_pct": "0",
+        "tax_label": "Tax",
+        "alert_thresholds": "50,80,100",
+        "slack_webhook_url": "",
+        "projects-TOTAL_FORMS": "0",
+        "projects-INITIAL_FORMS": "0",
+        "memberships-TOTAL_FORMS": "0",
+        "memberships-INITIAL_FORMS": "0",
+    }
+    data.update(overrides)
+    return data
+
+
+def test_markup_change_in_admin_is_kept_in_history_with_its_author(client, staff):
+    acme = Client.objects.create(name="Acme", slug="acme", markup_pct=Decimal("10"))
+    response = client.post(f"/admin/agency/client/{acme.pk}/change/", client_form(markup_pct="25"))
+    assert response.status_code == 302
+    acme.refresh_from_db()
+    assert acme.markup_pct == Decimal("25")
+    latest = acme.history.latest()
+    assert (latest.markup_pct, latest.history_user) == (Decimal("25"), staff)
+    assert [h.markup_pct for h in acme.history.order_by("history_date")] == [
+        Decimal("10"),
+        Decimal("25"),
+    ]
+
+
+def test_a_new_price_row_keeps_the_old_one(client, staff, rates):
+    before = ModelRate.objects.filter(model="claude-haiku-4-5").count()
+    response = client.post(
+        "/admin/tracking/modelrate/add/",
+        {
+            "provider": "anthropic",
+            "model": "claude-haiku-4-5",
+            "display_name": "Claude Haiku 4.5",
+            "aliases": "claude-haiku-4-5-20251001",
+            "effective_from": "2026-12-01",
+            "input_usd_per_mtok": "0.8",
+            "output_usd_per_mtok": "4",
+            "batch_discount_pct": "50",
+            "notes": "",
+        },
+    )
+    assert response.status_code == 302
+    assert ModelRate.objects.filter(model="claude-haiku-4-5").count() == before + 1
+    assert (
+        ModelRate.objects.get(model="claude-haiku-4-5", effective_from="2026-12-01")
+        .history.latest()
+        .history_user
+        == staff
+    )
+
+
+def test_searching_rates_for_a_dated_id_finds_the_row_it_resolves_to(client, staff, rates):
+    response = client.get("/admin/tracking/modelrate/", {"q": "claude-sonnet-4-5-20250929"})
+    assert response.status_code == 200
+    results = list(response.context["cl"].result_list)
+    assert [r.model for r in results] == ["claude-sonnet-4-5"]
+
+
+def test_a_clients_user_cannot_open_admin(client):
+    acme = Client.objects.create(name="Acme", slug="acme")
+    user = get_user_model().objects.create_user("viewer", password="pw")
+    ClientMembership.objects.create(user=user, client=acme)
+    client.force_login(user)
+    response = client.get("/admin/agency/client/")
+    assert response.status_code == 302
+    assert "/admin/login/" in response["Location"]

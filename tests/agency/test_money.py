@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from agency.env import EnvError, env_bool, env_int
+from agency.money import apply_markup, format_usd, round_money
+
+
+@pytest.mark.parametrize(
+    ("amount", "rounded"),
+    [
+        ("0.005", "0.01"),  # half-up, not banker's rounding
+        ("0.015", "0.02"),
+        ("0.0049999999999999", "0.00"),
+        ("-0.005", "-0.01"),
+        ("12.345000000000001", "12.35"),
+    ],
+)
+def test_round_money_rounds_half_up_to_the_cent(amount, rounded):
+    assert round_money(Decimal(amount)) == Decimal(rounded)
+
+
+def test_markup_is_exact_before_rounding():
+    assert apply_markup(Decimal("0.015384"), Decimal("25")) == Decimal("0.01923")
+    assert apply_markup(Decimal("10"), Decimal("0")) == Decimal("10")
+
+
+def test_format_usd_groups_thousands_and_rounds_once():
+    assert format_usd(Decimal("1234.505")) == "$1,234.51"
+    assert format_usd(Decimal("-3")) == "-$3.00"
+    assert format_usd(None) == "—"
+
+
+def test_bad_environment_values_fail_loudly(monkeypatch):
+    monkeypatch.setenv("SOME_FLAG", "maybe")
+    monkeypatch.setenv("SOME_NUMBER", "12a")
+    with pytest.raises(EnvError, match="SOME_FLAG"):
+        env_bool("SOME_FLAG")
+    with pytest.raises(EnvError, match="SOME_NUMBER"):
+        env_int("SOME_NUMBER", 1)

@@ -1,0 +1,367 @@
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from decimal import Decimal
+
+import pytest
+import time_machine
+
+from agency.models import Client
+from billing.selectors import dashboard
+from tests.factories import ClientFactory, DailyRollupFactory, UsageEventFactory
+
+pytestmark = pytest.mark.django_db
+
+TODAY = dt.date(2026, 11, 20)
+NOON = dt.datetime(2026, 11, 20, 12, tzinfo=dt.UTC)
+
+
+@pytest.fixture(autouse=True)
+def private_cache(settings):
+    """A cache of this test's own: the dashboards cache sums, and SQLite reuses ids."""
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": f"dashboard-test-{uuid.uuid4()}",
+        }
+    }
+
+
+def _overview(**kwargs):
+    return dashboard.overview(Client.objects.all(), today=TODAY, **kwargs)
+
+
+def test_overview_sums_month_to_date_from_rollups_only():
+    client = ClientFactory.create(markup_pct=Decimal("25"))
+    DailyRollupFactory.create(
+        client=client, day=dt.date(2026, 11, 3), cost_usd=Decimal("10.000000001")
+    )
+    DailyRollupFactory.create(client=client, day=dt.date(2026, 11, 19), cost_usd=Decimal("2"))
+    DailyRollupFactory.create(client=client, day=dt.date(2026, 10, 31), cost_usd=Decimal("500"))
+    [row] = _overview().rows
+    assert row.raw_usd == Decimal("12.000000001")
+    assert row.billed_usd == Decimal("15.00000000125")
+    assert row.margin_usd == Decimal("3.00000000025")
+
+
+def test_overview_totals_are_the_sum_of_rows():
+    for cost in ("1.10", "2.20", "3.30"):
+        DailyRollupFactory.create(client=ClientFactory.create(), day=TODAY, cost_usd=Decimal(cost))
+    data = _overview()
+    assert data.totals.raw_usd == Decimal("6.60")
+    assert data.totals.billed_usd == sum(r.billed_usd for r in data.rows)
+
+
+def test_overview_leaves_out_inactive_clients():
+    ClientFactory.create(name="Gone", active=False)
+    ClientFactory.create(name="Here")
+    assert [r.client.name for r in _overview().rows] == ["Here"]
+
+
+def test_overview_sparkline_puts_each_day_in_its_slot():
+    client = ClientFactory.create(markup_pct=Decimal("0"))
+    DailyRollupFactory.create(client=client, day=TODAY, cost_usd=Decimal("4"))
+    DailyRollupFactory.create(
+        client=client, day=TODAY - dt.timedelta(days=29), cost_usd=Decimal("1")
+    )
+    DailyRollupFactory.create(
+        client=client, day=TODAY - dt.timedelta(days=30), cost_usd=Decimal("9")
+    )
+    [row] = _overview().rows
+    assert len(row.spark) == 30
+    assert row.spark[-1] == Decimal("4")
+    assert row.spark[0] == Decimal("1")
+    assert sum(row.spark) == Decimal("5")
+
+
+def test_overview_sorts_by_billed_descending():
+    for name, cost in (("A", "1"), ("B", "3"), ("C", "2")):
+        DailyRollupFactory.create(
+            client=ClientFactory.create(name=name), day=TODAY, cost_usd=Decimal(cost)
+        )
+    assert [r.client.name for r in _overview(sort="-billed").rows] == ["B", "C", "A"]
+
+
+def test_overview_unknown_sort_falls_back_to_name():
+    ClientFactory.create(name="Zed")
+    ClientFactory.create(name="Abe")
+    data = _overview(sort="client_id; drop table")
+    assert data.sort == "name"
+    assert [r.client.name for r in data.rows] == ["Abe", "Zed"]
+
+
+def test_overview_counts_untagged_usage_per_client():
+    client = ClientFactory.create()
+    DailyRollupFactory.create(client=client, day=TODAY, project="", events=7)
+    DailyRollupFactory.create(client=client, day=TODAY, project="web", events=5)
+    data = _overview()
+    assert data.rows[0].untagged_events == 7
+    assert (data.untagged_events, data.untagged_clients) == (7, 1)
+
+
+def test_overview_lists_models_waiting_for_a_rate():
+    first, second = ClientFactory.create(), ClientFactory.create()
+    DailyRollupFactory.create(
+        client=first, day=TODAY, model="claude-new-9", events=2, unpriced_events=2
+    )
+    DailyRollupFactory.create(
+        client=first,
+        day=TODAY - dt.timedelta(days=3),
+        model="claude-new-9",
+        events=1,
+        unpriced_events=1,
+    )
+    DailyRollupFactory.create(
+        client=second, day=TODAY, model="claude-new-9", events=4, unpriced_events=4
+    )
+    DailyRollupFactory.create(client=second, day=TODAY, model="claude-sonnet-4-5")
+    [model] = _overview().unpriced_models
+    assert (model.model, model.events, model.clients) == ("claude-new-9", 7, 2)
+
+
+def test_overview_unpriced_models_only_count_the_given_clients():
+    mine, other = ClientFactory.create(), ClientFactory.create()
+    DailyRollupFactory.create(client=other, day=TODAY, unpriced_events=1)
+    data = dashboard.overview(Client.objects.filter(pk=mine.pk), today=TODAY)
+    assert data.unpriced_models == []
+
+
+def test_sort_headers_reverse_the_sorted_column():
+    headers = dashboard.sort_headers("-billed")
+    assert headers["billed"].next_sort == "billed"
+    assert headers["billed"].aria_sort == "descending"
+    assert headers["raw"].next_sort == "-raw"
+    assert headers["name"].next_sort == "name"
+
+
+# --- client page ---------------------------------------------------------------------
+
+
+def test_parse_month_reads_year_and_month():
+    assert dashboard.parse_month("2026-02", today=TODAY) == dt.date(2026, 2, 1)
+
+
+def test_parse_month_falls_back_to_this_month_on_garbage():
+    assert dashboard.parse_month("2026-13", today=TODAY) == dt.date(2026, 11, 1)
+    assert dashboard.parse_month(None, today=TODAY) == dt.date(2026, 11, 1)
+
+
+def test_client_month_groups_rollups_by_model_project_and_feature():
+    client = ClientFactory.create()
+    DailyRollupFactory.create(client=client, day=TODAY, model="a", project="p", feature="chat")
+    DailyRollupFactory.create(client=client, day=TODAY, model="a", project="q", feature="chat")
+    DailyRollupFactory.create(client=client, day=TODAY, model="b", project="p", feature="")
+    data = dashboard.client_month(client, month=dt.date(2026, 11, 1), today=TODAY)
+    assert sorted((g.name, g.events) for g in data.by_model) == [("a", 2), ("b", 1)]
+    assert sorted((g.name, g.events) for g in data.by_project) == [("p", 2), ("q", 1)]
+    assert sorted((g.name, g.events) for g in data.by_feature) == [("", 1), ("chat", 2)]
+
+
+def test_client_month_ignores_other_clients_and_months():
+    client = ClientFactory.create()
+    DailyRollupFactory.create(client=client, day=TODAY, cost_usd=Decimal("1"))
+    DailyRollupFactory.create(client=client, day=dt.date(2026, 10, 31), cost_usd=Decimal("100"))
+    DailyRollupFactory.create(client=ClientFactory.create(), day=TODAY, cost_usd=Decimal("1000"))
+    data = dashboard.client_month(client, month=dt.date(2026, 11, 1), today=TODAY)
+    assert data.totals.raw_usd == Decimal("1")
+
+
+def test_cache_hit_ratio_is_reads_over_all_prompt_tokens():
+    client = ClientFactory.create()
+    DailyRollupFactory.create(
+        client=client,
+        day=TODAY,
+        feature="chat",
+        input_tokens=100,
+        cache_read_tokens=600,
+        cache_write_5m_tokens=200,
+        cache_write_1h_tokens=100,
+    )
+    data = dashboard.client_month(client, month=dt.date(2026, 11, 1), today=TODAY)
+    assert data.by_feature[0].cache_hit_ratio == Decimal("0.6")
+
+
+def test_daily_by_model_stacks_billed_per_day():
+    client = ClientFactory.create(markup_pct=Decimal("0"))
+    DailyRollupFactory.create(
+        client=client, day=dt.date(2026, 11, 2), model="a", cost_usd=Decimal("3")
+    )
+    DailyRollupFactory.create(
+        client=client, day=dt.date(2026, 11, 2), model="b", cost_usd=Decimal("1")
+    )
+    data = dashboard.client_month(client, month=dt.date(2026, 11, 1), today=TODAY)
+    assert len(data.days) == 30
+    assert data.daily_by_model["a"][1] == Decimal("3")
+    assert data.daily_by_model["b"][1] == Decimal("1")
+    assert data.daily_by_model["a"][0] == Decimal("0")
+
+
+def test_average_prompt_tokens_per_call_by_day():
+    client = ClientFactory.create()
+    DailyRollupFactory.create(
+        client=client, day=dt.date(2026, 11, 1), events=4, input_tokens=1000, cache_read_tokens=1000
+    )
+    data = dashboard.client_month(client, month=dt.date(2026, 11, 1), today=TODAY)
+    assert data.avg_prompt_tokens[0] == Decimal("500")
+    assert data.avg_prompt_tokens[1] is None
+
+
+def test_week_over_week_compares_the_last_seven_days_with_the_seven_before():
+    client = ClientFactory.create(markup_pct=Decimal("0"))
+    DailyRollupFactory.create(client=client, day=TODAY, cost_usd=Decimal("15"))
+    DailyRollupFactory.create(
+        client=client, day=TODAY - dt.timedelta(days=7), cost_usd=Decimal("10")
+    )
+    DailyRollupFactory.create(
+        client=client, day=TODAY - dt.timedelta(days=14), cost_usd=Decimal("99")
+    )
+    wow = dashboard.client_month(client, month=dt.date(2026, 11, 1), today=TODAY).week_over_week
+    assert (wow.this_week_usd, wow.last_week_usd) == (Decimal("15"), Decimal("10"))
+    assert wow.change_pct == Decimal("50")
+
+
+def test_week_over_week_reaches_into_the_previous_month():
+    client = ClientFactory.create(markup_pct=Decimal("0"))
+    DailyRollupFactory.create(client=client, day=dt.date(2026, 10, 27), cost_usd=Decimal("8"))
+    wow = dashboard.client_month(
+        client, month=dt.date(2026, 11, 1), today=dt.date(2026, 11, 3)
+    ).week_over_week
+    assert wow.last_week_usd == Decimal("8")
+
+
+def test_months_with_usage_include_the_current_month():
+    client = ClientFactory.create()
+    DailyRollupFactory.create(client=client, day=dt.date(2026, 9, 5))
+    assert dashboard.months_with_usage(client, today=TODAY) == [
+        dt.date(2026, 11, 1),
+        dt.date(2026, 9, 1),
+    ]
+
+
+@time_machine.travel(NOON, tick=False)
+def test_end_users_ranks_by_cost_within_client_and_month():
+    client = ClientFactory.create(markup_pct=Decimal("10"))
+    UsageEventFactory.create(client=client, end_user="alice", cost_usd=Decimal("1"))
+    UsageEventFactory.create(client=client, end_user="bob", cost_usd=Decimal("9"))
+    UsageEventFactory.create(client=client, end_user="bob", cost_usd=Decimal("1"))
+    UsageEventFactory.create(
+        client=client,
+        end_user="carol",
+        cost_usd=Decimal("50"),
+        occurred_at=dt.datetime(2026, 10, 31, 23, 59, tzinfo=dt.UTC),
+    )
+    UsageEventFactory.create(
+        client=ClientFactory.create(), end_user="mallory", cost_usd=Decimal("70")
+    )
+    users = dashboard.end_users(client, month=dt.date(2026, 11, 1))
+    assert [(u.name, u.events, u.raw_usd) for u in users] == [
+        ("bob", 2, Decimal("10")),
+        ("alice", 1, Decimal("1")),
+    ]
+    assert users[0].billed_usd == Decimal("11")
+
+
+@time_machine.travel(NOON, tick=False)
+def test_end_users_ranks_numerically_not_as_text():
+    client = ClientFactory.create()
+    UsageEventFactory.create(client=client, end_user="small", cost_usd=Decimal("9"))
+    UsageEventFactory.create(client=client, end_user="large", cost_usd=Decimal("10"))
+    assert [u.name for u in dashboard.end_users(client, month=dt.date(2026, 11, 1))] == [
+        "large",
+        "small",
+    ]
+
+
+@time_machine.travel(NOON, tick=False)
+def test_end_users_stop_at_the_limit():
+    client = ClientFactory.create()
+    for i in range(5):
+        UsageEventFactory.create(client=client, end_user=f"u{i}")
+    assert len(dashboard.end_users(client, month=dt.date(2026, 11, 1), limit=3)) == 3
+
+
+@time_machine.travel(NOON, tick=False)
+def test_top_prompts_show_calls_and_time_span():
+    client = ClientFactory.create()
+    start = dt.datetime(2026, 11, 20, 10, 0, tzinfo=dt.UTC)
+    for minute in range(10):
+        UsageEventFactory.create(
+            client=client,
+            prompt_hash="storm",
+            occurred_at=start + dt.timedelta(minutes=minute / 2),
+            cost_usd=Decimal("0.5"),
+        )
+    UsageEventFactory.create(client=client, prompt_hash="calm", cost_usd=Decimal("1"))
+    UsageEventFactory.create(client=client, prompt_hash="", cost_usd=Decimal("100"))
+    storm, calm = dashboard.top_prompts(client, month=dt.date(2026, 11, 1))
+    assert (storm.prompt_hash, storm.calls, storm.raw_usd) == ("storm", 10, Decimal("5.0"))
+    assert storm.span == dt.timedelta(minutes=4, seconds=30)
+    assert storm.calls_per_minute is not None and storm.calls_per_minute > 2
+    assert calm.calls_per_minute is None
+
+
+def test_overview_reads_today_live():
+    client = ClientFactory.create(markup_pct=Decimal("0"))
+    DailyRollupFactory.create(client=client, day=TODAY, cost_usd=Decimal("1"))
+    _overview()
+    DailyRollupFactory.create(client=client, day=TODAY, model="other", cost_usd=Decimal("2"))
+    assert _overview().rows[0].raw_usd == Decimal("3")
+
+
+def test_overview_reuses_past_days_until_the_cache_expires():
+    client = ClientFactory.create(markup_pct=Decimal("0"))
+    DailyRollupFactory.create(
+        client=client, day=TODAY - dt.timedelta(days=1), cost_usd=Decimal("1")
+    )
+    with time_machine.travel(NOON, tick=False) as traveller:
+        _overview()
+        DailyRollupFactory.create(
+            client=client, day=TODAY - dt.timedelta(days=1), model="late", cost_usd=Decimal("5")
+        )
+        assert _overview().rows[0].raw_usd == Decimal("1")
+        traveller.shift(dt.timedelta(seconds=dashboard.TREND_CACHE_SECONDS + 1))
+        assert _overview().rows[0].raw_usd == Decimal("6")
+
+
+def _top(client, *, compute):
+    month = dt.date(2026, 11, 1)
+    watermark = dashboard.month_watermark(client, month)
+    return dashboard.top_lists(client, month=month, watermark=watermark, compute=compute)
+
+
+@time_machine.travel(NOON, tick=False)
+def test_top_lists_are_computed_only_when_asked_then_reused():
+    client = ClientFactory.create()
+    UsageEventFactory.create(client=client, end_user="alice")
+    assert _top(client, compute=False) is None
+    assert [u.name for u in _top(client, compute=True).end_users] == ["alice"]
+    UsageEventFactory.create(client=client, end_user="bob", cost_usd=Decimal("5"))
+    assert [u.name for u in _top(client, compute=False).end_users] == ["alice"]
+
+
+def test_top_lists_stay_good_while_the_months_rollups_are_unchanged():
+    client = ClientFactory.create()
+    DailyRollupFactory.create(client=client, day=TODAY)
+    with time_machine.travel(NOON, tick=False) as traveller:
+        _top(client, compute=True)
+        traveller.shift(dt.timedelta(hours=2))
+        assert _top(client, compute=False) is not None
+
+
+def test_top_lists_expire_once_rollups_changed_and_the_cache_aged():
+    client = ClientFactory.create()
+    DailyRollupFactory.create(client=client, day=TODAY)
+    with time_machine.travel(NOON, tick=False) as traveller:
+        _top(client, compute=True)
+        DailyRollupFactory.create(client=client, day=TODAY, model="rebuilt")
+        assert _top(client, compute=False) is not None  # recent enough: served as is
+        traveller.shift(dt.timedelta(seconds=dashboard.TREND_CACHE_SECONDS + 1))
+        assert _top(client, compute=False) is None
+
+
+def test_month_watermark_matches_the_client_month():
+    client = ClientFactory.create()
+    DailyRollupFactory.create(client=client, day=TODAY)
+    data = dashboard.client_month(client, month=dt.date(2026, 11, 1), today=TODAY)
+    assert data.watermark == dashboard.month_watermark(client, dt.date(2026, 11, 1))

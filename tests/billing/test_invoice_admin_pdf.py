@@ -1,0 +1,133 @@
+"""The invoice admin (read-only, actions) and what the PDF prints."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+
+import pytest
+from django.urls import reverse
+
+from agency.models import AgencyProfile, Client
+from billing.models import Invoice, InvoiceStatus
+from billing.pdf import invoice_pdf_html
+from billing.services.invoices import invoice_finalize, invoice_void, invoices_generate_month
+from tests.factories import ClientFactory, StaffFactory, priced_event
+
+pytestmark = pytest.mark.django_db
+
+OCT = date(2026, 10, 1)
+
+
+def at(month: int, day: int, hour: int = 12) -> datetime:
+    return datetime(2026, month, day, hour, tzinfo=UTC)
+
+
+@pytest.fixture
+def acme(rates, time_machine) -> Client:
+    time_machine.move_to(at(9, 20), tick=False)
+    profile = AgencyProfile.load()
+    profile.name, profile.address, profile.tax_id = "Northwind AI", "12 Harbour St", "GB 123"
+    profile.payment_instructions = "IBAN GB00 0000"
+    profile.save()
+    client: Client = ClientFactory.create(
+        slug="acme", billing_name="Acme AP", billing_address="1 Main St", billing_tax_id="US-77"
+    )
+    priced_event(client, at=at(10, 3))
+    time_machine.move_to(at(11, 1, 2), tick=False)
+    invoices_generate_month(month=OCT)
+    return client
+
+
+@pytest.fixture
+def draft(acme) -> Invoice:
+    return Invoice.objects.get(client=acme)
+
+
+@pytest.fixture
+def staff_client(client):
+    client.force_login(StaffFactory.create(is_superuser=True))
+    return client
+
+
+def test_admin_finalize_action_issues_the_draft(draft, staff_client):
+    url = reverse("admin:billing_invoice_changelist")
+    response = staff_client.post(url, {"action": "finalize", "_selected_action": [draft.pk]})
+    assert response.status_code == 302
+    draft.refresh_from_db()
+    assert (draft.status, draft.number) == (InvoiceStatus.FINALIZED, "INV-2026-00001")
+
+
+def test_admin_void_action_asks_for_a_reason_first(draft, staff_client):
+    invoice = invoice_finalize(invoice_id=draft.pk)
+    url = reverse("admin:billing_invoice_changelist")
+    form = {"action": "void", "_selected_action": [invoice.pk]}
+    response = staff_client.post(url, form)
+    assert response.status_code == 200
+    assert b"Reason" in response.content
+    invoice.refresh_from_db()
+    assert invoice.status == InvoiceStatus.FINALIZED
+    staff_client.post(url, {**form, "confirm": "1", "void_reason": "Duplicate"})
+    invoice.refresh_from_db()
+    assert (invoice.status, invoice.void_reason) == (InvoiceStatus.VOID, "Duplicate")
+
+
+def test_admin_change_page_of_an_issued_invoice_is_read_only(draft, staff_client):
+    invoice = invoice_finalize(invoice_id=draft.pk)
+    url = reverse("admin:billing_invoice_change", args=[invoice.pk])
+    response = staff_client.get(url)
+    assert response.status_code == 200
+    assert b'name="total_usd"' not in response.content
+    assert b'name="lines-0-amount_usd"' not in response.content
+    staff_client.post(url, {"total_usd": "999", "status": "draft"})
+    invoice.refresh_from_db()
+    assert (invoice.total_usd, invoice.status) == (Decimal("0.01"), InvoiceStatus.FINALIZED)
+
+
+def test_admin_cannot_delete_an_issued_invoice(draft, staff_client):
+    invoice = invoice_finalize(invoice_id=draft.pk)
+    url = reverse("admin:billing_invoice_delete", args=[invoice.pk])
+    assert staff_client.get(url).status_code == 403
+
+
+def test_pdf_prints_agency_client_number_dates_and_total(draft):
+    html = invoice_pdf_html(invoice_finalize(invoice_id=draft.pk))
+    for text in [
+        "Northwind AI", "12 Harbour St", "Tax ID GB 123", "Acme AP", "1 Main St", "US-77",
+        "INV-2026-00001", "1 Nov 2026", "1 Dec 2026", "1 Oct – 31 Oct 2026", "IBAN GB00 0000",
+        "Claude Sonnet 4.5", "$0.01",
+    ]:  # fmt: skip
+        assert text in html, text
+
+
+def test_pdf_hides_raw_cost_and_markup_by_default(draft):
+    html = invoice_pdf_html(draft)
+    assert "Provider cost" not in html
+    assert "Markup" not in html
+
+
+def test_pdf_shows_raw_cost_and_markup_when_the_client_wants(acme, draft):
+    acme.invoice_show_markup = True
+    acme.save()
+    html = invoice_pdf_html(invoice_finalize(invoice_id=draft.pk))
+    assert "Provider cost" in html
+    assert "25 %" in html
+
+
+def test_void_pdf_carries_the_mark_and_the_reason(draft):
+    invoice = invoice_finalize(invoice_id=draft.pk)
+    html = invoice_pdf_html(invoice_void(invoice_id=invoice.pk, reason="Sent twice"))
+    assert '<div class="watermark void">VOID</div>' in html
+    assert "Sent twice" in html
+
+
+def test_pdf_labels_adjustments_with_their_month(acme, draft, time_machine):
+    invoice_finalize(invoice_id=draft.pk)
+    time_machine.move_to(at(11, 10), tick=False)
+    priced_event(acme, at=at(10, 30))
+    priced_event(acme, at=at(11, 11))
+    time_machine.move_to(at(12, 1, 2), tick=False)
+    invoices_generate_month(month=date(2026, 11, 1))
+    html = invoice_pdf_html(Invoice.objects.get(client=acme, month=date(2026, 11, 1)))
+    assert "Usage in November 2026" in html
+    assert "Usage from October 2026 received after invoicing" in html

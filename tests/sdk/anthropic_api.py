@@ -1,0 +1,228 @@
+"""A stand-in for api.anthropic.com: real Messages API bodies behind an httpx2 MockTransport.
+
+The bodies follow the types of the installed ``anthropic`` SDK (types/message.py, usage.py,
+message_delta_usage.py, raw_message_*_event.py, messages/message_batch*.py) and the
+examples in PRICING.md §1. Only what leaves the machine is faked: the app's ``anthropic``
+client, our wrapper and our sender are the real ones.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import anthropic
+import httpx2
+
+MODEL = "claude-sonnet-4-6"
+
+# The prompt-caching doc's 1-hour example (PRICING.md §1.2), with the tier and geo fields.
+USAGE: dict[str, Any] = {
+    "input_tokens": 2048,
+    "cache_read_input_tokens": 1800,
+    "cache_creation_input_tokens": 248,
+    "cache_creation": {"ephemeral_5m_input_tokens": 148, "ephemeral_1h_input_tokens": 100},
+    "output_tokens": 503,
+    "service_tier": "standard",
+    "inference_geo": "global",
+}
+
+
+def message_body(
+    message_id: str = "msg_01XFDUDYJgAACzvnptvVoYEL",
+    *,
+    usage: dict[str, Any] | None = None,
+    model: str = MODEL,
+) -> dict[str, Any]:
+    return {
+        "id": message_id,
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [{"type": "text", "text": "Hello! How can I help you today?"}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": USAGE if usage is None else usage,
+    }
+
+
+def sse(events: list[dict[str, Any]]) -> bytes:
+    lines = []
+    for event in events:
+        lines.append(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n")
+    return "".join(lines).encode()
+
+
+def stream_events(
+    message_id: str = "msg_01StreamedAAAAAAAAAAAAAA",
+    *,
+    start_usage: dict[str, Any] | None = None,
+    delta_usages: list[dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """A text reply as the API streams it: preliminary usage first, cumulative deltas after."""
+    start = {
+        "type": "message_start",
+        "message": {
+            "id": message_id,
+            "type": "message",
+            "role": "assistant",
+            "model": MODEL,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": start_usage
+            or {
+                "input_tokens": 25,
+                "cache_creation_input_tokens": 0,
+                "cache_read_input_tokens": 0,
+                "output_tokens": 1,
+                "service_tier": "standard",
+            },
+        },
+    }
+    events: list[dict[str, Any]] = [
+        start,
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        {"type": "ping"},
+        {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "text_delta", "text": "Hello"},
+        },
+        {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "text_delta", "text": " there!"},
+        },
+        {"type": "content_block_stop", "index": 0},
+    ]
+    for usage in delta_usages or [{"output_tokens": 15}]:
+        events.append(
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "usage": usage,
+            }
+        )
+    events.append({"type": "message_stop"})
+    return events
+
+
+BATCH_ID = "msgbatch_01HkcTjaV5uDC8jWR4ZsDV8d"
+BATCH_ENDED_AT = "2026-11-20T10:15:00Z"
+
+
+def batch_body() -> dict[str, Any]:
+    return {
+        "id": BATCH_ID,
+        "type": "message_batch",
+        "processing_status": "ended",
+        "request_counts": {
+            "processing": 0,
+            "succeeded": 2,
+            "errored": 1,
+            "canceled": 1,
+            "expired": 1,
+        },
+        "created_at": "2026-11-20T09:00:00Z",
+        "ended_at": BATCH_ENDED_AT,
+        "expires_at": "2026-11-21T09:00:00Z",
+        "archived_at": None,
+        "cancel_initiated_at": None,
+        "results_url": f"https://api.anthropic.com/v1/messages/batches/{BATCH_ID}/results",
+    }
+
+
+BATCH_USAGE: dict[str, Any] = {
+    "input_tokens": 9,
+    "cache_creation_input_tokens": 0,
+    "cache_read_input_tokens": 0,
+    "output_tokens": 25,
+    "service_tier": "batch",
+}
+
+
+def batch_results_jsonl() -> bytes:
+    lines = [
+        {
+            "custom_id": "qa-1",
+            "result": {
+                "type": "succeeded",
+                "message": message_body("msg_01BatchOneAAAAAAAAAAAAA", usage=BATCH_USAGE),
+            },
+        },
+        {
+            "custom_id": "qa-2",
+            "result": {
+                "type": "errored",
+                "error": {
+                    "type": "error",
+                    "error": {"type": "invalid_request_error", "message": "max_tokens: 0"},
+                },
+            },
+        },
+        {"custom_id": "qa-3", "result": {"type": "canceled"}},
+        {"custom_id": "qa-4", "result": {"type": "expired"}},
+        {
+            "custom_id": "qa-5",
+            "result": {
+                "type": "succeeded",
+                "message": message_body("msg_01BatchTwoAAAAAAAAAAAAA", usage=BATCH_USAGE),
+            },
+        },
+    ]
+    return b"".join(json.dumps(line).encode() + b"\n" for line in lines)
+
+
+class AnthropicAPI:
+    """Routes requests like the Messages API; ``stream_body`` and ``message`` can be changed."""
+
+    def __init__(self) -> None:
+        self.message = message_body()
+        self.stream = stream_events()
+        self.requests: list[httpx2.Request] = []
+        # When set, every Messages API call fails with this status and error type.
+        self.error: tuple[int, str] | None = None
+
+    def __call__(self, request: httpx2.Request) -> httpx2.Response:
+        self.requests.append(request)
+        path = request.url.path
+        headers = {"request-id": "req_011CSHoEeqs5C35K2UUqR7Fy"}
+        if self.error is not None:
+            status, kind = self.error
+            body = {"type": "error", "error": {"type": kind, "message": "Overloaded"}}
+            return httpx2.Response(status, headers=headers, json=body)
+        if request.method == "POST" and path == "/v1/messages":
+            params = json.loads(request.content)
+            if params.get("stream"):
+                headers["content-type"] = "text/event-stream"
+                return httpx2.Response(200, headers=headers, content=sse(self.stream))
+            user_id = params.get("metadata", {}).get("user_id")
+            if user_id:  # lets concurrent tests tell their responses apart
+                return httpx2.Response(200, headers=headers, json={**self.message, "id": user_id})
+            return httpx2.Response(200, headers=headers, json=self.message)
+        if request.method == "POST" and path == "/v1/messages/count_tokens":
+            return httpx2.Response(200, headers=headers, json={"input_tokens": 2095})
+        if request.method == "GET" and path == f"/v1/messages/batches/{BATCH_ID}":
+            return httpx2.Response(200, headers=headers, json=batch_body())
+        if request.method == "GET" and path == f"/v1/messages/batches/{BATCH_ID}/results":
+            return httpx2.Response(200, headers=headers, content=batch_results_jsonl())
+        return httpx2.Response(404, json={"type": "error", "error": {"type": "not_found_error"}})
+
+    def client(self) -> anthropic.Anthropic:
+        return anthropic.Anthropic(
+            api_key="sk-ant-test",
+            max_retries=0,
+            http_client=httpx2.Client(transport=httpx2.MockTransport(self)),
+        )
+
+    def async_client(self) -> anthropic.AsyncAnthropic:
+        return anthropic.AsyncAnthropic(
+            api_key="sk-ant-test",
+            max_retries=0,
+            http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(self)),
+        )
+
+
+Handler = Callable[[httpx2.Request], httpx2.Response]

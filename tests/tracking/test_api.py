@@ -1,0 +1,235 @@
+"""POST /api/v1/usage over HTTP: status codes, error bodies, and tenant isolation."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, cast
+
+import pytest
+from django.core.cache import cache
+
+from agency.models import Client
+from tests.factories import ClientFactory
+from tracking.keys import api_key_create
+from tracking.models import UsageEvent
+
+pytestmark = pytest.mark.django_db
+
+
+def new_client(**fields: Any) -> Client:
+    return cast(Client, ClientFactory(**fields))
+
+
+URL = "/api/v1/usage"
+
+
+@pytest.fixture(autouse=True)
+def _clear_cache():
+    cache.clear()
+
+
+@pytest.fixture
+def acme():
+    return new_client(slug="acme")
+
+
+@pytest.fixture
+def acme_key(acme):
+    return api_key_create(name="acme app", client=acme)[1]
+
+
+def post(client, key, body, *, content_type="application/json", **extra):
+    data = body if isinstance(body, (str, bytes)) else json.dumps(body)
+    return client.post(
+        URL, data, content_type=content_type, headers={"Authorization": f"Bearer {key}"}, **extra
+    )
+
+
+def event(event_id="e1", **fields):
+    return {
+        "id": event_id,
+        "model": "claude-sonnet-4-5",
+        "usage": {"input_tokens": 1200, "output_tokens": 450},
+        **fields,
+    }
+
+
+def test_post_usage_returns_results_in_order(client, rates, acme_key):
+    UsageEvent.objects.all().delete()
+    post(client, acme_key, {"events": [event("b")]})
+    response = post(
+        client,
+        acme_key,
+        {"events": [event("a"), event("b"), event("c", usage={"input_tokens": -5})]},
+    )
+    assert response.status_code == 200
+    assert response.json() == {
+        "accepted": 1,
+        "duplicates": 1,
+        "rejected": 1,
+        "results": [
+            {"id": "a", "status": "accepted", "cost_usd": "0.01035"},
+            {"id": "b", "status": "duplicate"},
+            {
+                "id": "c",
+                "status": "rejected",
+                "errors": [
+                    {
+                        "code": "invalid",
+                        "field": "events[2].usage.input_tokens",
+                        "message": "must be a non-negative integer",
+                    }
+                ],
+            },
+        ],
+    }
+
+
+def test_accepted_events_are_committed(client, rates, acme, acme_key):
+    post(client, acme_key, {"events": [event()]})
+    assert UsageEvent.objects.filter(client=acme, event_id="e1").exists()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "{not json",
+        '{"events": [{"id": "a", "model": "m", "usage": {"input_tokens": NaN}}]}',
+        '{"events": [{"id": "a", "model": "m", "usage": {"input_tokens": Infinity}}]}',
+        '{"events": [{"id": "a", "model": "m", "usage": {"input_tokens": 1e400}}]}',
+        '{"events": [{"id": "a", "model": "m", "usage": {"input_tokens": ' + "9" * 5000 + "}}]}",
+        "[" * 100_000,
+        b"\xff\xfe{",
+    ],
+)
+def test_malformed_json_is_400(client, acme_key, body):
+    response = post(client, acme_key, body)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "malformed_json"
+
+
+@pytest.mark.parametrize("body", [[], {"event": []}, {"events": {}}, {"events": []}, "null"])
+def test_body_that_is_not_a_non_empty_events_list_is_400(client, acme_key, body):
+    response = post(client, acme_key, body)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_body"
+
+
+def test_more_than_1000_events_is_413(client, acme_key):
+    response = post(client, acme_key, {"events": [event(f"e{i}") for i in range(1001)]})
+    assert response.status_code == 413
+    assert response.json()["error"] == {
+        "code": "too_many_events",
+        "message": "At most 1000 events per request (got 1001).",
+        "field": "events",
+    }
+
+
+def test_body_over_one_mib_is_413(client, acme_key):
+    body = json.dumps({"events": [event(metadata={"pad": "x" * 200})] * 5000})
+    assert len(body) > 1_048_576
+    response = post(client, acme_key, body)
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "body_too_large"
+
+
+def test_declared_length_over_the_limit_is_413_before_reading(client, acme_key):
+    response = post(client, acme_key, "{}", CONTENT_LENGTH="2000000")
+    assert response.status_code == 413
+
+
+def test_non_json_content_type_is_415(client, acme_key):
+    response = post(client, acme_key, "events=1", content_type="text/plain")
+    assert response.status_code == 415
+    assert response.json()["error"]["code"] == "unsupported_media_type"
+
+
+def test_json_content_type_with_charset_is_accepted(client, rates, acme_key):
+    response = post(
+        client, acme_key, {"events": [event()]}, content_type="application/json; charset=utf-8"
+    )
+    assert response.status_code == 200
+
+
+def test_get_is_405_with_json_body(client, acme_key):
+    response = client.get(URL, headers={"Authorization": f"Bearer {acme_key}"})
+    assert response.status_code == 405
+    assert response["Allow"] == "POST"
+    assert response.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_too_many_requests_is_429_with_retry_after(client, rates, acme_key, settings):
+    settings.INGEST_RATE_LIMIT_PER_MINUTE = 2
+    codes = [post(client, acme_key, {"events": [event()]}).status_code for _ in range(3)]
+    assert codes == [200, 200, 429]
+    response = post(client, acme_key, {"events": [event()]})
+    assert 1 <= int(response["Retry-After"]) <= 60
+    assert response.json()["error"]["code"] == "rate_limited"
+
+
+def test_rate_limit_is_per_key(client, rates, acme, acme_key, settings):
+    settings.INGEST_RATE_LIMIT_PER_MINUTE = 1
+    other_key = api_key_create(name="second", client=acme)[1]
+    post(client, acme_key, {"events": [event()]})
+    assert post(client, other_key, {"events": [event()]}).status_code == 200
+
+
+def test_agency_key_posts_for_a_named_client(client, rates, acme):
+    agency_key = api_key_create(name="agency", client=None)[1]
+    response = post(client, agency_key, {"events": [event(client="acme")]})
+    assert response.json()["accepted"] == 1
+    assert UsageEvent.objects.filter(client=acme).count() == 1
+
+
+def test_openapi_document_is_served(client):
+    response = client.get("/api/v1/openapi.json")
+    assert response.status_code == 200
+    document = response.json()
+    assert document["openapi"] == "3.1.0"
+    assert {"/usage", "/budget"} <= set(document["paths"])
+
+
+# --- the outsider: client A's key never changes client B's rows ---------------------
+
+
+OUTSIDER_SHAPES = [
+    pytest.param({"client": "globex"}, id="names-B"),
+    pytest.param({"client": "globex", "project": "b-secret"}, id="names-B-with-project"),
+    pytest.param({"client": "globex", "backfill": True}, id="names-B-backfill"),
+    pytest.param({"client": "GLOBEX"}, id="names-B-other-case"),
+    pytest.param({"client": "globex", "id": "b-existing"}, id="names-B-existing-id"),
+]
+
+
+@pytest.mark.parametrize("fields", OUTSIDER_SHAPES)
+def test_client_key_never_writes_another_clients_rows(client, rates, acme_key, fields):
+    globex = new_client(slug="globex")
+    own_key = api_key_create(name="globex app", client=globex)[1]
+    post(client, own_key, {"events": [event("b-existing")]})
+    before = list(UsageEvent.objects.filter(client=globex).values())
+    projects_before = list(globex.projects.values_list("name", flat=True))
+
+    response = post(client, acme_key, {"events": [{**event("x"), **fields}]})
+
+    result = response.json()["results"][0]
+    assert result["status"] == "rejected"
+    assert result["errors"][0]["code"] == "forbidden_client"
+    assert list(UsageEvent.objects.filter(client=globex).values()) == before
+    assert list(globex.projects.values_list("name", flat=True)) == projects_before
+
+
+def test_same_id_as_another_clients_event_lands_in_own_client(client, rates, acme, acme_key):
+    globex = new_client(slug="globex")
+    globex_key = api_key_create(name="globex app", client=globex)[1]
+    post(client, globex_key, {"events": [event("shared")]})
+    before = list(UsageEvent.objects.filter(client=globex).values())
+
+    response = post(
+        client,
+        acme_key,
+        {"events": [event("shared", usage={"input_tokens": 1, "output_tokens": 1})]},
+    )
+
+    assert response.json()["accepted"] == 1
+    assert list(UsageEvent.objects.filter(client=globex).values()) == before
+    assert UsageEvent.objects.filter(client=acme, event_id="shared").count() == 1

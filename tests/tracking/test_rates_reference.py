@@ -1,0 +1,57 @@
+"""Cross-check the shipped rate table against LiteLLM's price map in ../shared/reference/.
+
+LiteLLM is a cross-check, not the authority (it has known errors, PRICING.md §6): every
+model both files cover must agree on the current row, or the difference must be explained
+in the row's notes.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from tracking.rates import DEFAULT_RATES_CSV, parse_rates_csv
+
+REFERENCE = (
+    Path(__file__).resolve().parents[3] / "shared" / "reference" / "model_prices_litellm.json"
+)
+PREFIX = {"anthropic": "", "openai": "", "google": "gemini/"}
+FIELDS = {
+    "input_usd_per_mtok": "input_cost_per_token",
+    "output_usd_per_mtok": "output_cost_per_token",
+    "cache_write_5m_usd_per_mtok": "cache_creation_input_token_cost",
+    "cache_write_1h_usd_per_mtok": "cache_creation_input_token_cost_above_1hr",
+    "cache_read_usd_per_mtok": "cache_read_input_token_cost",
+}
+
+
+def current_rows() -> list[dict]:
+    latest: dict[tuple[str, str], dict] = {}
+    for row in parse_rates_csv(DEFAULT_RATES_CSV.read_text()):
+        key = (row["provider"], row["model"])
+        if key not in latest or row["effective_from"] > latest[key]["effective_from"]:
+            latest[key] = row
+    return list(latest.values())
+
+
+@pytest.mark.skipif(not REFERENCE.exists(), reason="shared/reference is not beside this checkout")
+def test_current_rates_agree_with_the_reference_or_explain_why():
+    reference = json.loads(REFERENCE.read_text())
+    compared = 0
+    for row in current_rows():
+        entry = reference.get(PREFIX[row["provider"]] + row["model"])
+        if entry is None:
+            continue
+        for ours, theirs in FIELDS.items():
+            if row[ours] is None or theirs not in entry:
+                continue
+            their_price = Decimal(str(entry[theirs])) * 1_000_000
+            if row[ours] != their_price:
+                assert "LiteLLM" in row["notes"], (
+                    f"{row['model']} {ours}: {row[ours]} vs {their_price}"
+                )
+            compared += 1
+    assert compared > 60

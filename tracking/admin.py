@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.template.response import TemplateResponse
+from simple_history.admin import SimpleHistoryAdmin
+
+from tracking.keys import api_key_create, api_key_revoke
+from tracking.models import ApiKey, ModelRate, UsageEvent
+
+
+@admin.register(ModelRate)
+class ModelRateAdmin(SimpleHistoryAdmin):
+    list_display = [
+        "model", "provider", "effective_from", "aliases", "input_usd_per_mtok",
+        "output_usd_per_mtok", "cache_write_5m_usd_per_mtok", "cache_write_1h_usd_per_mtok",
+        "cache_read_usd_per_mtok", "long_context_threshold",
+    ]  # fmt: skip
+    list_filter = ["provider"]
+    # Searching a dated id such as claude-sonnet-4-5-20250929 finds the row that has it
+    # as an alias: how a model id resolves is visible here.
+    search_fields = ["model", "aliases", "display_name"]
+    history_list_display = ["input_usd_per_mtok", "output_usd_per_mtok", "cache_read_usd_per_mtok"]
+    fieldsets = [
+        (None, {"fields": ["provider", "model", "display_name", "aliases", "effective_from"]}),
+        (
+            "USD per million tokens",
+            {"fields": [
+                "input_usd_per_mtok", "output_usd_per_mtok", "cache_write_5m_usd_per_mtok",
+                "cache_write_1h_usd_per_mtok", "cache_read_usd_per_mtok",
+            ]},
+        ),
+        (
+            "Long context (whole request above the threshold)",
+            {"fields": [
+                "long_context_threshold", "long_context_input_usd_per_mtok",
+                "long_context_output_usd_per_mtok", "long_context_cache_write_5m_usd_per_mtok",
+                "long_context_cache_write_1h_usd_per_mtok", "long_context_cache_read_usd_per_mtok",
+            ]},
+        ),
+        (
+            "Modifiers",
+            {"fields": [
+                "batch_discount_pct", "web_search_usd_per_1k", "us_inference_multiplier",
+                "fast_multiplier",
+            ]},
+        ),
+        (None, {"fields": ["notes"]}),
+    ]  # fmt: skip
+
+
+@admin.register(UsageEvent)
+class UsageEventAdmin(admin.ModelAdmin):
+    list_display = [
+        "event_id", "client", "project", "model", "resolved_as", "occurred_at",
+        "input_tokens", "output_tokens", "cost_usd", "pricing_status",
+    ]  # fmt: skip
+    list_filter = ["pricing_status", "provider", "client", "needs_review", "priced_at_list"]
+    search_fields = ["event_id", "model", "request_id", "prompt_hash"]
+    date_hierarchy = "occurred_at"
+    list_select_related = ["client", "project", "rate"]
+    show_full_result_count = False
+
+    @admin.display(description="priced as")
+    def resolved_as(self, obj: UsageEvent) -> str:
+        return obj.rate.model if obj.rate_id and obj.rate else "—"
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(SimpleHistoryAdmin):
+    """Keys are created through ``api_key_create``; the full key is shown once, on the page
+    that follows the add form, and is stored nowhere."""
+
+    list_display = ["name", "prefix", "client", "created_at", "last_used_at", "revoked_at"]
+    list_filter = ["client"]
+    search_fields = ["name", "prefix"]
+    readonly_fields = [
+        "prefix",
+        "key_hash",
+        "created_at",
+        "created_by",
+        "last_used_at",
+        "revoked_at",
+    ]
+    actions = ["revoke"]
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ["name", "client"]
+        return ["name", "client", *self.readonly_fields]
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return []
+        # A key's client decides what it may post: it never changes after creation.
+        return [*self.readonly_fields, "client"]
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        created, raw_key = api_key_create(name=obj.name, client=obj.client, created_by=request.user)
+        obj.__dict__.update(created.__dict__)
+        obj.raw_key = raw_key
+
+    def response_add(self, request, obj, post_url_continue=None):
+        return TemplateResponse(
+            request,
+            "admin/tracking/apikey/key_created.html",
+            {
+                **self.admin_site.each_context(request),
+                "opts": self.opts,
+                "key": obj,
+                "raw_key": obj.raw_key,
+                "title": "API key created",
+            },
+        )
+
+    @admin.action(description="Revoke selected keys")
+    def revoke(self, request, queryset):
+        keys = list(queryset.filter(revoked_at__isnull=True))
+        for key in keys:
+            api_key_revoke(key=key)
+        self.message_user(request, f"Revoked {len(keys)} key(s).")

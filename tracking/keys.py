@@ -1,0 +1,199 @@
+"""API keys: generation, hashing, lookup, and the view decorator that authenticates by them.
+
+A key looks like ``cm_live_<prefix>_<secret>``: an 8-character public prefix (stored,
+unique, shown in admin) and a 32-character base62 secret (~190 bits). Only the prefix and
+the SHA-256 of the whole key are stored, so the key is shown once and never again.
+SHA-256, not a password hasher: the secret has far too much entropy to brute force, and
+PBKDF2 would add ~100 ms to every API request (djangorestframework-api-key moved off it
+for that reason).
+
+Also here, because every bearer-key API needs them: the one JSON error helper
+(``api_error``) and a per-key fixed-window rate limit in the shared cache.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import math
+import re
+import secrets
+import string
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.core.cache import cache
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils import timezone
+
+from agency.models import Client
+from tracking.models import ApiKey
+
+KEY_TAG = "cm_live_"
+PREFIX_LENGTH = 8
+SECRET_LENGTH = 32
+_ALPHABET = string.ascii_letters + string.digits
+_KEY_RE = re.compile(
+    rf"^cm_live_([A-Za-z0-9]{{{PREFIX_LENGTH}}})_([A-Za-z0-9]{{{SECRET_LENGTH}}})$"
+)
+# How long a prefix lookup is cached; a revoke deletes the entry at once.
+LOOKUP_CACHE_SECONDS = 60
+# last_used_at is written at most this often per key: no write on every request.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+class ApiKeyError(Exception):
+    """A key operation that cannot be done (unknown client, already revoked...)."""
+
+
+def _random(length: int) -> str:
+    return "".join(secrets.choice(_ALPHABET) for _ in range(length))
+
+
+def hash_key(raw_key: str) -> str:
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+def _cache_key(prefix: str) -> str:
+    return f"apikey:{prefix}"
+
+
+@transaction.atomic
+def api_key_create(
+    *, name: str, client: Client | None, created_by: Any = None
+) -> tuple[ApiKey, str]:
+    """Create a key for one client (or agency-wide with ``client=None``).
+
+    Returns the saved key and the full key string, which is not stored anywhere: show it
+    to the user once.
+    """
+    name = name.strip()
+    if not name:
+        raise ApiKeyError("A key needs a name.")
+    while True:
+        prefix = _random(PREFIX_LENGTH)
+        if not ApiKey.objects.filter(prefix=prefix).exists():
+            break
+    raw_key = f"{KEY_TAG}{prefix}_{_random(SECRET_LENGTH)}"
+    key = ApiKey.objects.create(
+        name=name,
+        client=client,
+        prefix=prefix,
+        key_hash=hash_key(raw_key),
+        created_by=created_by,
+    )
+    return key, raw_key
+
+
+@transaction.atomic
+def api_key_revoke(*, key: ApiKey, now: datetime | None = None) -> ApiKey:
+    """Revoke a key: every request with it gets 401 from now on (the cache entry goes too)."""
+    if key.revoked_at is not None:
+        raise ApiKeyError(f"Key {key.prefix} is already revoked.")
+    key.revoked_at = now or timezone.now()
+    key.save(update_fields=["revoked_at"])
+    # Now, and again after commit in case a request re-cached the row in between.
+    cache_key = _cache_key(key.prefix)
+    cache.delete(cache_key)
+    transaction.on_commit(lambda: cache.delete(cache_key))
+    return key
+
+
+def api_key_lookup(raw_key: str) -> ApiKey | None:
+    """The active key this string is, or None. Constant-time hash comparison; the prefix
+    lookup (with the key's client) is cached for at most a minute."""
+    match = _KEY_RE.match(raw_key)
+    if match is None:
+        return None
+    prefix = match.group(1)
+    cache_key = _cache_key(prefix)
+    key: ApiKey | None = cache.get(cache_key)
+    if key is None:
+        key = ApiKey.objects.select_related("client").filter(prefix=prefix).first()
+        if key is None:
+            return None
+        cache.set(cache_key, key, LOOKUP_CACHE_SECONDS)
+    if not hmac.compare_digest(key.key_hash, hash_key(raw_key)):
+        return None
+    if key.revoked_at is not None:
+        return None
+    return key
+
+
+def api_key_touch(key: ApiKey, *, now: datetime | None = None) -> None:
+    """Record a use of the key, at most once a minute per key (a cache flag gates it)."""
+    if not cache.add(f"apikey-used:{key.pk}", 1, int(LAST_USED_RESOLUTION.total_seconds())):
+        return
+    moment = now or timezone.now()
+    ApiKey.objects.filter(pk=key.pk).update(last_used_at=moment)
+    key.last_used_at = moment
+
+
+def api_error(
+    status: int,
+    code: str,
+    message: str,
+    *,
+    field: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JsonResponse:
+    """The one shape of every whole-request API error: ``{"error": {code, message, field?}}``."""
+    error: dict[str, str] = {"code": code, "message": message}
+    if field is not None:
+        error["field"] = field
+    return JsonResponse({"error": error}, status=status, headers=headers)
+
+
+def _bearer(request: HttpRequest) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def api_key_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Authenticate by ``Authorization: Bearer <key>`` only (never a session cookie).
+
+    Sets ``request.api_key``; answers a JSON 401 for a missing, unknown or revoked key,
+    without saying which.
+    """
+
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        raw_key = _bearer(request)
+        key = api_key_lookup(raw_key) if raw_key else None
+        if key is None:
+            return api_error(
+                401,
+                "unauthorized",
+                "Send a valid API key as 'Authorization: Bearer <key>'.",
+                headers={"WWW-Authenticate": 'Bearer realm="clientmeter"'},
+            )
+        api_key_touch(key)
+        request.api_key = key  # type: ignore[attr-defined]
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+def rate_limit_hit(key: ApiKey, *, scope: str, limit_per_minute: int) -> int | None:
+    """Count one request against the key's fixed one-minute window in the shared cache
+    (Redis in production, so all workers share it). Returns the seconds to wait when the
+    limit is exceeded, None otherwise."""
+    now = time.time()
+    window = int(now // 60)
+    cache_key = f"ratelimit:{scope}:{key.pk}:{window}"
+    cache.add(cache_key, 0, 90)
+    try:
+        count = cache.incr(cache_key)
+    except ValueError:  # expired between add and incr: start the window again
+        cache.set(cache_key, 1, 90)
+        count = 1
+    if count <= limit_per_minute:
+        return None
+    return max(1, math.ceil((window + 1) * 60 - now))

@@ -1,0 +1,270 @@
+"""Usage events, the model-rate table and the API keys that post usage."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import models
+from simple_history.models import HistoricalRecords
+
+from agency.db import CostField
+from agency.models import Client, Project
+
+
+class Provider(models.TextChoices):
+    ANTHROPIC = "anthropic", "Anthropic"
+    OPENAI = "openai", "OpenAI"
+    GOOGLE = "google", "Google"
+
+
+def _rate(verbose: str, **kwargs: object) -> models.DecimalField:
+    """A price in USD per million tokens: NUMERIC(18, 9)."""
+    return models.DecimalField(verbose, max_digits=18, decimal_places=9, **kwargs)  # type: ignore[arg-type]
+
+
+class ModelRate(models.Model):
+    """The price of one model from one date on. A price change is a new row, never an edit."""
+
+    provider = models.CharField(max_length=20, choices=Provider)
+    model = models.CharField(
+        max_length=128, help_text="Canonical model id, e.g. claude-sonnet-4-5."
+    )
+    aliases = models.TextField(
+        blank=True,
+        help_text="Space-separated model ids that price as this model "
+        "(e.g. claude-sonnet-4-5-20250929). An alias beats the date-suffix fallback.",
+    )
+    display_name = models.CharField(max_length=128, blank=True)
+    effective_from = models.DateField(help_text="First day (UTC) this price applies.")
+    input_usd_per_mtok = _rate("input")
+    output_usd_per_mtok = _rate("output")
+    cache_write_5m_usd_per_mtok = _rate("cache write 5m", null=True, blank=True)
+    cache_write_1h_usd_per_mtok = _rate("cache write 1h", null=True, blank=True)
+    cache_read_usd_per_mtok = _rate("cache read", null=True, blank=True)
+    long_context_threshold = models.PositiveBigIntegerField(
+        null=True,
+        blank=True,
+        help_text="Input tokens above which the whole request is priced at the long-context "
+        "rates (strictly greater than).",
+    )
+    long_context_input_usd_per_mtok = _rate("long-context input", null=True, blank=True)
+    long_context_output_usd_per_mtok = _rate("long-context output", null=True, blank=True)
+    long_context_cache_write_5m_usd_per_mtok = _rate(
+        "long-context cache write 5m", null=True, blank=True
+    )
+    long_context_cache_write_1h_usd_per_mtok = _rate(
+        "long-context cache write 1h", null=True, blank=True
+    )
+    long_context_cache_read_usd_per_mtok = _rate("long-context cache read", null=True, blank=True)
+    batch_discount_pct = models.DecimalField(
+        "batch discount %", max_digits=5, decimal_places=2, default=Decimal("50")
+    )
+    web_search_usd_per_1k = models.DecimalField(
+        "web search (USD per 1,000)", max_digits=12, decimal_places=6, null=True, blank=True
+    )
+    us_inference_multiplier = models.DecimalField(
+        max_digits=6,
+        decimal_places=3,
+        null=True,
+        blank=True,
+        help_text="Multiplier on every token price when usage.inference_geo is 'us'.",
+    )
+    fast_multiplier = models.DecimalField(
+        max_digits=6,
+        decimal_places=3,
+        null=True,
+        blank=True,
+        help_text="Multiplier on every token price when usage.speed is 'fast'.",
+    )
+    notes = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["provider", "model", "-effective_from"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["provider", "model", "effective_from"], name="modelrate_unique_effective"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model} from {self.effective_from}"
+
+    def alias_list(self) -> list[str]:
+        return self.aliases.split()
+
+    @property
+    def label(self) -> str:
+        return self.display_name or self.model
+
+
+class PricingStatus(models.TextChoices):
+    PRICED = "priced", "Priced"
+    UNPRICED = "unpriced", "Unpriced (no rate for the model)"
+
+
+class UsageEvent(models.Model):
+    """One LLM call: who it was for, what it used, and what it cost at the rate of its day."""
+
+    client = models.ForeignKey(Client, on_delete=models.PROTECT, related_name="usage_events")
+    project = models.ForeignKey(
+        Project, on_delete=models.PROTECT, null=True, blank=True, related_name="usage_events"
+    )
+    event_id = models.CharField(max_length=128, help_text="Client-supplied idempotency key.")
+    fingerprint = models.CharField(
+        max_length=64,
+        help_text="SHA-256 of the billing-relevant content, to tell a replay "
+        "from a conflicting reuse of the same id.",
+    )
+    feature = models.CharField(max_length=200, blank=True)
+    end_user = models.CharField(max_length=200, blank=True)
+    team = models.CharField(max_length=200, blank=True)
+    deploy_sha = models.CharField(max_length=200, blank=True)
+    prompt_hash = models.CharField(max_length=200, blank=True)
+    request_id = models.CharField(max_length=200, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+
+    provider = models.CharField(max_length=20, choices=Provider)
+    model = models.CharField(max_length=128, help_text="As sent by the client app.")
+    occurred_at = models.DateTimeField()
+    received_at = models.DateTimeField()
+
+    # Disjoint token buckets: each token is in exactly one of the first five.
+    input_tokens = models.BigIntegerField(default=0, help_text="Uncached input.")
+    cache_write_5m_tokens = models.BigIntegerField(default=0)
+    cache_write_1h_tokens = models.BigIntegerField(default=0)
+    cache_read_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0, help_text="All output, thinking included.")
+    reasoning_tokens = models.BigIntegerField(
+        default=0, help_text="The thinking/reasoning part of output_tokens (informational)."
+    )
+    web_search_requests = models.IntegerField(default=0)
+    web_fetch_requests = models.IntegerField(default=0)
+    service_tier = models.CharField(max_length=32, blank=True)
+    inference_geo = models.CharField(max_length=32, blank=True)
+    speed = models.CharField(max_length=16, blank=True)
+    status_code = models.IntegerField(null=True, blank=True)
+    latency_ms = models.IntegerField(null=True, blank=True)
+    usage = models.JSONField(help_text="The provider's usage object exactly as received.")
+
+    rate = models.ForeignKey(
+        ModelRate, on_delete=models.PROTECT, null=True, blank=True, related_name="usage_events"
+    )
+    pricing_status = models.CharField(
+        max_length=16, choices=PricingStatus, default=PricingStatus.UNPRICED
+    )
+    long_context = models.BooleanField(default=False)
+    priced_at_list = models.BooleanField(
+        default=False,
+        help_text="Priority tier: priced at list price; the actual charge is set by contract.",
+    )
+    needs_review = models.BooleanField(
+        default=False, help_text="Usage carries parts whose pricing is not verified."
+    )
+    cost_input_usd = CostField(null=True, blank=True)
+    cost_output_usd = CostField(null=True, blank=True)
+    cost_cache_write_5m_usd = CostField(null=True, blank=True)
+    cost_cache_write_1h_usd = CostField(null=True, blank=True)
+    cost_cache_read_usd = CostField(null=True, blank=True)
+    cost_web_search_usd = CostField(null=True, blank=True)
+    cost_discount_usd = CostField(null=True, blank=True)
+    cost_usd = CostField(null=True, blank=True, help_text="Raw provider cost; NULL if unpriced.")
+    priced_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["client", "event_id"], name="usageevent_unique_client_event_id"
+            ),
+        ]
+        indexes = [
+            # "This client, this month": every client-scoped read and rollup rebuild.
+            models.Index(fields=["client", "occurred_at"], name="usageevent_client_time"),
+            # Period-wide rebuilds across clients.
+            models.Index(fields=["occurred_at"], name="usageevent_time"),
+            # Re-pricing finds unpriced events without scanning priced ones.
+            models.Index(
+                fields=["model"],
+                name="usageevent_unpriced_model",
+                condition=models.Q(pricing_status="unpriced"),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.client_id}:{self.event_id}"
+
+
+class ApiKey(models.Model):
+    """A bearer key for the ingest and budget APIs. Only a prefix and a hash are stored."""
+
+    name = models.CharField(max_length=100)
+    client = models.ForeignKey(
+        Client,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="api_keys",
+        help_text="Empty: an agency-wide key that may post for any client.",
+    )
+    prefix = models.CharField(max_length=16, unique=True)
+    key_hash = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    history = HistoricalRecords()
+
+    class Meta:
+        verbose_name = "API key"
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_agency_wide(self) -> bool:
+        return self.client_id is None
+
+
+class ClosedPeriod(models.Model):
+    """A client's month whose invoice is finalized: its priced events are never re-priced.
+
+    Written by billing when it finalizes; read by re-pricing. Unpriced events in a closed
+    month may still be priced: they then reach the next invoice as adjustments.
+    """
+
+    client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="closed_periods")
+    month = models.DateField(help_text="First day of the month, agency time zone.")
+    closed_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["client", "month"], name="closedperiod_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.client_id} {self.month:%Y-%m}"
+
+
+class DirtyDay(models.Model):
+    """A (client, agency-local day) whose events changed since its rollup was last built.
+
+    Ingest and re-pricing mark days here; billing's rollup job rebuilds them and deletes
+    the marks it consumed (only those not touched again meanwhile, by ``marked_at``).
+    """
+
+    client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    marked_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["client", "day"], name="dirtyday_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.client_id} {self.day}"

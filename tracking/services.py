@@ -1,0 +1,205 @@
+"""Writes about usage events: pricing them, re-pricing them, marking changed days."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from tracking.models import ClosedPeriod, DirtyDay, PricingStatus, UsageEvent
+from tracking.pricing import NormalizedUsage, RateCard, UsageError, normalize_usage, price_usage
+from tracking.rates import RateBook, Resolution
+
+logger = logging.getLogger(__name__)
+
+COST_FIELDS = (
+    "cost_input_usd", "cost_output_usd", "cost_cache_write_5m_usd", "cost_cache_write_1h_usd",
+    "cost_cache_read_usd", "cost_web_search_usd", "cost_discount_usd", "cost_usd",
+)  # fmt: skip
+PRICING_FIELDS = (
+    "rate_id", "pricing_status", "long_context", "priced_at_list", "needs_review", "priced_at",
+    *COST_FIELDS,
+)  # fmt: skip
+
+
+def local_day(moment: datetime) -> date:
+    """The agency-time-zone day of a moment: the day rollups, budgets and invoices use."""
+    return timezone.localdate(moment)
+
+
+def month_start(day: date) -> date:
+    return day.replace(day=1)
+
+
+def event_fingerprint(
+    *,
+    client_id: int,
+    provider: str,
+    model: str,
+    usage: Any,
+    occurred_at: datetime,
+    service_tier: str,
+) -> str:
+    """SHA-256 of what an event is billed on. Tags are left out on purpose: a retry that
+    adds a tag is the same call, not a conflict."""
+    canonical = json.dumps(
+        {
+            "client": client_id,
+            "provider": provider,
+            "model": model,
+            "usage": usage,
+            "occurred_at": occurred_at.astimezone(UTC).isoformat(timespec="microseconds"),
+            "service_tier": service_tier,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def usage_fields(usage: NormalizedUsage) -> dict[str, Any]:
+    """The token-bucket columns of an event."""
+    return {
+        "input_tokens": usage.input_tokens,
+        "cache_write_5m_tokens": usage.cache_write_5m_tokens,
+        "cache_write_1h_tokens": usage.cache_write_1h_tokens,
+        "cache_read_tokens": usage.cache_read_tokens,
+        "output_tokens": usage.output_tokens,
+        "reasoning_tokens": usage.reasoning_tokens,
+        "web_search_requests": usage.web_search_requests,
+        "web_fetch_requests": usage.web_fetch_requests,
+        "service_tier": usage.service_tier,
+        "inference_geo": usage.inference_geo,
+        "speed": usage.speed,
+    }
+
+
+def pricing_fields(
+    usage: NormalizedUsage, resolution: Resolution | None, *, now: datetime
+) -> dict[str, Any]:
+    """The pricing columns of an event; unpriced (NULL costs, never $0) without a rate."""
+    if resolution is None:
+        fields: dict[str, Any] = dict.fromkeys(COST_FIELDS)
+        fields.update(
+            rate_id=None,
+            pricing_status=PricingStatus.UNPRICED,
+            long_context=False,
+            priced_at_list=usage.is_priority,
+            needs_review=usage.needs_review,
+            priced_at=None,
+        )
+        return fields
+    cost = price_usage(usage, RateCard.from_rate(resolution.rate))
+    return {
+        "rate_id": resolution.rate.pk,
+        "pricing_status": PricingStatus.PRICED,
+        "long_context": cost.long_context,
+        "priced_at_list": cost.priced_at_list,
+        "needs_review": usage.needs_review,
+        "priced_at": now,
+        "cost_input_usd": cost.input,
+        "cost_output_usd": cost.output,
+        "cost_cache_write_5m_usd": cost.cache_write_5m,
+        "cost_cache_write_1h_usd": cost.cache_write_1h,
+        "cost_cache_read_usd": cost.cache_read,
+        "cost_web_search_usd": cost.web_search,
+        "cost_discount_usd": cost.discount,
+        "cost_usd": cost.total,
+    }
+
+
+def dirty_days_mark(pairs: Iterable[tuple[int, date]], *, now: datetime | None = None) -> None:
+    """Record that these (client id, local day) rollups must be rebuilt."""
+    moment = now or timezone.now()
+    rows = [DirtyDay(client_id=c, day=d, marked_at=moment) for c, d in set(pairs)]
+    if rows:
+        DirtyDay.objects.bulk_create(
+            rows,
+            update_conflicts=True,
+            unique_fields=["client", "day"],
+            update_fields=["marked_at"],
+        )
+
+
+@dataclass
+class RepriceResult:
+    examined: int = 0
+    changed: int = 0
+    still_unpriced: int = 0
+    skipped_closed: int = 0
+
+
+def usage_events_reprice(
+    *,
+    rate_ids: Iterable[int] | None = None,
+    unpriced_only: bool = False,
+    client_id: int | None = None,
+    batch_size: int = 2000,
+) -> RepriceResult:
+    """Price unpriced events and re-price events of the given rates, from their raw usage.
+
+    Events in a client's closed (invoiced) month keep their price: an invoice already
+    stands on it. Unpriced events are priced wherever they are; those in a closed month
+    then reach the next invoice as adjustments. Safe to run twice: an event whose price
+    does not change is not written.
+    """
+    book = RateBook.load()
+    closed = set(ClosedPeriod.objects.values_list("client_id", "month"))
+    queryset = UsageEvent.objects.order_by("pk")
+    if client_id is not None:
+        queryset = queryset.filter(client_id=client_id)
+    if unpriced_only or rate_ids is None:
+        queryset = queryset.filter(pricing_status=PricingStatus.UNPRICED)
+    else:
+        from django.db.models import Q
+
+        queryset = queryset.filter(
+            Q(rate_id__in=list(rate_ids)) | Q(pricing_status=PricingStatus.UNPRICED)
+        )
+    result = RepriceResult()
+    last_pk = 0
+    now = timezone.now()
+    while True:
+        batch = list(queryset.filter(pk__gt=last_pk)[:batch_size])
+        if not batch:
+            break
+        last_pk = batch[-1].pk
+        changed: list[UsageEvent] = []
+        for event in batch:
+            result.examined += 1
+            day = local_day(event.occurred_at)
+            if (
+                event.pricing_status == PricingStatus.PRICED
+                and (event.client_id, month_start(day)) in closed
+            ):
+                result.skipped_closed += 1
+                continue
+            try:
+                usage = normalize_usage(
+                    event.provider, event.usage, service_tier=event.service_tier or None
+                )
+            except UsageError:
+                logger.exception("stored usage of event %s no longer normalises", event.pk)
+                continue
+            resolution = book.resolve(event.provider, event.model, event.occurred_at)
+            fields = pricing_fields(usage, resolution, now=now)
+            if resolution is None:
+                result.still_unpriced += 1
+            if all(getattr(event, k) == v for k, v in fields.items() if k != "priced_at"):
+                continue
+            for name, value in fields.items():
+                setattr(event, name, value)
+            changed.append(event)
+        if changed:
+            with transaction.atomic():
+                UsageEvent.objects.bulk_update(changed, PRICING_FIELDS)
+                dirty_days_mark(((e.client_id, local_day(e.occurred_at)) for e in changed), now=now)
+            result.changed += len(changed)
+    return result
