@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from decimal import Decimal
+
 from django.contrib import admin
 from django.template.response import TemplateResponse
 from simple_history.admin import SimpleHistoryAdmin
@@ -11,9 +13,8 @@ from tracking.models import ApiKey, ModelRate, UsageEvent
 @admin.register(ModelRate)
 class ModelRateAdmin(SimpleHistoryAdmin):
     list_display = [
-        "model", "provider", "effective_from", "aliases", "input_usd_per_mtok",
-        "output_usd_per_mtok", "cache_write_5m_usd_per_mtok", "cache_write_1h_usd_per_mtok",
-        "cache_read_usd_per_mtok", "long_context_threshold",
+        "model", "provider", "effective_from", "aliases", "input", "output", "cache_write_5m",
+        "cache_write_1h", "cache_read", "long_context_threshold",
     ]  # fmt: skip
     list_filter = ["provider"]
     # Searching a dated id such as claude-sonnet-4-5-20250929 finds the row that has it
@@ -46,6 +47,35 @@ class ModelRateAdmin(SimpleHistoryAdmin):
         ),
         (None, {"fields": ["notes"]}),
     ]  # fmt: skip
+
+    @admin.display(description="input $/MTok", ordering="input_usd_per_mtok")
+    def input(self, rate: ModelRate) -> str:
+        return _per_mtok(rate.input_usd_per_mtok)
+
+    @admin.display(description="output $/MTok", ordering="output_usd_per_mtok")
+    def output(self, rate: ModelRate) -> str:
+        return _per_mtok(rate.output_usd_per_mtok)
+
+    @admin.display(description="5m write", ordering="cache_write_5m_usd_per_mtok")
+    def cache_write_5m(self, rate: ModelRate) -> str:
+        return _per_mtok(rate.cache_write_5m_usd_per_mtok)
+
+    @admin.display(description="1h write", ordering="cache_write_1h_usd_per_mtok")
+    def cache_write_1h(self, rate: ModelRate) -> str:
+        return _per_mtok(rate.cache_write_1h_usd_per_mtok)
+
+    @admin.display(description="cache read", ordering="cache_read_usd_per_mtok")
+    def cache_read(self, rate: ModelRate) -> str:
+        return _per_mtok(rate.cache_read_usd_per_mtok)
+
+
+def _per_mtok(price: Decimal | None) -> str:
+    """A rate as people read it: 3.00, 0.30, 0.075 (never 0.075000000)."""
+    if price is None:
+        return "-"
+    exponent = price.normalize().as_tuple().exponent
+    places = max(2, -exponent) if isinstance(exponent, int) else 2
+    return f"{price:.{places}f}"
 
 
 @admin.register(UsageEvent)

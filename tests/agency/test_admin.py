@@ -99,3 +99,11 @@ def test_a_clients_user_cannot_open_admin(client):
     response = client.get("/admin/agency/client/")
     assert response.status_code == 302
     assert "/admin/login/" in response["Location"]
+
+
+def test_the_rate_list_shows_prices_as_people_read_them(client, staff, rates):
+    response = client.get("/admin/tracking/modelrate/", {"q": "claude-haiku-4-5"})
+    row = response.content.decode()
+    # Haiku 4.5: input $1, output $5, 5m write $1.25, cache read $0.10 per MTok.
+    assert ">1.00<" in row and ">5.00<" in row and ">1.25<" in row and ">0.10<" in row
+    assert "1.000000000" not in row
