@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.db import models
 from simple_history.admin import SimpleHistoryAdmin
 
 from agency.models import AgencyProfile, Client, ClientMembership, Project
@@ -28,6 +29,8 @@ class ClientAdmin(SimpleHistoryAdmin):
     prepopulated_fields = {"slug": ["name"]}
     inlines = [ProjectInline, MembershipInline]
     history_list_display = ["markup_pct", "monthly_budget_usd"]
+    # A webhook typed without a scheme is an https one (Django 6's default, asked for now).
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     fieldsets = [
         (None, {"fields": ["name", "slug", "active", "currency"]}),
         ("Money", {"fields": ["markup_pct", "monthly_budget_usd"]}),
