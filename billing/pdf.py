@@ -48,6 +48,7 @@ class Detail:
 class PrintedLine:
     description: str
     events: int
+    events_text: str
     details: list[Detail]
     raw_cost: str
     markup: str
@@ -91,6 +92,7 @@ def _printed(line: InvoiceLine, *, show_markup: bool) -> PrintedLine:
     return PrintedLine(
         description=line.description,
         events=line.events,
+        events_text=f"{line.events:,} call{'' if line.events == 1 else 's'}",
         details=details,
         raw_cost=format_usd(round_money(line.raw_cost_usd)),
         markup=markup,

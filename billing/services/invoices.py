@@ -227,21 +227,24 @@ def invoice_lines_compute(
     *, client: Client, month: date, exclude_invoice_id: int | None = None
 ) -> list[InvoiceLine]:
     """Unsaved lines of ``client``'s invoice for ``month``: its own usage, then adjustments
-    for late usage of earlier invoiced months that have no draft of their own."""
+    for late usage of earlier invoiced months that have no draft (or, once voided, no
+    correction yet) of their own."""
     start = _adjustable_start(client, month)
     end = next_month(month)
     current = _rollup_figures(client, start=start, end=end)
     billed = _billed_figures(client, start=start, end=end, exclude_invoice_id=exclude_invoice_id)
-    # An earlier month with a draft of its own absorbs its late usage there.
-    drafts = set(
-        Invoice.objects.filter(
-            client=client, kind=InvoiceKind.MONTHLY, status=InvoiceStatus.DRAFT, month__lt=month
-        ).values_list("month", flat=True)
-    )
+    # An earlier month with a draft of its own absorbs its late usage there. So does a
+    # month whose invoice was voided and awaits its correction: without this, the next
+    # month's invoice would bill the whole voided month as "late usage".
+    earlier = Invoice.objects.filter(client=client, kind=InvoiceKind.MONTHLY, month__lt=month)
+    drafts = set(earlier.filter(status=InvoiceStatus.DRAFT).values_list("month", flat=True))
+    voided = set(earlier.filter(status=InvoiceStatus.VOID).values_list("month", flat=True))
+    live = set(earlier.filter(status__in=LIVE_STATUSES).values_list("month", flat=True))
+    elsewhere = drafts | (voided - live)
     names = _display_names()
     lines = []
     for key in sorted(set(current) | set(billed)):
-        if key[0] in drafts:
+        if key[0] in elsewhere:
             continue
         line = _line(
             key,
@@ -480,8 +483,13 @@ def invoice_finalize(*, invoice_id: int, now: datetime | None = None) -> Invoice
 
 
 def invoice_is_due(invoice: Invoice, *, today: date) -> bool:
-    """Past its month plus the grace period (settings.INVOICE_GRACE_DAYS)."""
-    return today >= next_month(invoice.month) + timedelta(days=settings.INVOICE_GRACE_DAYS)
+    """The grace period (settings.INVOICE_GRACE_DAYS) is over: counted from the end of the
+    invoiced month, or from the day the draft was created if that is later, so a draft
+    created late (the correction of a void invoice, say) still gets its days of review."""
+    start = next_month(invoice.month)
+    if invoice.created_at is not None:
+        start = max(start, timezone.localdate(invoice.created_at))
+    return today >= start + timedelta(days=settings.INVOICE_GRACE_DAYS)
 
 
 @dataclass

@@ -300,6 +300,7 @@ def test_staff_see_draft_invoices_with_download_links(client, staff, acme):
     content = client.get(acme_url()).content.decode()
     assert f'href="/clients/acme/invoices/{invoice.pk}.pdf"' in content
     assert f'href="/clients/acme/invoices/{invoice.pk}.csv"' in content
+    assert f'href="/clients/acme/invoices/{invoice.pk}/events.csv"' in content
 
 
 def test_member_page_has_no_admin_links(client, member):

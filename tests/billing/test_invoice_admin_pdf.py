@@ -17,6 +17,10 @@ from tests.factories import ClientFactory, StaffFactory, priced_event
 pytestmark = pytest.mark.django_db
 
 OCT = date(2026, 10, 1)
+_ONE_PIXEL_PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082"
+)
 
 
 def at(month: int, day: int, hour: int = 12) -> datetime:
@@ -131,3 +135,37 @@ def test_pdf_labels_adjustments_with_their_month(acme, draft, time_machine):
     html = invoice_pdf_html(Invoice.objects.get(client=acme, month=date(2026, 11, 1)))
     assert "Usage in November 2026" in html
     assert "Usage from October 2026 received after invoicing" in html
+
+
+def test_admin_regenerate_action_picks_up_new_usage(acme, draft, staff_client):
+    priced_event(acme, at=at(10, 20), input_tokens=100_000)
+    url = reverse("admin:billing_invoice_changelist")
+    staff_client.post(url, {"action": "regenerate", "_selected_action": [draft.pk]})
+    draft.refresh_from_db()
+    assert draft.lines.get().events == 2
+    assert Invoice.objects.count() == 1
+
+
+def test_admin_send_and_paid_actions(acme, draft, staff_client, mailoutbox):
+    acme.billing_email = "ap@acme.example"
+    acme.save()
+    invoice = invoice_finalize(invoice_id=draft.pk)
+    url = reverse("admin:billing_invoice_changelist")
+    staff_client.post(url, {"action": "send", "_selected_action": [invoice.pk]})
+    invoice.refresh_from_db()
+    assert invoice.status == InvoiceStatus.SENT
+    assert [m.to for m in mailoutbox] == [["ap@acme.example"]]
+    staff_client.post(url, {"action": "mark_paid", "_selected_action": [invoice.pk]})
+    invoice.refresh_from_db()
+    assert invoice.status == InvoiceStatus.PAID
+
+
+def test_pdf_prints_the_agency_logo_and_the_amount_due(draft):
+    from django.core.files.base import ContentFile
+
+    profile = AgencyProfile.load()
+    profile.logo.save("logo.png", ContentFile(_ONE_PIXEL_PNG))
+    html = invoice_pdf_html(invoice_finalize(invoice_id=draft.pk))
+    assert f'<img src="file://{profile.logo.path}"' in html
+    assert '<tr class="due"><td>Amount due</td><td class="num">$0.01</td></tr>' in html
+    assert ">1 call<" in html

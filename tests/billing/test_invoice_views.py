@@ -14,7 +14,14 @@ from django.urls import reverse
 from agency.models import Client
 from billing.models import Invoice
 from billing.services.invoices import invoice_finalize, invoices_generate_month
-from tests.factories import ClientFactory, ClientMembershipFactory, StaffFactory, priced_event
+from tests.factories import (
+    ClientFactory,
+    ClientMembershipFactory,
+    StaffFactory,
+    UserFactory,
+    priced_event,
+)
+from tracking.models import UsageEvent
 
 pytestmark = pytest.mark.django_db
 
@@ -101,6 +108,12 @@ def test_the_outsider_gets_404_with_their_own_slug_and_acmes_invoice(issued, out
     assert client.get(url).status_code == 404
 
 
+def test_a_user_of_no_client_gets_404_on_every_url(issued, client):
+    client.force_login(UserFactory.create())
+    for url in urls(issued):
+        assert client.get(url).status_code == 404, url
+
+
 def test_anonymous_is_sent_to_login(issued, client):
     response = client.get(urls(issued)[0])
     assert response.status_code == 302
@@ -185,3 +198,44 @@ def test_invoice_events_csv_includes_late_events_of_adjusted_months(
 def test_a_bad_month_is_404(issued, owner, client):
     assert client.get("/clients/acme/usage/2026-13.csv").status_code == 404
     assert client.get("/clients/acme/usage/october.csv").status_code == 404
+
+
+def test_events_csv_streams_in_chunks_instead_of_loading_the_month(
+    issued, acme, staff, client, monkeypatch
+):
+    """Peak memory while streaming N events stays far below holding all N rows: with
+    chunks of 50, only a chunk of rows is alive at a time."""
+    import tracemalloc
+
+    from billing import csv_export
+
+    monkeypatch.setattr(csv_export, "CHUNK_SIZE", 50)
+    template = UsageEvent.objects.filter(client=acme).first()
+    assert template is not None
+    fields = {f.attname: getattr(template, f.attname) for f in UsageEvent._meta.concrete_fields}
+    copies = [
+        UsageEvent(**{**fields, "id": None, "event_id": f"bulk-{i}", "fingerprint": f"{i:064x}"})
+        for i in range(10_000)
+    ]
+    UsageEvent.objects.bulk_create(copies)
+    url = reverse("usage_month_csv", kwargs={"slug": "acme", "month": "2026-10"})
+
+    response = client.get(url)  # the first request also builds the handler: not measured
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        count = sum(1 for _ in response.streaming_content)
+        streamed = tracemalloc.get_traced_memory()[1] - before
+        tracemalloc.reset_peak()
+        before = tracemalloc.get_traced_memory()[0]
+        everything = UsageEvent.objects.filter(client=acme)
+        held = list(
+            csv_export.event_rows(
+                everything, client_id=acme.pk, days=(OCT, date(2026, 11, 1)), show_cost=True
+            )
+        )
+        loaded = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+    assert count == len(held) == 1 + 10_002  # header, the fixture's two events, the copies
+    assert streamed * 5 < loaded, (streamed, loaded)

@@ -469,3 +469,74 @@ def test_display_name_falls_back_to_the_model_id(acme, time_machine):
     priced_event(acme, at=at(10, 3))
     time_machine.move_to(at(11, 1, 2), tick=False)
     assert generate(OCT).lines.get().description == "claude-sonnet-4-5"
+
+
+def test_invoice_months_follow_the_agency_time_zone(acme, time_machine, settings):
+    settings.TIME_ZONE = "America/New_York"
+    priced_event(acme, at=datetime(2026, 11, 1, 3, tzinfo=UTC))  # 23:00 on 31 October in NY
+    time_machine.move_to(at(11, 2), tick=False)
+    october = generate(OCT)
+    assert october.lines.get().events == 1
+    assert invoices_generate_month(month=NOV).generated == 0
+
+
+def test_next_month_leaves_a_voided_month_to_its_correction(acme, time_machine):
+    priced_event(acme, at=at(9, 25))  # September invoiced first: adjustments reach back
+    time_machine.move_to(at(10, 1, 2), tick=False)
+    invoice_finalize(invoice_id=generate(date(2026, 9, 1)).pk)
+    october = _finalized_october(acme, time_machine)
+    time_machine.move_to(at(11, 20), tick=False)
+    invoice_void(invoice_id=october.pk, reason="Wrong billing address")
+    priced_event(acme, at=at(11, 21))
+    time_machine.move_to(at(12, 1, 2), tick=False)
+    november = generate(NOV)
+    # Not October's whole usage again, as "received after invoicing": that is the
+    # correction's to bill.
+    assert list(november.lines.values_list("kind", "usage_month")) == [("usage", NOV)]
+    correction = generate(OCT)
+    assert (correction.replaces_id, correction.total_usd) == (october.pk, october.total_usd)
+
+
+def test_a_draft_created_late_gets_its_own_grace_period(acme, time_machine, settings):
+    settings.INVOICE_GRACE_DAYS = 3
+    october = _finalized_october(acme, time_machine)
+    time_machine.move_to(at(11, 20), tick=False)
+    invoice_void(invoice_id=october.pk, reason="Wrong billing address")
+    correction = generate(OCT)
+    time_machine.move_to(at(11, 22, 3), tick=False)
+    assert invoices_finalize_due().finalized == []
+    time_machine.move_to(at(11, 23, 3), tick=False)
+    assert invoices_finalize_due().finalized == [correction.pk]
+
+
+def test_a_failed_email_leaves_the_invoice_finalized(acme, time_machine, monkeypatch):
+    from django.core.mail.backends.locmem import EmailBackend
+
+    def refuse(self, messages):
+        raise ConnectionRefusedError("smtp down")
+
+    monkeypatch.setattr(EmailBackend, "send_messages", refuse)
+    invoice = _finalized_october(acme, time_machine)
+    with pytest.raises(ConnectionRefusedError):
+        invoice_send(invoice_id=invoice.pk)
+    invoice.refresh_from_db()
+    assert (invoice.status, invoice.sent_at) == (InvoiceStatus.FINALIZED, None)
+
+
+def test_sending_without_a_billing_email_is_refused(acme, time_machine):
+    acme.billing_email = ""
+    acme.save()
+    invoice = _finalized_october(acme, time_machine)
+    with pytest.raises(InvoiceError, match="no billing email"):
+        invoice_send(invoice_id=invoice.pk)
+    assert mail.outbox == []
+
+
+def test_generate_command_refuses_an_unknown_client(acme, time_machine):
+    from django.core.management.base import CommandError
+
+    priced_event(acme, at=at(10, 3))
+    time_machine.move_to(at(11, 1, 2), tick=False)
+    with pytest.raises(CommandError, match="no client 'acme-typo'"):
+        call_command("generate_invoices", "--month", "2026-10", "--client", "acme-typo")
+    assert not Invoice.objects.exists()

@@ -5,6 +5,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
+from agency.models import Client
 from billing.selectors.invoices import parse_month
 from billing.services.invoices import invoices_generate_month, previous_month_of
 
@@ -24,6 +25,8 @@ class Command(BaseCommand):
             first_day = parse_month(month) if month else previous_month_of(timezone.now())
         except ValueError as exc:
             raise CommandError(str(exc)) from None
+        if client and not Client.objects.filter(slug=client).exists():
+            raise CommandError(f"no client {client!r}")
         result = invoices_generate_month(month=first_day, client_slug=client)
         self.stdout.write(
             f"{first_day:%Y-%m}: {result.generated} draft(s) generated, "
