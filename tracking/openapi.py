@@ -65,7 +65,8 @@ def _event_schema() -> dict[str, Any]:
             "usage": {
                 "type": "object",
                 "description": "The provider's usage object exactly as its API returned it. "
-                "Token counts are integers from 0 to 100,000,000.",
+                "Token counts are integers from 0 to 100,000,000, and one call counts at most "
+                "100,000,000 tokens in all.",
                 "additionalProperties": True,
             },
             "provider": {"type": "string", "enum": ["anthropic", "openai", "google"]},

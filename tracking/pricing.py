@@ -23,7 +23,11 @@ from typing import Any
 
 from agency.money import MILLION, ONE_HUNDRED, ZERO
 
+# "Absurd" is more than 100 million tokens in one call: no model's context plus output
+# comes near it, so such an event is a bug or an attack, never real spend. Capped per
+# field and on the call's total (every field can be under the cap while the sum is not).
 MAX_TOKENS_PER_FIELD = 100_000_000
+MAX_TOKENS_PER_CALL = 100_000_000
 PROVIDERS = ("anthropic", "openai", "google")
 BATCH_TIERS = {"batch", "flex"}
 PRIORITY_TIERS = {"priority", "priority_on_demand", "scale"}
@@ -100,6 +104,17 @@ class NormalizedUsage:
     speed: str = ""
     needs_review: bool = False
     review_reasons: tuple[str, ...] = field(default=())
+
+    @property
+    def total_tokens(self) -> int:
+        """Every token of the call once: the buckets are disjoint (reasoning is output)."""
+        return (
+            self.input_tokens
+            + self.cache_write_5m_tokens
+            + self.cache_write_1h_tokens
+            + self.cache_read_tokens
+            + self.output_tokens
+        )
 
     @property
     def is_batch(self) -> bool:
@@ -205,6 +220,12 @@ def normalize_usage(
         normalized = _normalize_google(usage)
     else:
         raise UsageError("provider", f"must be one of {', '.join(PROVIDERS)}")
+    total = normalized.total_tokens
+    if total > MAX_TOKENS_PER_CALL:
+        raise UsageError(
+            "usage",
+            f"counts {total:,} tokens in all; at most {MAX_TOKENS_PER_CALL:,} in one call",
+        )
     if service_tier:
         normalized = replace(normalized, service_tier=service_tier)
     return normalized

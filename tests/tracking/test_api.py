@@ -233,3 +233,44 @@ def test_same_id_as_another_clients_event_lands_in_own_client(client, rates, acm
     assert response.json()["accepted"] == 1
     assert list(UsageEvent.objects.filter(client=globex).values()) == before
     assert UsageEvent.objects.filter(client=acme, event_id="shared").count() == 1
+
+
+def test_late_event_for_a_finalized_month_is_accepted_and_becomes_a_later_adjustment(
+    client, rates, time_machine
+):
+    """Over HTTP: the late event is accepted, the finalized invoice does not move, and the
+    next month's invoice carries it as an adjustment line for its own month."""
+    from datetime import UTC, date, datetime
+    from decimal import Decimal
+
+    from billing.models import Invoice, InvoiceLineKind
+    from billing.services.invoices import invoice_finalize, invoices_generate_month
+
+    time_machine.move_to(datetime(2026, 9, 20, tzinfo=UTC), tick=False)
+    acme = new_client(slug="acme", markup_pct=Decimal("25"))
+    key = api_key_create(name="acme app", client=acme)[1]
+    time_machine.move_to(datetime(2026, 10, 3, 12, tzinfo=UTC), tick=False)
+    assert post(client, key, {"events": [event("oct-1")]}).json()["accepted"] == 1
+    time_machine.move_to(datetime(2026, 11, 4, 2, tzinfo=UTC), tick=False)
+    october = invoice_finalize(
+        invoice_id=invoices_generate_month(month=date(2026, 10, 1)).invoice_ids[0]
+    )
+    frozen = (october.total_usd, list(october.lines.values_list("amount_usd", flat=True)))
+
+    time_machine.move_to(datetime(2026, 11, 5, 12, tzinfo=UTC), tick=False)
+    late = event("oct-late", occurred_at="2026-10-30T12:00:00Z")
+    body = post(client, key, {"events": [late]}).json()
+
+    assert body["results"] == [{"id": "oct-late", "status": "accepted", "cost_usd": "0.01035"}]
+    time_machine.move_to(datetime(2026, 12, 4, 2, tzinfo=UTC), tick=False)
+    november = Invoice.objects.get(
+        pk=invoices_generate_month(month=date(2026, 11, 1)).invoice_ids[0]
+    )
+    october.refresh_from_db()
+    assert (october.total_usd, list(october.lines.values_list("amount_usd", flat=True))) == frozen
+    (line,) = november.lines.filter(kind=InvoiceLineKind.ADJUSTMENT)
+    assert (line.usage_month, line.events, line.raw_cost_usd) == (
+        date(2026, 10, 1),
+        1,
+        Decimal("0.01035"),
+    )

@@ -153,6 +153,49 @@ def test_bad_token_counts_are_rejected(rates, bad):
     assert errors(outcome)[0]["field"] == "events[0].usage.input_tokens"
 
 
+@pytest.mark.parametrize(
+    ("provider", "usage"),
+    [
+        # Each field under the 100M cap, the call over it.
+        ("anthropic", {"input_tokens": 60_000_000, "output_tokens": 50_000_000}),
+        (
+            "anthropic",
+            {
+                "input_tokens": 1,
+                "output_tokens": 1,
+                "cache_read_input_tokens": 99_999_999,
+                "cache_creation_input_tokens": 99_999_999,
+            },
+        ),
+        # Compaction iterations add to the top-level counts.
+        (
+            "anthropic",
+            {
+                "input_tokens": 1,
+                "output_tokens": 1,
+                "iterations": [{"type": "compaction", "input_tokens": 99_999_999}] * 3,
+            },
+        ),
+        ("openai", {"prompt_tokens": 90_000_000, "completion_tokens": 20_000_000}),
+        ("google", {"promptTokenCount": 90_000_000, "thoughtsTokenCount": 20_000_000}),
+    ],
+)
+def test_more_than_100_million_tokens_in_one_call_is_rejected(rates, provider, usage):
+    acme = new_client()
+    outcome = ingest(acme, event(provider=provider, model="m", usage=usage))
+    assert statuses(outcome) == ["rejected"]
+    assert errors(outcome)[0]["field"] == "events[0].usage"
+    assert "at most 100,000,000 in one call" in errors(outcome)[0]["message"]
+    assert not UsageEvent.objects.filter(client=acme).exists()
+
+
+def test_exactly_100_million_tokens_in_one_call_is_accepted(rates):
+    usage = {"input_tokens": 40_000_000, "output_tokens": 10_000_000}
+    usage["cache_read_input_tokens"] = 50_000_000
+    outcome = ingest(new_client(), event(usage=usage))
+    assert statuses(outcome) == ["accepted"]
+
+
 def test_unknown_provider_is_rejected(rates):
     outcome = ingest(new_client(), event(provider="mistral"))
     assert errors(outcome)[0]["field"] == "events[0].provider"
