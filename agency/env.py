@@ -50,3 +50,13 @@ def env_decimal(name: str, default: str) -> Decimal:
 def env_list(name: str, default: str = "") -> list[str]:
     raw = os.environ.get(name, default)
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_int_list(name: str, default: str = "") -> list[int]:
+    """Comma-separated integers, e.g. ``50,80,100``."""
+    try:
+        return [int(item) for item in env_list(name, default)]
+    except ValueError:
+        raise EnvError(
+            f"{name} must be comma-separated integers, got {os.environ[name]!r}"
+        ) from None

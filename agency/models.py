@@ -5,9 +5,32 @@ from __future__ import annotations
 from decimal import Decimal
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
 from simple_history.models import HistoricalRecords
+
+# Alert thresholds are percentages of the budget; above 100 warns of overspend.
+MAX_ALERT_THRESHOLD = 1000
+
+
+def default_alert_thresholds() -> str:
+    """A new client's thresholds: ``settings.DEFAULT_ALERT_THRESHOLDS`` (50, 80, 100)."""
+    return ",".join(str(value) for value in settings.DEFAULT_ALERT_THRESHOLDS)
+
+
+def validate_alert_thresholds(value: str) -> None:
+    """Whole percentages from 1 to 1000, comma-separated. Refused rather than skipped: a
+    threshold typed as "80%" that silently never fires is worse than an error."""
+    parts = [part.strip() for part in value.split(",") if part.strip()]
+    if not parts:
+        raise ValidationError("Give at least one threshold, e.g. 50,80,100.")
+    for part in parts:
+        if not (part.isascii() and part.isdigit()) or not 1 <= int(part) <= MAX_ALERT_THRESHOLD:
+            raise ValidationError(
+                f"{part!r} is not a whole percentage from 1 to {MAX_ALERT_THRESHOLD}.",
+                code="invalid",
+            )
 
 
 class Currency(models.TextChoices):
@@ -63,7 +86,8 @@ class Client(models.Model):
     # Alerts.
     alert_thresholds = models.CharField(
         max_length=100,
-        default="50,80,100",
+        default=default_alert_thresholds,
+        validators=[validate_alert_thresholds],
         help_text="Percentages of the budget, comma-separated, for actual and projected spend.",
     )
     alert_billing_contact = models.BooleanField(

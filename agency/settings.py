@@ -14,7 +14,7 @@ import dj_database_url
 from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
-from agency.env import env_bool, env_decimal, env_int, env_list, env_str
+from agency.env import env_bool, env_decimal, env_int, env_int_list, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -196,7 +196,8 @@ INGEST_BACKFILL_DAYS = env_int("INGEST_BACKFILL_DAYS", 62)
 # Billing.
 INVOICE_NUMBER_PREFIX = env_str("INVOICE_NUMBER_PREFIX", "INV")
 INVOICE_GRACE_DAYS = env_int("INVOICE_GRACE_DAYS", 3)
-DEFAULT_ALERT_THRESHOLDS = env_list("DEFAULT_ALERT_THRESHOLDS", "50,80,100")
+# The alert thresholds (percent of budget) a new client starts with; editable per client.
+DEFAULT_ALERT_THRESHOLDS = env_int_list("DEFAULT_ALERT_THRESHOLDS", "50,80,100")
 ANOMALY_STDDEV = env_decimal("ANOMALY_STDDEV", "3")
 # A budget recompute runs this long after new usage: one run per burst of ingest requests.
 BUDGET_RECOMPUTE_DELAY_SECONDS = env_int("BUDGET_RECOMPUTE_DELAY_SECONDS", 30)

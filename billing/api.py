@@ -14,7 +14,7 @@ from typing import Any
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
-from django.views.decorators.http import require_GET
+from django.views.decorators.csrf import csrf_exempt
 
 from agency.models import Client
 from agency.money import round_money
@@ -56,9 +56,17 @@ def budget_payload(client: Client, position: BudgetPosition) -> dict[str, Any]:
     }
 
 
-@require_GET
-@api_key_required
+# Exempt so that a POST gets the API's JSON 405 below rather than the CSRF middleware's
+# HTML 403; the view only ever reads, and authenticates by bearer key, never a cookie.
+@csrf_exempt
 def budget(request: HttpRequest) -> HttpResponse:
+    if request.method not in ("GET", "HEAD"):
+        return api_error(405, "method_not_allowed", "Use GET.", headers={"Allow": "GET, HEAD"})
+    return _budget(request)
+
+
+@api_key_required
+def _budget(request: HttpRequest) -> HttpResponse:
     key = request.api_key  # type: ignore[attr-defined]
     wait = rate_limit_hit(
         key, scope="budget", limit_per_minute=settings.INGEST_RATE_LIMIT_PER_MINUTE

@@ -31,6 +31,7 @@ from agency.money import COST_PLACES, apply_markup
 from billing.models import DailyRollup, HourlyRollup
 from billing.selectors.rollups import day_bounds, local_days
 from tracking.models import DirtyDay, PricingStatus, UsageEvent
+from tracking.services import dirty_days_mark
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,8 @@ ZERO = Decimal("0")
 # overwritten with an *older* marked_at after we read it; keeping young marks one more
 # cycle makes that race harmless (a rebuild is idempotent and cheap).
 DIRTY_SETTLE = timedelta(minutes=2)
+# How far back markup_changes_mark looks for client edits.
+MARKUP_SWEEP_WINDOW = timedelta(days=2)
 
 
 def billed_usd(raw_usd: Decimal, markup_pct: Decimal) -> Decimal:
@@ -195,11 +198,49 @@ def rollups_rebuild_days(*, client_id: int, days: Iterable[date]) -> int:
     return len(daily)
 
 
+def markup_changes_mark(*, now: datetime | None = None) -> int:
+    """Mark dirty the days whose rollups carry a markup that is no longer theirs.
+
+    A day's rows are built with the markup in force at that moment, but the day's markup
+    is the one in force at its *end*: a change later the same day (with no new usage that
+    day) would leave the day billed at the old markup, and a full rebuild would disagree.
+    Ingest never sees a markup change and ``Client.save()`` does no workflow, so each
+    rebuild looks at the clients edited within ``MARKUP_SWEEP_WINDOW`` (the beat runs
+    every 2 minutes; the window leaves a day of slack) and marks the (client, day) of each
+    edit, and later days with rows, whose stored markup differs. An edit of other fields
+    marks nothing. Returns the number of pairs marked.
+    """
+    moment = now or timezone.now()
+    edits = Client.history.filter(history_date__gte=moment - MARKUP_SWEEP_WINDOW).values_list(
+        "id", "history_date"
+    )
+    first_day: dict[int, date] = {}
+    for client_id, when in edits:
+        day = timezone.localdate(when, timezone.get_default_timezone())
+        first_day[client_id] = min(day, first_day.get(client_id, day))
+    if not first_day:
+        return 0
+    book = MarkupBook(first_day)
+    condition = Q()
+    for client_id, day in first_day.items():
+        condition |= Q(client_id=client_id, day__gte=day)
+    stored = DailyRollup.objects.filter(condition).values_list("client_id", "day", "markup_pct")
+    stale = {
+        (client_id, day)
+        for client_id, day, markup in stored.distinct()
+        if markup != book.markup(client_id, day)
+    }
+    dirty_days_mark(stale, now=moment)
+    return len(stale)
+
+
 def rollups_rebuild_dirty() -> int:
-    """Rebuild every (client, day) marked in ``tracking.models.DirtyDay``, then delete the
-    marks consumed: only those whose ``marked_at`` is not newer than what was read (a day
-    marked again meanwhile stays marked) and older than ``DIRTY_SETTLE``. Returns the
-    number of (client, day) pairs rebuilt. Safe to run twice or concurrently."""
+    """Rebuild every (client, day) marked in ``tracking.models.DirtyDay`` (after marking
+    the days a markup change left stale), then delete the marks consumed: only those
+    whose ``marked_at`` is not newer than what was read (a day marked again meanwhile
+    stays marked) and older than ``DIRTY_SETTLE``. Returns the number of (client, day)
+    pairs rebuilt. Safe to run twice or concurrently."""
+    markup_changes_mark()
     marks = list(
         DirtyDay.objects.order_by("client_id", "day").values_list(
             "pk", "client_id", "day", "marked_at"

@@ -107,3 +107,30 @@ def test_the_rate_list_shows_prices_as_people_read_them(client, staff, rates):
     # Haiku 4.5: input $1, output $5, 5m write $1.25, cache read $0.10 per MTok.
     assert ">1.00<" in row and ">5.00<" in row and ">1.25<" in row and ">0.10<" in row
     assert "1.000000000" not in row
+
+
+def test_alert_thresholds_are_edited_per_client_in_admin(client, staff):
+    acme = Client.objects.create(name="Acme", slug="acme")
+    response = client.post(
+        f"/admin/agency/client/{acme.pk}/change/", client_form(alert_thresholds="25, 90,150")
+    )
+    assert response.status_code == 302
+    acme.refresh_from_db()
+    assert acme.threshold_list() == [25, 90, 150]
+
+
+@pytest.mark.parametrize("thresholds", ["50, 80%, 100", "fifty", "0,80", "50,1001", ", ,", "5²"])
+def test_a_threshold_that_would_never_fire_is_refused_in_admin(client, staff, thresholds):
+    acme = Client.objects.create(name="Acme", slug="acme")
+    response = client.post(
+        f"/admin/agency/client/{acme.pk}/change/", client_form(alert_thresholds=thresholds)
+    )
+    assert response.status_code == 200
+    assert "alert_thresholds" in response.context["adminform"].form.errors
+    acme.refresh_from_db()
+    assert acme.alert_thresholds == "50,80,100"
+
+
+def test_new_clients_start_with_the_default_thresholds_setting(settings):
+    settings.DEFAULT_ALERT_THRESHOLDS = [60, 95]
+    assert Client.objects.create(name="Acme", slug="acme").threshold_list() == [60, 95]

@@ -268,6 +268,31 @@ def test_slack_webhook_receives_the_alert(alert_settings: Any, webhook: Webhook)
 
 
 @pytest.mark.django_db
+def test_agency_and_client_webhooks_each_receive_the_alert_once(
+    alert_settings: Any, webhook: Webhook
+) -> None:
+    agency_hook = Webhook()
+    try:
+        alert_settings.AGENCY_SLACK_WEBHOOK_URL = agency_hook.url
+        client = ClientFactory.create(
+            name="Globex", monthly_budget_usd=Decimal("100"), markup_pct=Decimal("0"),
+            slack_webhook_url=webhook.url,
+        )  # fmt: skip
+        billed(client, "100")
+
+        recompute(datetime(2026, 11, 30, 23, 0, tzinfo=UTC))
+        recompute(datetime(2026, 11, 30, 23, 30, tzinfo=UTC))
+    finally:
+        agency_hook.close()
+
+    for hook in (agency_hook, webhook):
+        assert [m["text"].split("\n")[0] for m in hook.received] == [
+            "*Globex reached 100% of its November 2026 budget*"
+        ]
+    assert len(mail.outbox) == 1
+
+
+@pytest.mark.django_db
 def test_failed_delivery_is_recorded_then_retried(alert_settings: Any, webhook: Webhook) -> None:
     client = ClientFactory.create(monthly_budget_usd=Decimal("100"))
     alert = Alert.objects.create(

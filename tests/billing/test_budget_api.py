@@ -165,6 +165,19 @@ def test_post_is_not_allowed(client: Any, acme: Client) -> None:
     response = client.post(URL, {}, headers={"Authorization": f"Bearer {key}"})
 
     assert response.status_code == 405
+    assert response.json()["error"]["code"] == "method_not_allowed"
+    assert response["Allow"] == "GET, HEAD"
+
+
+def test_post_gets_json_405_even_with_csrf_checks_on(acme: Client) -> None:
+    from django.test import Client as HttpClient
+
+    response = HttpClient(enforce_csrf_checks=True).post(URL, {})
+
+    assert (response.status_code, response.json()["error"]["code"]) == (
+        405,
+        "method_not_allowed",
+    )
 
 
 def test_ingested_usage_reaches_the_budget_after_the_debounced_recompute(

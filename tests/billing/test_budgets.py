@@ -185,6 +185,54 @@ def test_markup_change_mid_month_bills_each_day_at_its_markup() -> None:
     assert (position.cost_usd, position.billed_usd) == (Decimal("200"), Decimal("300"))
 
 
+def test_markup_change_later_the_same_day_rebills_that_day_without_new_usage() -> None:
+    """Today's rows were built at the old markup; the change alone (no new event) must
+    rebill them, and they must equal what a full rebuild gives."""
+    with time_machine.travel(datetime(2026, 11, 1, 9, 0, tzinfo=UTC), tick=False):
+        client = ClientFactory.create(monthly_budget_usd=Decimal("150"), markup_pct=Decimal("0"))
+    with time_machine.travel(datetime(2026, 11, 10, 9, 0, tzinfo=UTC), tick=False):
+        spend(client, datetime(2026, 11, 10, 8, 0, tzinfo=UTC), "100")
+        recompute()
+        assert budget_status_for(client, NOVEMBER).billed_usd == Decimal("100")
+    with time_machine.travel(datetime(2026, 11, 10, 15, 0, tzinfo=UTC), tick=False):
+        client.markup_pct = Decimal("100")
+        client.save()
+        recompute()
+        today = budget_status_for(client, NOVEMBER)
+        snapshot = BudgetSnapshot.objects.get(client=client)
+
+    assert (today.billed_usd, today.status) == (Decimal("200"), BudgetStatus.RED)
+    assert (snapshot.billed_usd, snapshot.status) == (Decimal("200"), BudgetStatus.RED)
+
+
+def test_markup_change_just_before_midnight_rebills_the_day_after_it_ended() -> None:
+    with time_machine.travel(datetime(2026, 11, 10, 9, 0, tzinfo=UTC), tick=False):
+        client = ClientFactory.create(monthly_budget_usd=Decimal("1000"), markup_pct=Decimal("0"))
+        spend(client, datetime(2026, 11, 10, 8, 0, tzinfo=UTC), "100")
+        recompute()
+    with time_machine.travel(datetime(2026, 11, 10, 23, 59, tzinfo=UTC), tick=False):
+        client.markup_pct = Decimal("50")
+        client.save()
+    # The next recompute only runs after midnight: the 10th is a past day by then.
+    with time_machine.travel(datetime(2026, 11, 11, 0, 1, tzinfo=UTC), tick=False):
+        recompute()
+        position = budget_status_for(client, NOVEMBER)
+
+    assert position.billed_usd == Decimal("150")
+
+
+def test_an_edit_that_leaves_the_markup_alone_rebuilds_nothing() -> None:
+    with time_machine.travel(datetime(2026, 11, 10, 9, 0, tzinfo=UTC), tick=False):
+        client = ClientFactory.create(monthly_budget_usd=Decimal("100"), markup_pct=Decimal("10"))
+        spend(client, datetime(2026, 11, 10, 8, 0, tzinfo=UTC), "50")
+        recompute()
+        client.monthly_budget_usd = Decimal("120")
+        client.save()
+        recompute()
+
+        assert not DirtyDay.objects.exists()
+
+
 def test_late_event_counts_once_its_day_is_rebuilt() -> None:
     client = ClientFactory.create(monthly_budget_usd=Decimal("100"), markup_pct=Decimal("0"))
     with time_machine.travel(datetime(2026, 11, 20, 12, 0, tzinfo=UTC), tick=False):

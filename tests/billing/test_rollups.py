@@ -7,6 +7,8 @@ from decimal import Decimal
 
 import pytest
 import time_machine
+from django.core.management import CommandError, call_command
+from django.db.models import Count
 from django.utils import timezone
 
 from agency.models import Client
@@ -277,3 +279,175 @@ def test_per_client_rebuild_equals_the_all_clients_rebuild(rates: None) -> None:
 
     assert snapshot() == per_client
     assert len(per_client) == 14  # 4 daily and 3 hourly rows per day
+
+
+# --- the whole incremental path (ingest, re-pricing, markup edits) vs the command ----------
+
+
+def every_rollup_column() -> list[tuple[object, ...]]:
+    """Every stored column of every rollup row (ids aside), in a stable order."""
+    daily_fields = [f.attname for f in DailyRollup._meta.concrete_fields if not f.primary_key]
+    hourly_fields = [f.attname for f in HourlyRollup._meta.concrete_fields if not f.primary_key]
+    daily = DailyRollup.objects.order_by(
+        "client_id", "day", "project", "feature", "provider", "model"
+    ).values_list(*daily_fields)
+    hourly = HourlyRollup.objects.order_by("client_id", "day", "hour").values_list(*hourly_fields)
+    return [("daily", *row) for row in daily] + [("hourly", *row) for row in hourly]
+
+
+def call(event_id: str, at: str, **fields: object) -> dict[str, object]:
+    data: dict[str, object] = {
+        "id": event_id,
+        "model": "claude-sonnet-4-5",
+        "occurred_at": at,
+        "usage": {
+            "input_tokens": 1201,
+            "output_tokens": 457,
+            "cache_read_input_tokens": 30_011,
+            "cache_creation": {
+                "ephemeral_5m_input_tokens": 2003,
+                "ephemeral_1h_input_tokens": 97,
+            },
+            "cache_creation_input_tokens": 2100,
+        },
+    }
+    data.update(fields)
+    return data
+
+
+def test_rollups_kept_by_ingest_equal_the_rebuild_command_to_the_last_decimal(
+    rates: None, settings: object
+) -> None:
+    """Nothing here marks a day by hand: ingest, re-pricing and markup edits must mark
+    every day they change, across a DST change and local midnights in New York."""
+    settings.TIME_ZONE = "America/New_York"  # type: ignore[attr-defined]
+    from tracking.ingest import usage_ingest
+
+    with time_machine.travel(datetime(2026, 11, 3, 9, 0, tzinfo=UTC), tick=False):
+        acme = ClientFactory.create(slug="acme", markup_pct=Decimal("17.5"))
+        globex = ClientFactory.create(slug="globex", markup_pct=Decimal("0"))
+        events = [
+            # 1 Nov 2026 is the DST change in New York; local midnight is 04:00Z before it.
+            call("a1", "2026-11-01T03:59:59Z", project="support-bot", feature="chat"),
+            call("a2", "2026-11-01T04:00:00Z", project="support-bot", feature="chat"),
+            call("a3", "2026-11-02T04:59:59Z", feature="search", model="claude-haiku-4-5"),
+            call("a4", "2026-11-02T05:00:00Z", service_tier="batch"),
+            call("a5", "2026-11-02T12:00:00Z", model="claude-next-9"),  # unpriced for now
+        ]
+        usage_ingest(events=events, client=acme)
+        usage_ingest(
+            events=[
+                call(
+                    "g1",
+                    "2026-11-02T12:00:00Z",
+                    provider="openai",
+                    model="gpt-4.1",
+                    usage={
+                        "prompt_tokens": 5003,
+                        "completion_tokens": 77,
+                        "prompt_tokens_details": {"cached_tokens": 4001},
+                    },
+                ),
+            ],
+            client=globex,
+        )
+        rollups_rebuild_dirty()
+    with time_machine.travel(datetime(2026, 11, 10, 14, 0, tzinfo=UTC), tick=False):
+        acme.markup_pct = Decimal("40")
+        acme.save()
+        usage_ingest(
+            events=[
+                call("a6", "2026-11-10T13:00:00Z"),
+                call("a7", "2026-11-02T13:00:00Z", feature="search"),  # eight days late
+                call("a1", "2026-11-01T03:59:59Z", project="support-bot", feature="chat"),
+            ],
+            client=acme,
+        )
+        rollups_rebuild_dirty()
+        ModelRate.objects.create(
+            provider="anthropic",
+            model="claude-next-9",
+            effective_from=date(2026, 1, 1),
+            input_usd_per_mtok=Decimal("0.7"),
+            output_usd_per_mtok=Decimal("3.3"),
+        )
+        usage_events_reprice(unpriced_only=True)
+        rollups_rebuild_dirty_now()  # every mark consumed: nothing left to hide behind
+        assert not DirtyDay.objects.exists()
+    with time_machine.travel(datetime(2026, 11, 10, 20, 0, tzinfo=UTC), tick=False):
+        acme.markup_pct = Decimal("55.55")  # later the same day, no new usage
+        acme.save()
+    with time_machine.travel(datetime(2026, 11, 10, 20, 2, tzinfo=UTC), tick=False):
+        rollups_rebuild_dirty()
+        incremental = every_rollup_column()
+        call_command("rebuild_rollups", "--start", "2026-10-01", "--end", "2026-11-30")
+        rebuilt = every_rollup_column()
+        # The other aggregation (PostgreSQL rebuilds with one INSERT … SELECT per day;
+        # this is the ORM one) must give the same rows too.
+        for client_id, day in set(DailyRollup.objects.values_list("client_id", "day")):
+            rollups_rebuild_days(client_id=client_id, days=[day])
+        orm = every_rollup_column()
+
+    assert rebuilt == incremental
+    assert orm == incremental
+    days = {row[2] for row in incremental if row[0] == "daily" and row[1] == acme.pk}
+    assert days == {date(2026, 10, 31), date(2026, 11, 1), date(2026, 11, 2), date(2026, 11, 10)}
+    priced = UsageEvent.objects.filter(client=acme).aggregate(n=Count("pk"))["n"]
+    assert month_totals(month=date(2026, 11, 1))[acme.pk].events == priced - 1  # a1 on Oct 31
+    markups = dict(
+        DailyRollup.objects.filter(client=acme).values_list("day", "markup_pct").distinct()
+    )
+    assert markups[date(2026, 11, 2)] == Decimal("17.5")
+    assert markups[date(2026, 11, 10)] == Decimal("55.55")
+
+
+def test_rebuild_rollups_command_restores_a_period_from_the_raw_events(capsys) -> None:
+    acme = ClientFactory.create(slug="acme", markup_pct=Decimal("10"))
+    globex = ClientFactory.create(slug="globex")
+    add_event(acme, datetime(2026, 11, 2, 12, 0, tzinfo=UTC), "1.000000000000001")
+    add_event(globex, datetime(2026, 11, 2, 12, 0, tzinfo=UTC), "2")
+    rollups_rebuild_dirty_now()
+    good = every_rollup_column()
+    DailyRollup.objects.update(cost_usd=Decimal("999"), billed_usd=Decimal("999"))
+    HourlyRollup.objects.all().delete()
+
+    call_command("rebuild_rollups", "--start", "2026-11-01", "--end", "2026-11-30")
+
+    assert every_rollup_column() == good
+    assert "rebuilt 2026-11-01…2026-11-30: 2 daily rollup rows" in capsys.readouterr().out
+
+
+def test_rebuild_rollups_command_for_one_client_leaves_the_others_alone() -> None:
+    acme = ClientFactory.create(slug="acme")
+    globex = ClientFactory.create(slug="globex")
+    add_event(acme, datetime(2026, 11, 2, 12, 0, tzinfo=UTC), "1")
+    add_event(globex, datetime(2026, 11, 2, 12, 0, tzinfo=UTC), "2")
+    rollups_rebuild_dirty_now()
+    DailyRollup.objects.update(cost_usd=Decimal("999"))
+
+    call_command(
+        "rebuild_rollups", "--start", "2026-11-02", "--end", "2026-11-02", "--client", "acme"
+    )
+
+    costs = dict(DailyRollup.objects.values_list("client__slug", "cost_usd"))
+    assert costs == {"acme": Decimal("1"), "globex": Decimal("999")}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--start", "2026-13-01"], ["--end", "yesterday"], ["--client", "nobody"]],
+)
+def test_rebuild_rollups_command_refuses_bad_arguments(args: list[str]) -> None:
+    with pytest.raises(CommandError):
+        call_command("rebuild_rollups", *args)
+
+
+def test_rebuild_rollups_dirty_consumes_the_marks() -> None:
+    acme = ClientFactory.create()
+    add_event(acme, datetime(2026, 11, 2, 12, 0, tzinfo=UTC), "1")
+    settle()
+
+    call_command("rebuild_rollups", "--dirty")
+
+    assert DailyRollup.objects.get().cost_usd == Decimal("1")
+    assert not DirtyDay.objects.exists()

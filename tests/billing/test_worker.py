@@ -1,7 +1,7 @@
 """The recompute-and-alert path on a real Celery worker, against Redis.
 
-New usage sends ``usage_recorded``; the debounced task goes through the broker to a real
-worker thread, which rebuilds the dirty rollups, recomputes the budget, fires the alert
+Usage posted through the ingest service sends ``usage_recorded`` after commit; the
+debounced task goes through the broker to a real worker thread, which rebuilds the dirty rollups, recomputes the budget, fires the alert
 and then, as a second task, posts it to a local HTTP server standing in for Slack.
 """
 
@@ -13,7 +13,6 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
@@ -23,14 +22,12 @@ from celery.contrib.testing.worker import start_worker
 from celery.signals import task_postrun
 from django.core.cache import cache
 from django.db import connections
-from django.utils import timezone
 
 from agency.celery import app
 from billing.models import Alert, AlertDelivery, AlertKind, BudgetSnapshot, DeliveryStatus
 from billing.tasks import RECOMPUTE_SCHEDULED_KEY
-from tests.factories import ClientFactory, UsageEventFactory
-from tracking.services import dirty_days_mark, local_day
-from tracking.signals import usage_recorded
+from tests.factories import ClientFactory
+from tracking.ingest import usage_ingest
 
 pytestmark = [
     pytest.mark.worker,
@@ -108,7 +105,7 @@ def wait_for(condition: Any, timeout: float = 30) -> bool:
 
 @pytest.mark.django_db(transaction=True)
 def test_new_usage_is_recomputed_and_alerted_by_a_real_worker(
-    settings: Any, worker: None, slack: SlackStandIn
+    settings: Any, worker: None, slack: SlackStandIn, rates: None
 ) -> None:
     settings.AGENCY_ALERT_EMAILS = []
     settings.SITE_URL = "https://meter.example"
@@ -119,20 +116,29 @@ def test_new_usage_is_recomputed_and_alerted_by_a_real_worker(
         markup_pct=Decimal("25"),
         slack_webhook_url=slack.url,
     )
-    now = timezone.now()
-    UsageEventFactory.create(client=client, occurred_at=now, cost_usd=Decimal("88"))  # 110 billed
-    # Marked as settled so the worker's rebuild consumes the mark.
-    dirty_days_mark([(client.pk, local_day(now))], now=now - timedelta(minutes=10))
     cache.delete(RECOMPUTE_SCHEDULED_KEY)
 
-    usage_recorded.send(sender=None, client_ids={client.pk})
+    # The real ingest path: it commits, marks the day dirty and sends usage_recorded after
+    # commit, whose receiver schedules the debounced task on the broker.
+    outcome = usage_ingest(
+        events=[
+            {
+                "id": "msg_worker_1",
+                "model": "claude-haiku-4-5",
+                # $40 input + $50 output = $90 raw, $112.50 billed at 25 %.
+                "usage": {"input_tokens": 40_000_000, "output_tokens": 10_000_000},
+            }
+        ],
+        client=client,
+    )
+    assert outcome.count("accepted") == 1
 
     assert slack.arrived.wait(timeout=60), "the webhook never received the alert"
     assert wait_for(lambda: AlertDelivery.objects.filter(status=DeliveryStatus.SENT).exists()), (
         "the delivery was not marked sent"
     )
     snapshot = BudgetSnapshot.objects.get(client=client)
-    assert (snapshot.billed_usd, snapshot.status) == (Decimal("110"), "red")
+    assert (snapshot.billed_usd, snapshot.status) == (Decimal("112.5"), "red")
     assert set(Alert.objects.values_list("kind", "threshold")) >= {
         (AlertKind.ACTUAL, 50),
         (AlertKind.ACTUAL, 80),
@@ -141,5 +147,5 @@ def test_new_usage_is_recomputed_and_alerted_by_a_real_worker(
     assert len(slack.received) == 1
     text = slack.received[0]["text"]
     assert text.startswith("*Globex reached 100% of its ")
-    assert "$110.00 of its $100.00 budget" in text
+    assert "$112.50 of its $100.00 budget" in text
     assert "https://meter.example/clients/globex/" in text
