@@ -14,19 +14,16 @@ from django.utils import timezone
 
 from agency.models import AgencyProfile, Client, ClientMembership, Project
 from agency.money import apply_markup, round_money
+from billing.models import Invoice
+from billing.selectors.invoices import previous_month
 from billing.services.budgets import budgets_recompute
-from billing.services.rollups import rollups_rebuild_dirty
+from billing.services.invoices import invoice_finalize, invoice_mark_paid, invoices_generate_month
+from billing.services.rollups import rollups_rebuild_period
 from tracking import demo
 from tracking.models import UsageEvent
 from tracking.pricing import normalize_usage
 from tracking.rates import RateBook
-from tracking.services import (
-    dirty_days_mark,
-    event_fingerprint,
-    local_day,
-    pricing_fields,
-    usage_fields,
-)
+from tracking.services import event_fingerprint, local_day, pricing_fields, usage_fields
 
 CLIENTS = [
     # slug, name, markup %, budget, projects, events per day, providers
@@ -53,11 +50,29 @@ class Command(BaseCommand):
             with transaction.atomic():
                 count = self._seed(days=days, rng=random.Random(seed))
             self.stdout.write(f"created {count} usage events over {days} days")
+            # Rollups of the whole seeded period in one pass (no need for dirty marks:
+            # nothing else writes while the demo is seeded).
+            today = timezone.localdate()
+            rows = rollups_rebuild_period(start=today - timedelta(days=days), end=today)
+            self.stdout.write(f"rolled up {rows} daily rows")
         self._users(admin_password)
-        # Rollups and budget snapshots (and alerts), as the Celery beat would build them.
-        rebuilt = rollups_rebuild_dirty()
+        # Budget snapshots (and alerts), as the Celery beat would build them.
         positions = budgets_recompute()
-        self.stdout.write(f"rolled up {rebuilt} client-days, recomputed {len(positions)} budgets")
+        self.stdout.write(f"recomputed {len(positions)} budgets")
+        if not Invoice.objects.exists():
+            self._invoices()
+
+    def _invoices(self) -> None:
+        """Last month issued (Acme's already paid), the month before still a draft to review."""
+        last = previous_month(timezone.localdate().replace(day=1))
+        for invoice_id in invoices_generate_month(month=previous_month(last)).invoice_ids:
+            draft = Invoice.objects.select_related("client").get(pk=invoice_id)
+            self.stdout.write(f"draft invoice for {draft.client}, {draft.month:%B %Y}")
+        for invoice_id in invoices_generate_month(month=last).invoice_ids:
+            invoice = invoice_finalize(invoice_id=invoice_id)
+            if invoice.client.slug == "acme":
+                invoice = invoice_mark_paid(invoice_id=invoice_id)
+            self.stdout.write(f"invoice {invoice.number} ({invoice.status}) for {invoice.client}")
 
     def _users(self, admin_password: str) -> None:
         user_model = get_user_model()
@@ -148,7 +163,6 @@ class Command(BaseCommand):
                 service_tier="",
             )
         UsageEvent.objects.bulk_create(events, batch_size=2000)
-        dirty_days_mark((e.client_id, local_day(e.occurred_at)) for e in events)
         self._fit_budgets(events, today)
         return len(events)
 
