@@ -136,9 +136,13 @@ def test_staff_downloads_the_invoice_csv_and_pdf(page, seeded):
     number = seeded["invoice"].number
     row = page.locator("tr", has_text=number)
     with page.expect_download() as csv_download:
-        row.locator("text=CSV").click()
+        row.get_by_role("link", name="Lines CSV").click()
     csv_text = Path(csv_download.value.path()).read_text(encoding="utf-8")
     assert "claude" in csv_text.lower()
+    with page.expect_download() as events_download:
+        row.get_by_role("link", name="Events CSV").click()
+    events_csv = Path(events_download.value.path()).read_text(encoding="utf-8")
+    assert events_csv.startswith("event_id,")
     pdf_url = row.locator("text=PDF").get_attribute("href")
     response = page.request.get(f"{seeded['url']}{pdf_url}")
     assert response.status == 200
