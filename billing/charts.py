@@ -9,6 +9,7 @@ so the figures can be read without seeing the colours.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from datetime import date
 from decimal import Decimal
@@ -123,6 +124,12 @@ def legend(names: Sequence[str]) -> list[tuple[str, str]]:
     return [(name, series_colour(index)) for index, name in enumerate(names)]
 
 
+@functools.cache
+def _spark_xs(width: int, pad: int, count: int) -> tuple[str, ...]:
+    step = (width - 2 * pad) / (count - 1)
+    return tuple(_fmt(pad + i * step) for i in range(count))
+
+
 def sparkline(
     values: Sequence[Decimal],
     *,
@@ -141,18 +148,18 @@ def sparkline(
             f'<svg class="spark" viewBox="0 0 {width} {height}" role="img" '
             f'aria-label="{escape(aria)}"></svg>'
         )
-    step = (width - 2 * pad) / (len(values) - 1)
-    points = []
-    for i, value in enumerate(values):
-        fraction = _num(value / peak) if peak > 0 else 0.0
-        points.append((pad + i * step, height - pad - fraction * (height - 2 * pad)))
-    path = " ".join(f"{_fmt(x)},{_fmt(y)}" for x, y in points)
-    last_x, last_y = points[-1]
+    # Geometry in floats, one division per chart, x positions formatted once per width and
+    # length: the overview draws 200 of these per request.
+    scale = (height - 2 * pad) / _num(peak) if peak > 0 else 0.0
+    xs = _spark_xs(width, pad, len(values))
+    ys = [_fmt(height - pad - _num(value) * scale) for value in values]
+    path = " ".join([f"{x},{y}" for x, y in zip(xs, ys, strict=True)])
+    last_x, last_y = xs[-1], ys[-1]
     return mark_safe(  # noqa: S308 - escaped
         f'<svg class="spark" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
         f'role="img" aria-label="{escape(aria)}"><title>{escape(aria)}</title>'
         f'<polyline fill="none" stroke="currentColor" stroke-width="1.5" points="{path}"/>'
-        f'<circle cx="{_fmt(last_x)}" cy="{_fmt(last_y)}" r="2" fill="currentColor"/></svg>'
+        f'<circle cx="{last_x}" cy="{last_y}" r="2" fill="currentColor"/></svg>'
     )
 
 

@@ -1,16 +1,33 @@
-"""Display filters for the dashboards: money, percentages and token counts.
+"""Display filters for the dashboards: money, percentages and token counts; the budget
+meter and the overview's table rows.
 
 Money goes through ``agency.money.format_usd`` (and so ``round_money``); percentages and
 ratios are not money and are quantized here for display only.
+
+The budget meter and the overview rows are built in Python with ``format_html`` rather
+than as templates: the overview draws 200 rows, and a ``{% include %}`` plus a dozen
+filter lookups per row cost ~150 ms of template rendering per request (profiled on the
+200-client benchmark); built here they cost a few milliseconds. Both escape every value.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from decimal import ROUND_HALF_UP, Decimal
+from typing import TYPE_CHECKING
 
 from django import template
+from django.template.defaultfilters import floatformat, pluralize
+from django.urls import reverse
+from django.utils.html import format_html
+from django.utils.safestring import SafeString, mark_safe
 
 from agency.money import format_usd
+from billing import charts
+
+if TYPE_CHECKING:
+    from billing.selectors.budgets import BudgetPosition
+    from billing.selectors.dashboard import OverviewRow
 
 register = template.Library()
 
@@ -81,3 +98,105 @@ def per_minute(value: Decimal | None) -> str:
     if value < ONE_PLACE:
         return "<0.1"
     return f"{Decimal(value).quantize(ONE_PLACE, rounding=ROUND_HALF_UP):,}"
+
+
+NO_BUDGET = mark_safe('<span class="muted" data-status="none">No budget set</span>')
+
+
+@register.simple_tag
+def budget_meter(budget: BudgetPosition | None, compact: bool = False) -> SafeString:
+    """A client's budget used as a green/yellow/red bar that also says its status and
+    percentage in words; ``compact`` (the overview) leaves out billed and projection."""
+    if budget is None or not budget.status:
+        return NO_BUDGET
+    status = budget.status
+    details = ""
+    if not compact:
+        details = format_html(
+            '\n<div class="meter-text muted">{} billed · projected month end {} '
+            '<span class="status-text status-{}">{}</span></div>',
+            usd(budget.billed_usd),
+            usd(budget.projected_billed_usd),
+            budget.projected_status or "",
+            status_label(budget.projected_status),
+        )
+    unknown = ""
+    if budget.unknown_spend:
+        unknown = format_html(
+            '\n<div class="meter-text warning-text">+ {} unpriced call{}: spend is higher '
+            "than shown</div>",
+            tokens(budget.unpriced_events),
+            pluralize(budget.unpriced_events),
+        )
+    return format_html(
+        '<div class="meter-wrap status-{}{}" data-status="{}">\n'
+        '<div class="meter" role="meter" aria-valuemin="0" aria-valuemax="100" '
+        'aria-valuenow="{}" aria-label="Budget used">\n'
+        '<div class="meter-fill" style="width: {}"></div>\n</div>\n'
+        '<div class="meter-text">\n<span class="status-text status-{}">{}</span>\n'
+        "{} of {}\n</div>{}{}\n</div>",
+        status,
+        " compact" if compact else "",
+        status,
+        floatformat(budget.percent_used, 1),
+        bar_width(budget.percent_used),
+        status,
+        status_label(status),
+        pct(budget.percent_used),
+        usd(budget.budget_usd),
+        details,
+        unknown,
+    )
+
+
+def _overview_row(row: OverviewRow, url: str) -> SafeString:
+    badges = ""
+    if row.unpriced_events or row.untagged_events:
+        unpriced = untagged = ""
+        if row.unpriced_events:
+            unpriced = format_html(
+                '\n<span class="badge warning" title="Calls without a rate">{} unpriced</span>',
+                row.unpriced_events,
+            )
+        if row.untagged_events:
+            untagged = format_html(
+                '\n<span class="badge muted" title="Calls without a project">{} untagged</span>',
+                tokens(row.untagged_events),
+            )
+        badges = format_html('\n<div class="row-badges">{}{}\n</div>', unpriced, untagged)
+    budget = row.budget
+    projected_status = ""
+    if budget is not None and budget.projected_status:
+        projected_status = format_html(
+            '\n<br><span class="status-text status-{}">{}</span>',
+            budget.projected_status,
+            status_label(budget.projected_status),
+        )
+    return format_html(
+        '<tr data-client="{}">\n<th scope="row">\n<a href="{}">{}</a>{}\n</th>\n'
+        '<td class="num">{}</td>\n<td class="num">{}</td>\n<td class="num">{}</td>\n'
+        '<td class="budget-cell">{}</td>\n<td class="num">\n{}{}\n</td>\n'
+        '<td class="spark-cell">{}</td>\n</tr>\n',
+        row.client.slug,
+        url,
+        row.client.name,
+        badges,
+        usd(row.raw_usd),
+        usd(row.billed_usd),
+        usd(row.margin_usd),
+        budget_meter(budget, compact=True),
+        usd(budget.projected_billed_usd if budget else None),
+        projected_status,
+        charts.sparkline(row.spark),
+    )
+
+
+@register.simple_tag
+def overview_rows(rows: Iterable[OverviewRow]) -> SafeString:
+    """The overview table's body rows: name and badges, money, budget meter, projection
+    and a 30-day sparkline per client."""
+    return mark_safe(  # noqa: S308 - each row is built by format_html
+        "".join(
+            _overview_row(row, reverse("client_detail", args=[row.client.slug])) for row in rows
+        )
+    )

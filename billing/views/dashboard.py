@@ -36,8 +36,6 @@ def overview(request: HtmxHttpRequest) -> HttpResponse:
         today=timezone.localdate(),
         sort=request.GET.get("sort", "name"),
     )
-    for row in data.rows:
-        row.sparkline = charts.sparkline(row.spark)
     template = "billing/overview.html"
     if request.htmx:
         template += "#overview-table"

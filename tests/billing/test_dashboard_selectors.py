@@ -309,6 +309,34 @@ def test_overview_reads_today_live():
     assert _overview().rows[0].raw_usd == Decimal("3")
 
 
+def test_overview_adds_todays_unpriced_calls_to_the_cached_past_days():
+    client = ClientFactory.create()
+    for day, events in ((TODAY - dt.timedelta(days=2), 2), (TODAY, 3)):
+        DailyRollupFactory.create(
+            client=client,
+            day=day,
+            model="mystery-1",
+            events=events,
+            unpriced_events=events,
+            cost_usd=Decimal("0"),
+        )
+    DailyRollupFactory.create(client=client, day=TODAY, project="web", events=4)
+    data = _overview()
+    [row] = data.rows
+    assert (row.events, row.unpriced_events, row.untagged_events) == (9, 5, 5)
+    assert [(m.model, m.events, m.clients) for m in data.unpriced_models] == [("mystery-1", 5, 1)]
+
+
+def test_overview_reads_today_in_one_query_once_past_days_are_cached(
+    django_assert_num_queries,
+):
+    for _ in range(3):
+        DailyRollupFactory.create(client=ClientFactory.create(), day=TODAY)
+    _overview()
+    with django_assert_num_queries(2):  # the clients, then today's rollup rows
+        _overview()
+
+
 def test_overview_reuses_past_days_until_the_cache_expires():
     client = ClientFactory.create(markup_pct=Decimal("0"))
     DailyRollupFactory.create(

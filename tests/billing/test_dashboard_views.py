@@ -179,6 +179,19 @@ def test_overview_warns_about_untagged_usage(client, staff, acme):
     assert b"Untagged usage" in client.get(reverse("overview")).content
 
 
+def test_overview_escapes_client_names(client, staff):
+    ClientFactory.create(name="<b>Bold</b> & Co")
+    content = client.get(reverse("overview")).content.decode()
+    assert "&lt;b&gt;Bold&lt;/b&gt; &amp; Co" in content
+    assert "<b>Bold</b>" not in content
+
+
+def test_overview_says_when_a_client_has_no_budget(client, staff):
+    ClientFactory.create(name="Unbudgeted", monthly_budget_usd=None)
+    content = client.get(reverse("overview")).content.decode()
+    assert '<span class="muted" data-status="none">No budget set</span>' in content
+
+
 # --- client page -----------------------------------------------------------------------
 
 
