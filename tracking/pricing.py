@@ -399,16 +399,19 @@ def price_usage(usage: NormalizedUsage, rate: RateCard) -> CostBreakdown:
         read_rate = rate.cache_read
 
     multiplier = Decimal(1)
+    scaled = False
     if usage.inference_geo == "us" and rate.us_inference_multiplier is not None:
         multiplier *= rate.us_inference_multiplier
+        scaled = True
     if usage.speed == "fast" and rate.fast_multiplier is not None:
         multiplier *= rate.fast_multiplier
+        scaled = True
 
     def cost(tokens: int, usd_per_mtok: Decimal | None) -> Decimal:
-        return (
-            _per_token(tokens, usd_per_mtok if usd_per_mtok is not None else input_rate)
-            * multiplier
-        )
+        amount = _per_token(tokens, usd_per_mtok if usd_per_mtok is not None else input_rate)
+        # × Decimal(1) gives the very same digits and exponent, so it is skipped when no
+        # multiplier applies (most calls). A rate's own multiplier, even "1.0", still applies.
+        return amount * multiplier if scaled else amount
 
     input_cost = cost(usage.input_tokens, input_rate)
     output_cost = cost(usage.output_tokens, output_rate)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import re
 from bisect import bisect_right
 from collections import defaultdict
@@ -16,6 +17,7 @@ from typing import Any
 from django.db import transaction
 
 from tracking.models import ModelRate, Provider
+from tracking.pricing import RateCard
 
 DEFAULT_RATES_CSV = Path(__file__).resolve().parent / "data" / "model_rates.csv"
 
@@ -57,6 +59,12 @@ def strip_date_suffix(model: str) -> str:
 class Resolution:
     rate: ModelRate
     matched_by: str  # "model", "alias" or "date suffix"
+
+    @functools.cached_property
+    def card(self) -> RateCard:
+        """The rate's card, built once: a RateBook hands out one Resolution per (provider,
+        model, day), so a batch no longer builds a card per event."""
+        return RateCard.from_rate(self.rate)
 
 
 class RateBook:

@@ -14,7 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from tracking.models import ClosedPeriod, DirtyDay, PricingStatus, UsageEvent
-from tracking.pricing import NormalizedUsage, RateCard, UsageError, normalize_usage, price_usage
+from tracking.pricing import NormalizedUsage, UsageError, normalize_usage, price_usage
 from tracking.rates import RateBook, Resolution
 
 logger = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ def pricing_fields(
             priced_at=None,
         )
         return fields
-    cost = price_usage(usage, RateCard.from_rate(resolution.rate))
+    cost = price_usage(usage, resolution.card)
     return {
         "rate_id": resolution.rate.pk,
         "pricing_status": PricingStatus.PRICED,
