@@ -11,7 +11,7 @@ cache key carries the client ids it was computed for.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -241,6 +241,29 @@ class DayFigures:
 
 NO_USAGE = DayFigures()
 
+# What the overview sums per day, from the daily rollups; read back by _day_figures.
+_DAY_SUMS = {
+    "cost": ExactSum("cost_usd"),
+    "billed": ExactSum("billed_usd"),
+    "n": Sum("events"),
+    "unpriced": Sum("unpriced_events"),
+    "untagged": Sum("events", filter=Q(project="")),
+    "input": Sum("input_tokens"),
+    "output": Sum("output_tokens"),
+}
+
+
+def _day_figures(item: Mapping[str, Any]) -> DayFigures:
+    return DayFigures(
+        cost_usd=item["cost"] or ZERO,
+        billed_usd=item["billed"] or ZERO,
+        events=item["n"] or 0,
+        unpriced_events=item["unpriced"] or 0,
+        untagged_events=item["untagged"] or 0,
+        input_tokens=item["input"] or 0,
+        output_tokens=item["output"] or 0,
+    )
+
 
 def client_days(ids: list[int], start: date, end: date) -> dict[tuple[int, date], DayFigures]:
     """Per (client, day) sums of the daily rollups from ``start`` to ``end`` inclusive:
@@ -248,26 +271,10 @@ def client_days(ids: list[int], start: date, end: date) -> dict[tuple[int, date]
     if end < start or not ids:
         return {}
     return {
-        (item["client_id"], item["day"]): DayFigures(
-            cost_usd=item["cost"] or ZERO,
-            billed_usd=item["billed"] or ZERO,
-            events=item["n"] or 0,
-            unpriced_events=item["unpriced"] or 0,
-            untagged_events=item["untagged"] or 0,
-            input_tokens=item["input"] or 0,
-            output_tokens=item["output"] or 0,
-        )
+        (item["client_id"], item["day"]): _day_figures(item)
         for item in DailyRollup.objects.filter(client_id__in=ids, day__gte=start, day__lte=end)
         .values("client_id", "day")
-        .annotate(
-            cost=ExactSum("cost_usd"),
-            billed=ExactSum("billed_usd"),
-            n=Sum("events"),
-            unpriced=Sum("unpriced_events"),
-            untagged=Sum("events", filter=Q(project="")),
-            input=Sum("input_tokens"),
-            output=Sum("output_tokens"),
-        )
+        .annotate(**_DAY_SUMS)
         .order_by()
     }
 
@@ -380,27 +387,11 @@ def _today(ids: list[int], today: date) -> tuple[dict[int, DayFigures], dict[Unp
             unpriced_provider=Case(When(has_unpriced, then=F("provider")), default=Value("")),
             unpriced_model=Case(When(has_unpriced, then=F("model")), default=Value("")),
         )
-        .annotate(
-            cost=ExactSum("cost_usd"),
-            billed=ExactSum("billed_usd"),
-            n=Sum("events"),
-            unpriced=Sum("unpriced_events"),
-            untagged=Sum("events", filter=Q(project="")),
-            input=Sum("input_tokens"),
-            output=Sum("output_tokens"),
-        )
+        .annotate(**_DAY_SUMS)
         .order_by()
     )
     for item in rows:
-        day = DayFigures(
-            cost_usd=item["cost"] or ZERO,
-            billed_usd=item["billed"] or ZERO,
-            events=item["n"] or 0,
-            unpriced_events=item["unpriced"] or 0,
-            untagged_events=item["untagged"] or 0,
-            input_tokens=item["input"] or 0,
-            output_tokens=item["output"] or 0,
-        )
+        day = _day_figures(item)
         _add(figures.setdefault(item["client_id"], DayFigures()), day)
         if day.unpriced_events:
             key = (item["unpriced_provider"], item["unpriced_model"], item["client_id"])
