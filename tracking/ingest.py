@@ -421,11 +421,6 @@ def _insert_returning(rows: list[dict[str, Any]]) -> set[tuple[int, str]]:
     (in-process, no round trips, and its executemany cannot return rows): multi-row VALUES
     chunked to its bind-variable limit.
     """
-    quote = connection.ops.quote_name
-    columns = ", ".join(quote(f.column) for f in _FIELDS if f.column)
-    head = f"INSERT INTO {quote(UsageEvent._meta.db_table)} ({columns}) VALUES "
-    tail = ' ON CONFLICT ("client_id", "event_id") DO NOTHING RETURNING "client_id", "event_id"'
-    placeholder = "(" + ", ".join(["%s"] * len(_FIELDS)) + ")"
     values = _row_values(rows)
     inserted: set[tuple[int, str]] = set()
     with connection.cursor() as cursor:
@@ -436,6 +431,9 @@ def _insert_returning(rows: list[dict[str, Any]]) -> set[tuple[int, str]]:
             # also drop `returning`.
             import psycopg
 
+            # ON COMMIT DELETE ROWS would empty the stage between autocommitted statements.
+            if not connection.in_atomic_block:
+                raise RuntimeError("the staged insert must run inside a transaction")
             with psycopg.Cursor(connection.connection) as raw:
                 raw.execute(_PG_STAGE_CREATE)
                 # Empty already, unless an outer transaction made several calls.
@@ -460,7 +458,7 @@ def _insert_returning(rows: list[dict[str, Any]]) -> set[tuple[int, str]]:
         size = max(1, limit // len(_FIELDS))
         for start in range(0, len(values), size):
             chunk = values[start : start + size]
-            sql = head + ", ".join([placeholder] * len(chunk)) + tail
+            sql = _SQLITE_INSERT.format(rows=", ".join([_SQLITE_ROW] * len(chunk)))
             cursor.execute(sql, [value for line in chunk for value in line])
             inserted.update((c, e) for c, e in cursor.fetchall())
     return inserted
@@ -476,13 +474,16 @@ _PG_STAGE_CREATE = (
     f"SELECT {_COLUMNS} FROM {_TABLE} WITH NO DATA"
 )
 _PG_STAGE_COPY = f"COPY ingest_stage ({_COLUMNS}) FROM STDIN"
+_ON_CONFLICT = 'ON CONFLICT ("client_id", "event_id") DO NOTHING RETURNING "client_id", "event_id"'
 _PG_STAGE_INSERT = (
     f"INSERT INTO {_TABLE} ({_COLUMNS}) SELECT {_COLUMNS} FROM ingest_stage "
     # Rows are taken in key order, so two requests with overlapping ids lock index entries
     # in the same order and cannot deadlock.
-    'ORDER BY "client_id", "event_id" '
-    'ON CONFLICT ("client_id", "event_id") DO NOTHING RETURNING "client_id", "event_id"'
+    f'ORDER BY "client_id", "event_id" {_ON_CONFLICT}'
 )
+# SQLite: multi-row VALUES, as many rows per statement as its bind-variable limit allows.
+_SQLITE_INSERT = f"INSERT INTO {_TABLE} ({_COLUMNS}) VALUES {{rows}} {_ON_CONFLICT}"
+_SQLITE_ROW = "(" + ", ".join(["%s"] * len(_FIELDS)) + ")"
 
 
 def _clients(
@@ -712,6 +713,9 @@ def _stored_fingerprints(wanted: dict[int, list[str]]) -> dict[tuple[int, str], 
             # One array parameter, bound server-side, instead of 500 literals in the SQL.
             import psycopg
 
+            # ON COMMIT DELETE ROWS would empty the stage between autocommitted statements.
+            if not connection.in_atomic_block:
+                raise RuntimeError("the staged insert must run inside a transaction")
             with psycopg.Cursor(connection.connection) as raw:
                 raw.execute(
                     "SELECT event_id, fingerprint FROM tracking_usageevent "
