@@ -28,6 +28,18 @@ pytestmark = pytest.mark.django_db
 NOW = datetime(2026, 11, 20, 15, 0, tzinfo=UTC)
 
 
+def rate_for_unpriced_model() -> None:
+    """The rate for claude-next-9 arrives: its waiting events are re-priced."""
+    ModelRate.objects.create(
+        provider="anthropic",
+        model="claude-next-9",
+        effective_from=date(2026, 1, 1),
+        input_usd_per_mtok=Decimal("0.7"),
+        output_usd_per_mtok=Decimal("3.3"),
+    )
+    usage_events_reprice(unpriced_only=True)
+
+
 def add_event(client: Client, at: datetime, cost: str | None, **fields: object) -> UsageEvent:
     """A stored event with an exact cost (None: unpriced), its day marked dirty."""
     if cost is None:
@@ -86,14 +98,7 @@ def test_incremental_rollups_equal_a_full_rebuild_to_the_last_decimal(rates: Non
         add_event(acme, datetime(2026, 11, 10, 8, 0, tzinfo=UTC), "2.000000000000009")
         # A late event for the 2nd, and the unknown model gets a rate (re-priced).
         add_event(acme, datetime(2026, 11, 2, 23, 59, tzinfo=UTC), "0.5", feature="chat")
-        ModelRate.objects.create(
-            provider="anthropic",
-            model="claude-next-9",
-            effective_from=date(2026, 1, 1),
-            input_usd_per_mtok=Decimal("0.7"),
-            output_usd_per_mtok=Decimal("3.3"),
-        )
-        usage_events_reprice(unpriced_only=True)
+        rate_for_unpriced_model()
         settle()
         rollups_rebuild_dirty()
         incremental = snapshot()
@@ -364,14 +369,7 @@ def test_rollups_kept_by_ingest_equal_the_rebuild_command_to_the_last_decimal(
             client=acme,
         )
         rollups_rebuild_dirty()
-        ModelRate.objects.create(
-            provider="anthropic",
-            model="claude-next-9",
-            effective_from=date(2026, 1, 1),
-            input_usd_per_mtok=Decimal("0.7"),
-            output_usd_per_mtok=Decimal("3.3"),
-        )
-        usage_events_reprice(unpriced_only=True)
+        rate_for_unpriced_model()
         rollups_rebuild_dirty_now()  # every mark consumed: nothing left to hide behind
         assert not DirtyDay.objects.exists()
     with time_machine.travel(datetime(2026, 11, 10, 20, 0, tzinfo=UTC), tick=False):
