@@ -327,6 +327,7 @@ def test_overview_adds_todays_unpriced_calls_to_the_cached_past_days():
     assert [(m.model, m.events, m.clients) for m in data.unpriced_models] == [("mystery-1", 5, 1)]
 
 
+@time_machine.travel(NOON, tick=False)
 def test_overview_reads_today_in_one_query_once_past_days_are_cached(
     django_assert_num_queries,
 ):
