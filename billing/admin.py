@@ -27,6 +27,7 @@ from billing.services.invoices import (
     invoice_void,
     rollups_refresh,
 )
+from tracking.buckets import Reach, token_columns
 
 # --- budgets and alerts (issue 4) ------------------------------------------------------
 
@@ -109,9 +110,8 @@ class AlertDeliveryAdmin(admin.ModelAdmin):
 
 
 _LINE_FIELDS = (
-    "position", "kind", "usage_month", "description", "events", "input_tokens",
-    "cache_write_5m_tokens", "cache_write_1h_tokens", "cache_read_tokens", "output_tokens",
-    "web_search_requests", "raw_cost_usd", "markup_pct", "billed_usd", "amount_usd",
+    "position", "kind", "usage_month", "description", "events", *token_columns(Reach.INVOICE),
+    "raw_cost_usd", "markup_pct", "billed_usd", "amount_usd",
 )  # fmt: skip
 
 

@@ -17,6 +17,7 @@ from django.db.models import QuerySet
 
 from agency.money import apply_markup
 from billing.models import DailyRollup, Invoice
+from tracking.buckets import Reach, token_columns
 from tracking.models import UsageEvent
 
 CHUNK_SIZE = 5000
@@ -49,10 +50,10 @@ def exact(value: Decimal | None) -> str:
 def invoice_lines_rows(invoice: Invoice) -> Iterator[list[Any]]:
     """Header then one row per line. Raw cost and markup only when the invoice shows them."""
     show = invoice.show_markup
+    quantities = token_columns(Reach.INVOICE)
     header = [
         "invoice", "line", "kind", "usage_month", "description", "provider", "model",
-        "project", "calls", "input_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens",
-        "cache_read_tokens", "output_tokens", "web_search_requests",
+        "project", "calls", *quantities,
     ]  # fmt: skip
     if show:
         header += ["raw_cost_usd", "markup_pct"]
@@ -61,9 +62,8 @@ def invoice_lines_rows(invoice: Invoice) -> Iterator[list[Any]]:
     for line in invoice.lines.order_by("position"):
         row = [
             number, line.position, line.kind, f"{line.usage_month:%Y-%m}", line.description,
-            line.provider, line.model, line.project, line.events, line.input_tokens,
-            line.cache_write_5m_tokens, line.cache_write_1h_tokens, line.cache_read_tokens,
-            line.output_tokens, line.web_search_requests,
+            line.provider, line.model, line.project, line.events,
+            *(getattr(line, name) for name in quantities),
         ]  # fmt: skip
         if show:
             row += [exact(line.raw_cost_usd), money(line.markup_pct)]
@@ -87,9 +87,8 @@ def _markups(client_id: int, days: tuple[date, date]) -> dict[date, Decimal]:
 
 EVENT_COLUMNS = (
     "event_id", "occurred_at", "received_at", "project__name", "feature", "end_user", "team",
-    "provider", "model", "service_tier", "input_tokens", "cache_write_5m_tokens",
-    "cache_write_1h_tokens", "cache_read_tokens", "output_tokens", "reasoning_tokens",
-    "web_search_requests", "pricing_status", "cost_usd",
+    "provider", "model", "service_tier", *token_columns(Reach.ROLLUP), "pricing_status",
+    "cost_usd",
 )  # fmt: skip
 
 

@@ -6,11 +6,23 @@ from django.db import models
 
 from agency.db import CostField
 from agency.models import Client
+from tracking.models import InvoiceBuckets, RollupBuckets, TrailingFields
+
+
+class UsageCounts(TrailingFields):
+    """How many events a row sums, and how many of them have no price yet."""
+
+    events = models.BigIntegerField(default=0)
+    unpriced_events = models.BigIntegerField(default=0)
+
+    class Meta:
+        abstract = True
+
 
 # --- rollups, budgets, alerts (issue 4) -----------------------------------------------
 
 
-class DailyRollup(models.Model):
+class DailyRollup(UsageCounts, RollupBuckets):
     """Usage of one client on one agency-local day, per project, feature and model.
 
     Rebuilt whole from the raw events of its (client, day) whenever that day is marked
@@ -25,22 +37,7 @@ class DailyRollup(models.Model):
     feature = models.CharField(max_length=200, blank=True)
     provider = models.CharField(max_length=20)
     model = models.CharField(max_length=128)
-    events = models.BigIntegerField(default=0)
-    unpriced_events = models.BigIntegerField(default=0)
-    input_tokens = models.BigIntegerField(default=0)
-    cache_write_5m_tokens = models.BigIntegerField(default=0)
-    cache_write_1h_tokens = models.BigIntegerField(default=0)
-    cache_read_tokens = models.BigIntegerField(default=0)
-    output_tokens = models.BigIntegerField(default=0)
-    reasoning_tokens = models.BigIntegerField(default=0)
-    web_search_requests = models.BigIntegerField(default=0)
-    cost_input_usd = CostField(default=0)
-    cost_output_usd = CostField(default=0)
-    cost_cache_write_5m_usd = CostField(default=0)
-    cost_cache_write_1h_usd = CostField(default=0)
-    cost_cache_read_usd = CostField(default=0)
-    cost_web_search_usd = CostField(default=0)
-    cost_discount_usd = CostField(default=0)
+    # events, unpriced_events: UsageCounts; token and cost columns: RollupBuckets.
     cost_usd = CostField(default=0, help_text="Raw provider cost of the priced events.")
     markup_pct = models.DecimalField(max_digits=7, decimal_places=2)
     billed_usd = CostField(default=0, help_text="cost_usd with the day's markup, unrounded.")
@@ -58,7 +55,7 @@ class DailyRollup(models.Model):
         return f"{self.client_id} {self.day} {self.model}"
 
 
-class HourlyRollup(models.Model):
+class HourlyRollup(UsageCounts):
     """Spend of one client in one UTC hour, split by the agency-local day it falls in.
 
     Feeds the spend-anomaly alert (a 14-day hourly baseline read from ~336 rows per
@@ -70,8 +67,6 @@ class HourlyRollup(models.Model):
     client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="+")
     day = models.DateField()
     hour = models.DateTimeField(help_text="Start of the hour (UTC).")
-    events = models.BigIntegerField(default=0)
-    unpriced_events = models.BigIntegerField(default=0)
     cost_usd = CostField(default=0)
 
     class Meta:
@@ -365,7 +360,7 @@ class Invoice(models.Model):
         return self.status == InvoiceStatus.DRAFT
 
 
-class InvoiceLine(models.Model):
+class InvoiceLine(UsageCounts, InvoiceBuckets):
     """One model (and project, if the client splits by project) of one month's usage.
 
     ``amount_usd`` is ``billed_usd`` rounded once, half-up. Adjustment lines bill what a
@@ -380,21 +375,7 @@ class InvoiceLine(models.Model):
     model = models.CharField(max_length=128)
     project = models.CharField(max_length=200, blank=True)
     description = models.CharField(max_length=300)
-    events = models.BigIntegerField(default=0)
-    unpriced_events = models.BigIntegerField(default=0)
-    input_tokens = models.BigIntegerField(default=0)
-    cache_write_5m_tokens = models.BigIntegerField(default=0)
-    cache_write_1h_tokens = models.BigIntegerField(default=0)
-    cache_read_tokens = models.BigIntegerField(default=0)
-    output_tokens = models.BigIntegerField(default=0)
-    web_search_requests = models.BigIntegerField(default=0)
-    cost_input_usd = CostField(default=0)
-    cost_output_usd = CostField(default=0)
-    cost_cache_write_5m_usd = CostField(default=0)
-    cost_cache_write_1h_usd = CostField(default=0)
-    cost_cache_read_usd = CostField(default=0)
-    cost_web_search_usd = CostField(default=0)
-    cost_discount_usd = CostField(default=0)
+    # events, unpriced_events: UsageCounts; token and cost columns: InvoiceBuckets.
     raw_cost_usd = CostField(default=0)
     markup_pct = models.DecimalField(
         max_digits=7, decimal_places=2, null=True, blank=True, help_text="Empty: it varied."

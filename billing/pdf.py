@@ -17,8 +17,9 @@ from django.core.files.storage import default_storage
 from django.template.loader import render_to_string
 from django.utils import timezone
 
-from agency.money import MILLION, ZERO, format_usd, round_money
+from agency.money import ZERO, format_usd, round_money
 from billing.models import Invoice, InvoiceLine, InvoiceLineKind, InvoiceStatus
+from tracking.buckets import Reach, buckets
 
 # WeasyPrint reports every rendering step at INFO: noise in the worker logs.
 logging.getLogger("weasyprint.progress").setLevel(logging.WARNING)
@@ -26,15 +27,10 @@ logging.getLogger("weasyprint.progress").setLevel(logging.WARNING)
 # Unit prices are rates, not amounts: printed to 4 decimal places (cache reads cost
 # fractions of a cent per MTok on small models). Amounts go through round_money only.
 RATE_PLACES = Decimal("0.0001")
-THOUSAND = Decimal("1000")
-_KINDS = (
-    ("Input", "input_tokens", "cost_input_usd", MILLION, "MTok"),
-    ("Cache write (5 min)", "cache_write_5m_tokens", "cost_cache_write_5m_usd", MILLION, "MTok"),
-    ("Cache write (1 h)", "cache_write_1h_tokens", "cost_cache_write_1h_usd", MILLION, "MTok"),
-    ("Cache read", "cache_read_tokens", "cost_cache_read_usd", MILLION, "MTok"),
-    ("Output", "output_tokens", "cost_output_usd", MILLION, "MTok"),
-    ("Web searches", "web_search_requests", "cost_web_search_usd", THOUSAND, "1k"),
-)
+# Printed per line: a quantity with its unit price for each billed bucket that has both,
+# then the amounts without a quantity (the batch discount) as included in the line.
+_KINDS = tuple(b for b in buckets(Reach.INVOICE) if b.token_column and b.cost_column)
+_INCLUDED = tuple(b for b in buckets(Reach.INVOICE) if b.cost_column and not b.token_column)
 
 
 @dataclass
@@ -78,14 +74,17 @@ def _printed(line: InvoiceLine, *, show_markup: bool) -> PrintedLine:
     if not show_markup and line.raw_cost_usd:
         factor = line.billed_usd / line.raw_cost_usd
     details = []
-    for label, qty_field, cost_field, per, unit in _KINDS:
-        quantity = getattr(line, qty_field)
+    for kind in _KINDS:
+        quantity = getattr(line, str(kind.token_column))
         if quantity:
-            price = _unit_price(getattr(line, cost_field), quantity, per, factor)
-            details.append(Detail(label, f"{quantity:,}", f"{price} / {unit}" if price else ""))
-    if line.cost_discount_usd:
-        discount = format_usd(line.cost_discount_usd * factor)
-        details.append(Detail("Batch discount (included)", "", discount))
+            cost = getattr(line, str(kind.cost_column))
+            price = _unit_price(cost, quantity, kind.unit.per, factor)
+            unit_price = f"{price} / {kind.unit.label}" if price else ""
+            details.append(Detail(kind.label, f"{quantity:,}", unit_price))
+    for included in _INCLUDED:
+        amount = getattr(line, str(included.cost_column))
+        if amount:
+            details.append(Detail(f"{included.label} (included)", "", format_usd(amount * factor)))
     if line.unpriced_events:
         details.append(Detail(f"{line.unpriced_events:,} calls not yet priced", "", ""))
     markup = "varied" if line.markup_pct is None else f"{line.markup_pct.normalize():f} %"

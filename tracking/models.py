@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import models
@@ -10,6 +11,84 @@ from simple_history.models import HistoricalRecords
 
 from agency.db import CostField
 from agency.models import Client, Project
+from tracking.buckets import Reach, buckets
+
+
+class TrailingFields(models.Model):
+    """An abstract base whose fields come after the own fields of the model that uses it.
+
+    Django orders a model's fields by when each was created, which would put an abstract
+    base's fields first. The models keep their key fields first (admin, ``values()`` and
+    positional reads see client, day, … before the figures): as each model is defined, the
+    fields it is about to inherit from these bases are renumbered past its own, in MRO
+    order (``__init_subclass__`` runs after the class body, before Django copies them).
+    """
+
+    class Meta:
+        abstract = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for base in cls.__mro__[1:]:
+            if base is not TrailingFields and issubclass(base, TrailingFields):
+                for field in base._meta.local_fields:
+                    field.creation_counter = models.Field.creation_counter
+                    models.Field.creation_counter += 1
+
+
+def _bucket_mixin(name: str, reach: Reach, *, per_event: bool) -> Any:
+    """An abstract model with the token and cost columns of the buckets that reach
+    ``reach``, in declaration order. On events a cost is NULL while the event is unpriced
+    (never $0); sums (rollups, invoice lines) default to 0."""
+    fields: dict[str, models.Field[Any, Any]] = {}
+    for bucket in buckets(reach):
+        if bucket.token_column is None:
+            continue
+        if per_event and bucket.unit.requests:
+            fields[bucket.token_column] = models.IntegerField(default=0)
+        else:
+            fields[bucket.token_column] = models.BigIntegerField(
+                default=0, help_text=bucket.help_text if per_event else ""
+            )
+    for bucket in buckets(reach):
+        if bucket.cost_column is not None:
+            fields[bucket.cost_column] = (
+                CostField(null=True, blank=True) if per_event else CostField(default=0)
+            )
+    meta = type("Meta", (), {"abstract": True})
+    return type(name, (TrailingFields,), {"__module__": __name__, "Meta": meta, **fields})
+
+
+if TYPE_CHECKING:
+    # What mypy sees: the columns are generated from tracking.buckets at run time, so it
+    # types them as Any (the django-stubs plugin still checks lookups and constructors
+    # against the real fields).
+
+    class _GeneratedBuckets(TrailingFields):
+        class Meta:
+            abstract = True
+
+        def __getattr__(self, name: str) -> Any: ...
+
+    class EventBuckets(_GeneratedBuckets):
+        class Meta:
+            abstract = True
+
+    class RollupBuckets(_GeneratedBuckets):
+        class Meta:
+            abstract = True
+
+    class InvoiceBuckets(_GeneratedBuckets):
+        class Meta:
+            abstract = True
+
+else:
+    # Every bucket, as each event stores it.
+    EventBuckets = _bucket_mixin("EventBuckets", Reach.EVENT, per_event=True)
+    # Summed per (client, day, project, feature, model).
+    RollupBuckets = _bucket_mixin("RollupBuckets", Reach.ROLLUP, per_event=False)
+    # Billed per invoice line.
+    InvoiceBuckets = _bucket_mixin("InvoiceBuckets", Reach.INVOICE, per_event=False)
 
 
 class Provider(models.TextChoices):
@@ -105,7 +184,7 @@ class PricingStatus(models.TextChoices):
     UNPRICED = "unpriced", "Unpriced (no rate for the model)"
 
 
-class UsageEvent(models.Model):
+class UsageEvent(EventBuckets):
     """One LLM call: who it was for, what it used, and what it cost at the rate of its day."""
 
     client = models.ForeignKey(Client, on_delete=models.PROTECT, related_name="usage_events")
@@ -131,17 +210,7 @@ class UsageEvent(models.Model):
     occurred_at = models.DateTimeField()
     received_at = models.DateTimeField()
 
-    # Disjoint token buckets: each token is in exactly one of the first five.
-    input_tokens = models.BigIntegerField(default=0, help_text="Uncached input.")
-    cache_write_5m_tokens = models.BigIntegerField(default=0)
-    cache_write_1h_tokens = models.BigIntegerField(default=0)
-    cache_read_tokens = models.BigIntegerField(default=0)
-    output_tokens = models.BigIntegerField(default=0, help_text="All output, thinking included.")
-    reasoning_tokens = models.BigIntegerField(
-        default=0, help_text="The thinking/reasoning part of output_tokens (informational)."
-    )
-    web_search_requests = models.IntegerField(default=0)
-    web_fetch_requests = models.IntegerField(default=0)
+    # Token and cost columns per bucket: EventBuckets (tracking.buckets).
     service_tier = models.CharField(max_length=32, blank=True)
     inference_geo = models.CharField(max_length=32, blank=True)
     speed = models.CharField(max_length=16, blank=True)
@@ -163,13 +232,6 @@ class UsageEvent(models.Model):
     needs_review = models.BooleanField(
         default=False, help_text="Usage carries parts whose pricing is not verified."
     )
-    cost_input_usd = CostField(null=True, blank=True)
-    cost_output_usd = CostField(null=True, blank=True)
-    cost_cache_write_5m_usd = CostField(null=True, blank=True)
-    cost_cache_write_1h_usd = CostField(null=True, blank=True)
-    cost_cache_read_usd = CostField(null=True, blank=True)
-    cost_web_search_usd = CostField(null=True, blank=True)
-    cost_discount_usd = CostField(null=True, blank=True)
     cost_usd = CostField(null=True, blank=True, help_text="Raw provider cost; NULL if unpriced.")
     priced_at = models.DateTimeField(null=True, blank=True)
 

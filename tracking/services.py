@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import operator
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -13,16 +14,15 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from tracking.buckets import BUCKETS, COST_COLUMNS, TOKEN_COLUMNS
 from tracking.models import ClosedPeriod, DirtyDay, PricingStatus, UsageEvent
 from tracking.pricing import NormalizedUsage, UsageError, normalize_usage, price_usage
 from tracking.rates import RateBook, Resolution
 
 logger = logging.getLogger(__name__)
 
-COST_FIELDS = (
-    "cost_input_usd", "cost_output_usd", "cost_cache_write_5m_usd", "cost_cache_write_1h_usd",
-    "cost_cache_read_usd", "cost_web_search_usd", "cost_discount_usd", "cost_usd",
-)  # fmt: skip
+# Every cost column of an event: one per priced bucket, then their sum.
+COST_FIELDS = (*COST_COLUMNS, "cost_usd")
 PRICING_FIELDS = (
     "rate_id", "pricing_status", "long_context", "priced_at_list", "needs_review", "priced_at",
     *COST_FIELDS,
@@ -64,21 +64,16 @@ def event_fingerprint(
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+# NormalizedUsage names its counts after the token columns, CostBreakdown its amounts
+# after the buckets. attrgetter reads them all in one C call (ingest calls these per event).
+_USAGE_COLUMNS = (*TOKEN_COLUMNS, "service_tier", "inference_geo", "speed")
+_read_usage = operator.attrgetter(*_USAGE_COLUMNS)
+_read_costs = operator.attrgetter(*(b.name for b in BUCKETS if b.cost_column))
+
+
 def usage_fields(usage: NormalizedUsage) -> dict[str, Any]:
-    """The token-bucket columns of an event."""
-    return {
-        "input_tokens": usage.input_tokens,
-        "cache_write_5m_tokens": usage.cache_write_5m_tokens,
-        "cache_write_1h_tokens": usage.cache_write_1h_tokens,
-        "cache_read_tokens": usage.cache_read_tokens,
-        "output_tokens": usage.output_tokens,
-        "reasoning_tokens": usage.reasoning_tokens,
-        "web_search_requests": usage.web_search_requests,
-        "web_fetch_requests": usage.web_fetch_requests,
-        "service_tier": usage.service_tier,
-        "inference_geo": usage.inference_geo,
-        "speed": usage.speed,
-    }
+    """The token-bucket columns of an event, and the usage flags it is priced by."""
+    return dict(zip(_USAGE_COLUMNS, _read_usage(usage), strict=True))
 
 
 def pricing_fields(
@@ -104,13 +99,7 @@ def pricing_fields(
         "priced_at_list": cost.priced_at_list,
         "needs_review": usage.needs_review,
         "priced_at": now,
-        "cost_input_usd": cost.input,
-        "cost_output_usd": cost.output,
-        "cost_cache_write_5m_usd": cost.cache_write_5m,
-        "cost_cache_write_1h_usd": cost.cache_write_1h,
-        "cost_cache_read_usd": cost.cache_read,
-        "cost_web_search_usd": cost.web_search,
-        "cost_discount_usd": cost.discount,
+        **dict(zip(COST_COLUMNS, _read_costs(cost), strict=True)),
         "cost_usd": cost.total,
     }
 

@@ -28,6 +28,7 @@ from agency.money import apply_markup
 from billing.models import DailyRollup
 from billing.selectors.budgets import BudgetPosition, budget_of, budget_position
 from billing.selectors.rollups import MonthTotals, month_bounds, month_range
+from tracking.buckets import GROUPED, PROMPT_GROUPS
 from tracking.models import PricingStatus, UsageEvent
 
 ZERO = Decimal("0")
@@ -62,63 +63,67 @@ def shift_month(month: date, delta: int) -> date:
 # --- shared row shape ---------------------------------------------------------------
 
 
+# The usage tables' token columns (each the sum of its buckets' tokens), in order.
+TOKEN_GROUPS = tuple(dict.fromkeys(str(b.group) for b in GROUPED))
+
+
 @dataclass
 class UsageTotals:
-    """Calls, tokens by kind and money of one group of rollup rows."""
+    """Calls, tokens by the usage tables' columns and money of one group of rollup rows."""
 
     name: str = ""
     events: int = 0
     unpriced_events: int = 0
-    input_tokens: int = 0
-    cache_write_tokens: int = 0
-    cache_read_tokens: int = 0
-    output_tokens: int = 0
+    tokens: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TOKEN_GROUPS, 0))
     raw_usd: Decimal = ZERO
     billed_usd: Decimal = ZERO
 
-    def add(self, row: dict[str, Any]) -> None:
+    def add(self, row: Mapping[str, Any]) -> None:
         self.events += row["events"]
         self.unpriced_events += row["unpriced_events"]
-        self.input_tokens += row["input_tokens"]
-        self.cache_write_tokens += row["cache_write_5m_tokens"] + row["cache_write_1h_tokens"]
-        self.cache_read_tokens += row["cache_read_tokens"]
-        self.output_tokens += row["output_tokens"]
+        for bucket in GROUPED:
+            self.tokens[str(bucket.group)] += row[str(bucket.token_column)]
         self.raw_usd += row["cost_usd"]
         self.billed_usd += row["billed_usd"]
 
     @property
+    def input_tokens(self) -> int:
+        return self.tokens["input"]
+
+    @property
+    def cache_write_tokens(self) -> int:
+        return self.tokens["cache_write"]
+
+    @property
+    def cache_read_tokens(self) -> int:
+        return self.tokens["cache_read"]
+
+    @property
+    def output_tokens(self) -> int:
+        return self.tokens["output"]
+
+    @property
     def prompt_tokens(self) -> int:
         """Every input token, cached or not: what the prompt weighs."""
-        return self.input_tokens + self.cache_write_tokens + self.cache_read_tokens
+        return sum(self.tokens[group] for group in PROMPT_GROUPS)
 
     @property
     def cache_hit_ratio(self) -> Decimal | None:
         """cache_read / (input + cache_read + cache writes); None without input."""
         if not self.prompt_tokens:
             return None
-        return Decimal(self.cache_read_tokens) / Decimal(self.prompt_tokens)
+        return Decimal(self.tokens["cache_read"]) / Decimal(self.prompt_tokens)
 
     @property
     def margin_usd(self) -> Decimal:
         return self.billed_usd - self.raw_usd
 
 
+_TOKEN_COLUMNS = tuple(str(b.token_column) for b in GROUPED)
 _ROLLUP_FIELDS = (
-    "day",
-    "project",
-    "feature",
-    "provider",
-    "model",
-    "events",
-    "unpriced_events",
-    "input_tokens",
-    "cache_write_5m_tokens",
-    "cache_write_1h_tokens",
-    "cache_read_tokens",
-    "output_tokens",
-    "cost_usd",
-    "billed_usd",
-)
+    "day", "project", "feature", "provider", "model", "events", "unpriced_events",
+    *_TOKEN_COLUMNS, "cost_usd", "billed_usd",
+)  # fmt: skip
 
 
 def _group(
@@ -235,8 +240,6 @@ class DayFigures:
     events: int = 0
     unpriced_events: int = 0
     untagged_events: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
 
 
 NO_USAGE = DayFigures()
@@ -248,8 +251,6 @@ _DAY_SUMS = {
     "n": Sum("events"),
     "unpriced": Sum("unpriced_events"),
     "untagged": Sum("events", filter=Q(project="")),
-    "input": Sum("input_tokens"),
-    "output": Sum("output_tokens"),
 }
 
 
@@ -260,8 +261,6 @@ def _day_figures(item: Mapping[str, Any]) -> DayFigures:
         events=item["n"] or 0,
         unpriced_events=item["unpriced"] or 0,
         untagged_events=item["untagged"] or 0,
-        input_tokens=item["input"] or 0,
-        output_tokens=item["output"] or 0,
     )
 
 
@@ -322,8 +321,6 @@ def _add(total: DayFigures, day: DayFigures) -> None:
     total.events += day.events
     total.unpriced_events += day.unpriced_events
     total.untagged_events += day.untagged_events
-    total.input_tokens += day.input_tokens
-    total.output_tokens += day.output_tokens
 
 
 def _sum_past_days(
@@ -447,8 +444,6 @@ def overview(clients: QuerySet[Client], *, today: date, sort: str = "name") -> O
             billed_usd=in_month.billed_usd,
             events=in_month.events,
             unpriced_events=in_month.unpriced_events,
-            input_tokens=in_month.input_tokens,
-            output_tokens=in_month.output_tokens,
         )
         position = budget_position(
             client=client,
@@ -679,27 +674,20 @@ def end_users(client: Client, *, month: date, limit: int = TOP_N) -> list[UsageT
         .annotate(
             n=Count("id"),
             unpriced=Count("id", filter=Q(pricing_status=PricingStatus.UNPRICED)),
-            input=Sum("input_tokens"),
-            cw5=Sum("cache_write_5m_tokens"),
-            cw1=Sum("cache_write_1h_tokens"),
-            read=Sum("cache_read_tokens"),
-            output=Sum("output_tokens"),
+            **{f"sum_{name}": Sum(name) for name in _TOKEN_COLUMNS},
             raw=ExactSum("cost_usd"),
             rank=_rank(),
         )
         .order_by("-rank", "-n", "end_user")[:limit]
     ):
+        sums: dict[str, Any] = dict(item)
         totals = UsageTotals(name=item["end_user"])
         raw = item["raw"] or ZERO
         totals.add(
             {
                 "events": item["n"],
                 "unpriced_events": item["unpriced"],
-                "input_tokens": item["input"] or 0,
-                "cache_write_5m_tokens": item["cw5"] or 0,
-                "cache_write_1h_tokens": item["cw1"] or 0,
-                "cache_read_tokens": item["read"] or 0,
-                "output_tokens": item["output"] or 0,
+                **{name: sums[f"sum_{name}"] or 0 for name in _TOKEN_COLUMNS},
                 "cost_usd": raw,
                 # The client's current markup: raw events carry no billed amount.
                 "billed_usd": apply_markup(raw, client.markup_pct),

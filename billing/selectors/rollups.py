@@ -65,8 +65,6 @@ class MonthTotals:
     billed_usd: Decimal = ZERO
     events: int = 0
     unpriced_events: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
 
     @property
     def unknown_spend(self) -> bool:
@@ -89,8 +87,6 @@ def month_totals(*, month: date, client_ids: Iterable[int] | None = None) -> dic
             billed=ExactSum("billed_usd"),
             n_events=Sum("events"),
             n_unpriced=Sum("unpriced_events"),
-            n_input=Sum("input_tokens"),
-            n_output=Sum("output_tokens"),
         )
     )
     return {
@@ -100,8 +96,6 @@ def month_totals(*, month: date, client_ids: Iterable[int] | None = None) -> dic
             billed_usd=row["billed"] if row["billed"] is not None else ZERO,
             events=row["n_events"] or 0,
             unpriced_events=row["n_unpriced"] or 0,
-            input_tokens=row["n_input"] or 0,
-            output_tokens=row["n_output"] or 0,
         )
         for row in grouped
     }

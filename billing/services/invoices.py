@@ -45,18 +45,14 @@ from billing.models import (
     InvoiceStatus,
 )
 from billing.selectors.invoices import next_month, previous_month
+from tracking.buckets import Reach, cost_columns, token_columns
 from tracking.models import ClosedPeriod, ModelRate
 
 logger = logging.getLogger(__name__)
 
-TOKEN_FIELDS = (
-    "input_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens", "cache_read_tokens",
-    "output_tokens", "web_search_requests",
-)  # fmt: skip
-COST_FIELDS = (
-    "cost_input_usd", "cost_output_usd", "cost_cache_write_5m_usd", "cost_cache_write_1h_usd",
-    "cost_cache_read_usd", "cost_web_search_usd", "cost_discount_usd",
-)  # fmt: skip
+# What a line bills per bucket; its raw cost (the rollups' cost_usd) is raw_cost_usd.
+TOKEN_FIELDS = token_columns(Reach.INVOICE)
+COST_FIELDS = cost_columns(Reach.INVOICE)
 # Invoices that bill something: everything but void ones.
 LIVE_STATUSES = (
     InvoiceStatus.DRAFT, InvoiceStatus.FINALIZED, InvoiceStatus.SENT, InvoiceStatus.PAID,

@@ -30,19 +30,15 @@ from agency.models import Client
 from agency.money import COST_PLACES, apply_markup
 from billing.models import DailyRollup, HourlyRollup
 from billing.selectors.rollups import day_bounds, local_days
+from tracking.buckets import Reach, cost_columns, token_columns
 from tracking.models import DirtyDay, PricingStatus, UsageEvent
 from tracking.services import dirty_days_mark
 
 logger = logging.getLogger(__name__)
 
-TOKEN_FIELDS = (
-    "input_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens", "cache_read_tokens",
-    "output_tokens", "reasoning_tokens", "web_search_requests",
-)  # fmt: skip
-COST_FIELDS = (
-    "cost_input_usd", "cost_output_usd", "cost_cache_write_5m_usd", "cost_cache_write_1h_usd",
-    "cost_cache_read_usd", "cost_web_search_usd", "cost_discount_usd", "cost_usd",
-)  # fmt: skip
+# What a rollup row sums: the buckets that reach the rollups, and the raw cost.
+TOKEN_FIELDS = token_columns(Reach.ROLLUP)
+COST_FIELDS = (*cost_columns(Reach.ROLLUP), "cost_usd")
 ZERO = Decimal("0")
 # A dirty mark younger than this is rebuilt but kept for the next run. Ingest stamps
 # marked_at with its own clock before its transaction commits, so a mark can be

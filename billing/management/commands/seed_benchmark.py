@@ -31,6 +31,7 @@ from billing.selectors.budgets import month_hours, project_month
 from billing.selectors.rollups import current_month, day_bounds, month_totals
 from billing.services.budgets import budgets_recompute
 from billing.services.rollups import rollups_rebuild_period
+from tracking.buckets import buckets
 from tracking.models import ModelRate, UsageEvent
 
 SLUG_PREFIX = "bench-"
@@ -48,16 +49,38 @@ MODEL_MIX = [
     ("anthropic", UNPRICED_MODEL, Decimal("0.3")),
 ]
 
+# The buckets the mix draws: (tokens, cost) as SQL over the shaped rows ``t``. A price is
+# NULL without a rate, so is the cost then. Every other bucket holds 0 tokens, and $0 once
+# priced (NULL while unpriced), as ingest stores it.
+_DRAWN = {
+    "input": ("t.input_tokens", "t.input_tokens * t.p_in / 1000000"),
+    "cache_write_5m": ("t.cache_write_tokens", "t.cache_write_tokens * t.p_w5 / 1000000"),
+    "cache_read": ("t.cache_read_tokens", "t.cache_read_tokens * t.p_read / 1000000"),
+    "output": ("t.output_tokens", "t.output_tokens * t.p_out / 1000000"),
+}
+_NOT_DRAWN = ("0", "CASE WHEN t.rate_id IS NULL THEN NULL ELSE 0 END")
+
+
+def bucket_sql() -> dict[str, str]:
+    """The INSERT's bucket columns and the SELECT's values for them, in the same order."""
+    columns, values = [], []
+    for bucket in buckets():
+        tokens, cost = _DRAWN.get(bucket.name, _NOT_DRAWN)
+        if bucket.token_column:
+            columns.append(bucket.token_column)
+            values.append(tokens)
+        if bucket.cost_column:
+            columns.append(bucket.cost_column)
+            values.append(cost)
+    return {"bucket_columns": ", ".join(columns), "bucket_values": ", ".join(values)}
+
+
 _INSERT = """
 INSERT INTO tracking_usageevent (
     client_id, project_id, event_id, fingerprint, feature, end_user, team, deploy_sha,
     prompt_hash, request_id, metadata, provider, model, occurred_at, received_at,
-    input_tokens, cache_write_5m_tokens, cache_write_1h_tokens, cache_read_tokens,
-    output_tokens, reasoning_tokens, web_search_requests, web_fetch_requests, service_tier,
-    inference_geo, speed, status_code, latency_ms, usage, rate_id, pricing_status,
-    long_context, priced_at_list, needs_review, cost_input_usd, cost_output_usd,
-    cost_cache_write_5m_usd, cost_cache_write_1h_usd, cost_cache_read_usd,
-    cost_web_search_usd, cost_discount_usd, cost_usd, priced_at
+    {bucket_columns}, service_tier, inference_geo, speed, status_code, latency_ms, usage,
+    rate_id, pricing_status, long_context, priced_at_list, needs_review, cost_usd, priced_at
 )
 WITH draws AS (
     SELECT i, random() AS r_client, random() AS r_project, random() AS r_model,
@@ -98,18 +121,12 @@ SELECT t.client_id,
             ELSE (%(project_ids)s::bigint[])[1 + t.client_index * 3 + t.project_index] END,
        'b' || t.i, md5(t.i::text), t.feature, t.end_user, '', '', 'p' || (t.i %% 20), '',
        '{{}}'::jsonb, t.provider, t.model, t.occurred_at, t.occurred_at + interval '300 ms',
-       t.input_tokens, t.cache_write_tokens, 0, t.cache_read_tokens, t.output_tokens, 0, 0, 0,
-       '', '', '', 200, 800 + (t.i %% 4000)::int,
+       {bucket_values}, '', '', '', 200, 800 + (t.i %% 4000)::int,
        jsonb_build_object('input_tokens', t.input_tokens, 'output_tokens', t.output_tokens,
                           'cache_read_input_tokens', t.cache_read_tokens,
                           'cache_creation_input_tokens', t.cache_write_tokens),
        t.rate_id, CASE WHEN t.rate_id IS NULL THEN 'unpriced' ELSE 'priced' END,
        false, false, false,
-       t.input_tokens * t.p_in / 1000000, t.output_tokens * t.p_out / 1000000,
-       t.cache_write_tokens * t.p_w5 / 1000000, CASE WHEN t.rate_id IS NULL THEN NULL ELSE 0 END,
-       t.cache_read_tokens * t.p_read / 1000000,
-       CASE WHEN t.rate_id IS NULL THEN NULL ELSE 0 END,
-       CASE WHEN t.rate_id IS NULL THEN NULL ELSE 0 END,
        (t.input_tokens * t.p_in + t.output_tokens * t.p_out
         + t.cache_write_tokens * COALESCE(t.p_w5, 0) + t.cache_read_tokens * t.p_read) / 1000000,
        CASE WHEN t.rate_id IS NULL THEN NULL ELSE %(now)s::timestamptz END
@@ -285,7 +302,7 @@ class Command(BaseCommand):
     def _events(
         self, total: int, chunk: int, jobs: int, params: dict[str, Any], models: str
     ) -> None:
-        sql = _INSERT.format(model_values=models)
+        sql = _INSERT.format(model_values=models, **bucket_sql())
         ranges = [(lo, min(lo + chunk - 1, total)) for lo in range(1, total + 1, chunk)]
 
         def insert(bounds: tuple[int, int]) -> None:
