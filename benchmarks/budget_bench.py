@@ -37,10 +37,11 @@ from django.db import connection  # noqa: E402
 from django.db.models import Count  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
+from agency.calendar import current_month, month_range, today  # noqa: E402
 from agency.db import ExactSum  # noqa: E402
 from agency.models import Client  # noqa: E402
 from billing.models import DailyRollup  # noqa: E402
-from billing.selectors.rollups import current_month, month_range, month_totals  # noqa: E402
+from billing.selectors.rollups import month_totals  # noqa: E402
 from billing.services.budgets import budgets_recompute  # noqa: E402
 from billing.services.rollups import rollups_rebuild_dirty  # noqa: E402
 from tracking.models import DirtyDay, UsageEvent  # noqa: E402
@@ -86,11 +87,11 @@ def main() -> None:
 
     print(f"month totals from raw events:           {timed(raw):8.1f} ms (for scale)")
 
-    today = timezone.localdate()
+    day = today()
     now = timezone.now()
     DirtyDay.objects.bulk_create(
         [
-            DirtyDay(client_id=pk, day=today, marked_at=now)
+            DirtyDay(client_id=pk, day=day, marked_at=now)
             for pk in Client.objects.values_list("pk", flat=True)
         ],
         update_conflicts=True,
@@ -99,7 +100,7 @@ def main() -> None:
     )
     rebuild = timed(rollups_rebuild_dirty)
     print(f"rebuild today's rollups, all clients:   {rebuild:8.1f} ms")
-    DirtyDay.objects.filter(day=today).delete()
+    DirtyDay.objects.filter(day=day).delete()
 
 
 if __name__ == "__main__":

@@ -131,11 +131,9 @@ def run(requests: int, cold: int) -> int:
     from django.db import transaction
     from django.test import Client as HttpClient
     from django.test.utils import override_settings
-    from django.utils import timezone
 
+    from agency.calendar import current_month, month_range, shift_month, today
     from agency.models import Client, ClientMembership
-    from billing.selectors.dashboard import shift_month
-    from billing.selectors.rollups import month_range
     from tracking.models import UsageEvent
 
     clients = list(Client.objects.filter(active=True).order_by("slug"))
@@ -148,13 +146,13 @@ def run(requests: int, cold: int) -> int:
     total_events = UsageEvent.objects.count()
     largest_events = UsageEvent.objects.filter(client=largest).count()
     largest_month = UsageEvent.objects.filter(
-        client=largest, occurred_at__gte=month_range(timezone.localdate())[0]
+        client=largest, occurred_at__gte=month_range(today())[0]
     ).count()
     print(
         f"{len(clients)} active clients, {total_events:,} events; largest client "
         f"{largest.slug}: {largest_events:,} events, {largest_month:,} this month"
     )
-    previous = shift_month(timezone.localdate().replace(day=1), -1).strftime("%Y-%m")
+    previous = shift_month(current_month(), -1).strftime("%Y-%m")
     htmx = {"HTTP_HX_REQUEST": "true"}
     # Production settings minus the manifest storage (no collectstatic needed here).
     static = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}

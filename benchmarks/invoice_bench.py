@@ -43,16 +43,12 @@ from django.db import connection, transaction  # noqa: E402
 from django.db.models import Count  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
+from agency.calendar import month_range, next_month, parse_month  # noqa: E402
 from agency.models import Client  # noqa: E402
 from billing.csv_export import csv_lines, event_rows  # noqa: E402
 from billing.models import Invoice, InvoiceLine, InvoiceStatus  # noqa: E402
 from billing.pdf import invoice_pdf_render  # noqa: E402
-from billing.selectors.invoices import (  # noqa: E402
-    month_events,
-    month_moments,
-    next_month,
-    parse_month,
-)
+from billing.selectors.invoices import month_events  # noqa: E402
 from billing.services.invoices import (  # noqa: E402
     invoice_finalize,
     invoices_generate_month,
@@ -84,7 +80,7 @@ def main() -> None:
     if connection.vendor != "postgresql":
         sys.exit("Run against the PostgreSQL database made by manage.py seed_benchmark.")
     month = parse_month(args.month) if args.month else previous_month_of(timezone.now())
-    first_moment, last_moment = month_moments(month)
+    first_moment, last_moment = month_range(month)
     events = UsageEvent.objects.filter(
         occurred_at__gte=first_moment, occurred_at__lt=last_moment
     ).count()

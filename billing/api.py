@@ -7,7 +7,6 @@ Same bearer keys as ingest. A client's key sees only its own client (any other s
 from __future__ import annotations
 
 import re
-from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -16,10 +15,10 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
+from agency.calendar import MonthError, current_month, parse_month
 from agency.models import Client
 from agency.money import round_money
 from billing.selectors.budgets import BudgetPosition, budget_status_for
-from billing.selectors.rollups import current_month
 from tracking.keys import api_error, api_key_required, rate_limit_hit
 
 _SLUG = re.compile(r"^[-a-zA-Z0-9_]{1,64}$")
@@ -32,13 +31,6 @@ def _money(amount: Decimal | None) -> str | None:
 def _percent(value: Decimal | None) -> str | None:
     # One decimal for display; a ratio, not money, so not round_money.
     return None if value is None else str(value.quantize(Decimal("0.1"), rounding=ROUND_HALF_UP))
-
-
-def _parse_month(raw: str) -> date | None:
-    try:
-        return datetime.strptime(raw, "%Y-%m").date()  # noqa: DTZ007 - a calendar month
-    except ValueError:
-        return None
 
 
 def budget_payload(client: Client, position: BudgetPosition) -> dict[str, Any]:
@@ -81,9 +73,10 @@ def _budget(request: HttpRequest) -> HttpResponse:
     if not slug:
         return api_error(400, "invalid", "Pass ?client=<slug>.", field="client")
     raw_month = request.GET.get("month", "")
-    month = _parse_month(raw_month) if raw_month else current_month()
-    if month is None:
-        return api_error(400, "invalid", "month must be YYYY-MM.", field="month")
+    try:
+        month = parse_month(raw_month) if raw_month else current_month()
+    except MonthError as exc:
+        return api_error(400, "invalid", str(exc), field="month")
     # Not a slug at all (e.g. a NUL byte, which PostgreSQL refuses in a query): no such client.
     client = Client.objects.filter(slug=slug).first() if _SLUG.match(slug) else None
     if client is None or (key.client_id is not None and key.client_id != client.pk):

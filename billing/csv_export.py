@@ -15,6 +15,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 
+from agency.calendar import local_day
 from agency.money import apply_markup
 from billing.models import DailyRollup, Invoice
 from tracking.buckets import Reach, token_columns
@@ -97,8 +98,6 @@ def event_rows(
 ) -> Iterator[list[Any]]:
     """Header then one row per event, streamed. ``billed_usd`` is the event's raw cost
     under its day's markup, unrounded; ``cost_usd`` (raw) only when ``show_cost``."""
-    from django.utils import timezone
-
     markups = _markups(client_id, days)
     header = [c.replace("project__name", "project") for c in EVENT_COLUMNS[:-1]]
     if show_cost:
@@ -110,7 +109,7 @@ def event_rows(
         row[1] = row[1].astimezone(UTC).isoformat()
         row[2] = row[2].astimezone(UTC).isoformat()
         row[3] = row[3] or ""
-        markup = markups.get(timezone.localdate(values[1]))
+        markup = markups.get(local_day(values[1]))
         billed = apply_markup(cost, markup) if cost is not None and markup is not None else None
         if show_cost:
             row += [exact(cost), money(markup)]

@@ -15,8 +15,8 @@ from pathlib import Path
 from django.conf import settings
 from django.core.files.storage import default_storage
 from django.template.loader import render_to_string
-from django.utils import timezone
 
+from agency.calendar import month_bounds, today
 from agency.money import ZERO, format_usd, round_money
 from billing.models import Invoice, InvoiceLine, InvoiceLineKind, InvoiceStatus
 from tracking.buckets import Reach, buckets
@@ -122,14 +122,13 @@ def _logo_url(name: str) -> str:
 
 
 def invoice_pdf_html(invoice: Invoice) -> str:
-    today = timezone.localdate()
-    issue_date = invoice.issue_date or today
+    issue_date = invoice.issue_date or today()
     context = {
         "invoice": invoice,
         "sections": invoice_sections(invoice),
         "issue_date": issue_date,
         "due_date": invoice.due_date or issue_date + timedelta(days=invoice.payment_terms_days),
-        "period_end": _month_end(invoice),
+        "period_end": month_bounds(invoice.month)[1],
         "subtotal": format_usd(invoice.subtotal_usd),
         "tax": format_usd(invoice.tax_usd),
         "total": format_usd(invoice.total_usd),
@@ -141,12 +140,6 @@ def invoice_pdf_html(invoice: Invoice) -> str:
         "currency": invoice.client.currency if invoice.client_id else "USD",
     }
     return render_to_string("billing/invoice_pdf.html", context)
-
-
-def _month_end(invoice: Invoice) -> object:
-    from billing.selectors.invoices import next_month
-
-    return next_month(invoice.month) - timedelta(days=1)
 
 
 def _watermark(invoice: Invoice) -> str:

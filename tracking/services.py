@@ -12,8 +12,10 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
+from agency.calendar import local_day, month_start
 from tracking.buckets import BUCKETS, COST_COLUMNS, TOKEN_COLUMNS
 from tracking.models import ClosedPeriod, DirtyDay, PricingStatus, UsageEvent
 from tracking.pricing import NormalizedUsage, UsageError, normalize_usage, price_usage
@@ -27,15 +29,6 @@ PRICING_FIELDS = (
     "rate_id", "pricing_status", "long_context", "priced_at_list", "needs_review", "priced_at",
     *COST_FIELDS,
 )  # fmt: skip
-
-
-def local_day(moment: datetime) -> date:
-    """The agency-time-zone day of a moment: the day rollups, budgets and invoices use."""
-    return timezone.localdate(moment)
-
-
-def month_start(day: date) -> date:
-    return day.replace(day=1)
 
 
 def event_fingerprint(
@@ -147,8 +140,6 @@ def usage_events_reprice(
     if unpriced_only or rate_ids is None:
         queryset = queryset.filter(pricing_status=PricingStatus.UNPRICED)
     else:
-        from django.db.models import Q
-
         queryset = queryset.filter(
             Q(rate_id__in=list(rate_ids)) | Q(pricing_status=PricingStatus.UNPRICED)
         )

@@ -17,10 +17,11 @@ from decimal import ROUND_HALF_UP, Decimal, localcontext
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from agency.calendar import month_range, month_start
 from agency.models import Client
 from agency.money import COST_PLACES, ONE_HUNDRED
 from billing.models import Alert, BudgetStatus
-from billing.selectors.rollups import MonthTotals, month_range, month_totals
+from billing.selectors.rollups import MonthTotals, month_totals
 
 ZERO = Decimal("0")
 YELLOW_FROM_PCT = Decimal("80")
@@ -148,7 +149,7 @@ def budget_status_for(
     """A client's budget position for the month containing ``month``, live from the
     rollups (one small query), so an edited budget shows at once."""
     moment = now or timezone.now()
-    month = month.replace(day=1)
+    month = month_start(month)
     totals = month_totals(month=month, client_ids=[client.pk]).get(
         client.pk, MonthTotals(client_id=client.pk)
     )

@@ -22,12 +22,13 @@ from django.db.models import Case, Count, F, FloatField, Max, Min, Q, QuerySet, 
 from django.db.models.functions import Cast
 from django.utils import timezone
 
+from agency.calendar import month_bounds, month_range, month_start
 from agency.db import ExactSum
 from agency.models import Client
 from agency.money import apply_markup
 from billing.models import DailyRollup
 from billing.selectors.budgets import BudgetPosition, budget_of, budget_position
-from billing.selectors.rollups import MonthTotals, month_bounds, month_range
+from billing.selectors.rollups import MonthTotals
 from tracking.buckets import GROUPED, PROMPT_GROUPS
 from tracking.models import PricingStatus, UsageEvent
 
@@ -38,26 +39,6 @@ TOP_N = 20
 TREND_CACHE_SECONDS = 300
 # Top lists of a month whose rollups have not changed stay valid; kept this long.
 TOP_LISTS_CACHE_SECONDS = 86_400
-
-
-# --- months -------------------------------------------------------------------------
-
-
-def parse_month(value: str | None, *, today: date) -> date:
-    """First day of ``YYYY-MM``; the current month when missing or malformed."""
-    if value:
-        try:
-            parsed = datetime.strptime(value, "%Y-%m")  # noqa: DTZ007 - a calendar month
-        except ValueError:
-            pass
-        else:
-            return parsed.date().replace(day=1)
-    return today.replace(day=1)
-
-
-def shift_month(month: date, delta: int) -> date:
-    index = month.year * 12 + month.month - 1 + delta
-    return date(index // 12, index % 12 + 1, 1)
 
 
 # --- shared row shape ---------------------------------------------------------------
@@ -422,7 +403,7 @@ def overview(clients: QuerySet[Client], *, today: date, sort: str = "name") -> O
     ``billing.selectors.budgets``.
     """
     now = timezone.now()
-    month = today.replace(day=1)
+    month = month_start(today)
     active = list(clients.filter(active=True))
     ids = [c.pk for c in active]
     spark_days = [today - timedelta(days=SPARK_DAYS - 1 - i) for i in range(SPARK_DAYS)]
@@ -726,5 +707,5 @@ def top_prompts(client: Client, *, month: date, limit: int = 10) -> list[PromptH
 def months_with_usage(client: Client, *, today: date) -> list[date]:
     """Months to offer in the picker: every month with rollups, and the current one."""
     months = set(DailyRollup.objects.filter(client=client).dates("day", "month"))
-    months.add(today.replace(day=1))
+    months.add(month_start(today))
     return sorted(months, reverse=True)

@@ -2,42 +2,15 @@
 
 from __future__ import annotations
 
-import re
-from datetime import date, datetime, time
+from datetime import date
 
 from django.db.models import Max, Q, QuerySet
 from django.http import Http404
-from django.utils import timezone
 
+from agency.calendar import month_range
 from agency.models import Client
 from billing.models import Invoice, InvoiceLineKind, InvoiceStatus
 from tracking.models import UsageEvent
-
-_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
-
-
-def parse_month(text: str) -> date:
-    """``YYYY-MM`` → the first day of that month. Raises ValueError on anything else."""
-    match = _MONTH.match(text.strip())
-    if not match:
-        raise ValueError(f"{text!r} is not a month (YYYY-MM)")
-    return date(int(match[1]), int(match[2]), 1)
-
-
-def next_month(month: date) -> date:
-    return date(month.year + month.month // 12, month.month % 12 + 1, 1)
-
-
-def previous_month(month: date) -> date:
-    return date(month.year - (month.month == 1), (month.month - 2) % 12 + 1, 1)
-
-
-def month_moments(month: date) -> tuple[datetime, datetime]:
-    """The [start, end) instants of a month in the agency's time zone."""
-    tz = timezone.get_current_timezone()
-    start = timezone.make_aware(datetime.combine(month, time.min), tz)
-    end = timezone.make_aware(datetime.combine(next_month(month), time.min), tz)
-    return start, end
 
 
 def invoices_for(client: Client, *, include_drafts: bool = True) -> QuerySet[Invoice]:
@@ -59,7 +32,7 @@ def invoice_for(client: Client, pk: int, *, include_drafts: bool) -> Invoice:
 
 def month_events(client: Client, month: date) -> QuerySet[UsageEvent]:
     """Every raw event of a client's month (agency time zone), in time order."""
-    start, end = month_moments(month)
+    start, end = month_range(month)
     return (
         UsageEvent.objects.filter(client=client, occurred_at__gte=start, occurred_at__lt=end)
         .select_related("project")
@@ -70,7 +43,7 @@ def month_events(client: Client, month: date) -> QuerySet[UsageEvent]:
 def invoice_events(invoice: Invoice) -> QuerySet[UsageEvent]:
     """The raw events behind an invoice: its month's events, plus, for each month it
     adjusts, that month's events received or priced after the month was last invoiced."""
-    start, end = month_moments(invoice.month)
+    start, end = month_range(invoice.month)
     condition = Q(occurred_at__gte=start, occurred_at__lt=end)
     adjusted = (
         invoice.lines.filter(kind=InvoiceLineKind.ADJUSTMENT)
@@ -78,7 +51,7 @@ def invoice_events(invoice: Invoice) -> QuerySet[UsageEvent]:
         .distinct()
     )
     for month in adjusted:
-        m_start, m_end = month_moments(month)
+        m_start, m_end = month_range(month)
         cutoff = (
             Invoice.objects.filter(client_id=invoice.client_id, lines__usage_month=month)
             .exclude(pk=invoice.pk)

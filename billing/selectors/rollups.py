@@ -1,59 +1,19 @@
-"""Reads of the rollups: agency-local days and months, and month totals per client.
-
-Days and months are those of the agency's time zone (``settings.TIME_ZONE``); events are
-stored in UTC. A local day is turned into its UTC range so event filters use the
-``(client, occurred_at)`` index.
-"""
+"""Reads of the rollups: month totals per client (days and months: ``agency.calendar``)."""
 
 from __future__ import annotations
 
-import calendar
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import date
 from decimal import Decimal
 
 from django.db.models import Sum
-from django.utils import timezone
 
+from agency.calendar import month_bounds
 from agency.db import ExactSum
 from billing.models import DailyRollup
 
 ZERO = Decimal("0")
-
-
-def day_bounds(day: date) -> tuple[datetime, datetime]:
-    """The aware [start, end) of an agency-local day (23 or 25 hours long across DST)."""
-    tz = timezone.get_default_timezone()
-    start = datetime.combine(day, time.min, tzinfo=tz)
-    end = datetime.combine(day + timedelta(days=1), time.min, tzinfo=tz)
-    return start, end
-
-
-def local_days(start: date, end: date) -> Iterator[date]:
-    """Every day from ``start`` to ``end`` inclusive."""
-    day = start
-    while day <= end:
-        yield day
-        day += timedelta(days=1)
-
-
-def month_bounds(month: date) -> tuple[date, date]:
-    """First and last day (inclusive) of the month containing ``month``."""
-    first = month.replace(day=1)
-    return first, first.replace(day=calendar.monthrange(first.year, first.month)[1])
-
-
-def month_range(month: date) -> tuple[datetime, datetime]:
-    """The aware [start, end) of an agency-local month."""
-    first, last = month_bounds(month)
-    return day_bounds(first)[0], day_bounds(last)[1]
-
-
-def current_month(now: datetime | None = None) -> date:
-    """First day of the agency-local month of ``now``."""
-    moment = now or timezone.now()
-    return timezone.localdate(moment, timezone.get_default_timezone()).replace(day=1)
 
 
 @dataclass(frozen=True)

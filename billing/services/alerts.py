@@ -25,6 +25,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from agency.calendar import local_time, month_start
 from agency.models import Client
 from agency.money import ONE_HUNDRED, format_usd
 from billing.models import (
@@ -329,7 +330,7 @@ def anomalies_detect(*, client_ids: Iterable[int] | None = None, now: datetime) 
             or cost <= baseline.limit(sigmas)
         ):
             continue
-        local = timezone.localtime(hour, timezone.get_default_timezone())
+        local = local_time(hour)
         subject = f"Spend anomaly: {client.name} spent {format_usd(cost)} in one hour"
         text = (
             f"{client.name} spent {format_usd(cost)} (raw provider cost) in the hour from "
@@ -340,7 +341,7 @@ def anomalies_detect(*, client_ids: Iterable[int] | None = None, now: datetime) 
         )
         alert = Alert(
             client=client,
-            month=local.date().replace(day=1),
+            month=month_start(local.date()),
             kind=AlertKind.ANOMALY,
             threshold=int(sigmas),
             key=local.date().isoformat(),

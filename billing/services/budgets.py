@@ -13,10 +13,11 @@ from datetime import datetime
 
 from django.utils import timezone
 
+from agency.calendar import current_month
 from agency.models import Client
 from billing.models import BudgetSnapshot
 from billing.selectors.budgets import BudgetPosition, budget_position
-from billing.selectors.rollups import MonthTotals, current_month, month_totals
+from billing.selectors.rollups import MonthTotals, month_totals
 from billing.services.alerts import alerts_evaluate, anomalies_detect
 
 SNAPSHOT_FIELDS = [

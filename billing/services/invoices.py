@@ -32,6 +32,7 @@ from django.db.models import Min, Q, Sum
 from django.db.models.functions import TruncMonth
 from django.utils import timezone
 
+from agency.calendar import local_day, month_start, next_month, previous_month
 from agency.db import ExactSum
 from agency.models import AgencyProfile, Client
 from agency.money import ONE_HUNDRED, ZERO, round_money
@@ -44,7 +45,6 @@ from billing.models import (
     InvoiceNumberCounter,
     InvoiceStatus,
 )
-from billing.selectors.invoices import next_month, previous_month
 from tracking.buckets import Reach, cost_columns, token_columns
 from tracking.models import ClosedPeriod, ModelRate
 
@@ -448,7 +448,7 @@ def invoice_finalize(*, invoice_id: int, now: datetime | None = None) -> Invoice
     if not invoice.lines.exists():
         raise InvoiceError(f"{invoice} has no lines")
     client = Client.objects.get(pk=invoice.client_id)
-    today = timezone.localdate(moment)
+    today = local_day(moment)
     seq, number = _next_number(today.year)
     agency = _agency_snapshot()
     fields = {
@@ -484,7 +484,7 @@ def invoice_is_due(invoice: Invoice, *, today: date) -> bool:
     created late (the correction of a void invoice, say) still gets its days of review."""
     start = next_month(invoice.month)
     if invoice.created_at is not None:
-        start = max(start, timezone.localdate(invoice.created_at))
+        start = max(start, local_day(invoice.created_at))
     return today >= start + timedelta(days=settings.INVOICE_GRACE_DAYS)
 
 
@@ -500,8 +500,8 @@ def invoices_finalize_due(*, now: datetime | None = None) -> DueResult:
     grace period), then finalize those whose grace period is over. Safe to run twice:
     a finalized invoice is no longer a draft."""
     moment = now or timezone.now()
-    today = timezone.localdate(moment)
-    this_month = today.replace(day=1)
+    today = local_day(moment)
+    this_month = month_start(today)
     rollups_refresh()
     result = DueResult()
     drafts = Invoice.objects.filter(
@@ -599,4 +599,4 @@ def invoice_void(*, invoice_id: int, reason: str, now: datetime | None = None) -
 
 def previous_month_of(moment: datetime) -> date:
     """The month before the agency-local month of ``moment``: what the 1st invoices."""
-    return previous_month(timezone.localdate(moment).replace(day=1))
+    return previous_month(month_start(local_day(moment)))

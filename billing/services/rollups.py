@@ -25,11 +25,11 @@ from django.db.models import Count, Q, QuerySet, Sum, Value
 from django.db.models.functions import Coalesce, Trunc, TruncDate
 from django.utils import timezone
 
+from agency.calendar import day_bounds, local_day, local_days, today, zone
 from agency.db import ExactSum
 from agency.models import Client
 from agency.money import COST_PLACES, apply_markup
 from billing.models import DailyRollup, HourlyRollup
-from billing.selectors.rollups import day_bounds, local_days
 from tracking.buckets import Reach, cost_columns, token_columns
 from tracking.models import DirtyDay, PricingStatus, UsageEvent
 from tracking.services import dirty_days_mark
@@ -81,7 +81,7 @@ class MarkupBook:
             history[client_id].append((when, markup))
         self._moments = {k: [when for when, _ in v] for k, v in history.items()}
         self._markups = {k: [m for _, m in v] for k, v in history.items()}
-        self._today = timezone.localdate(timezone.now(), timezone.get_default_timezone())
+        self._today = today()
 
     def markup(self, client_id: int, day: date) -> Decimal:
         current = self._current.get(client_id, ZERO)
@@ -212,7 +212,7 @@ def markup_changes_mark(*, now: datetime | None = None) -> int:
     )
     first_day: dict[int, date] = {}
     for client_id, when in edits:
-        day = timezone.localdate(when, timezone.get_default_timezone())
+        day = local_day(when)
         first_day[client_id] = min(day, first_day.get(client_id, day))
     if not first_day:
         return 0
@@ -287,7 +287,7 @@ def rollups_rebuild_period(*, start: date, end: date, client_id: int | None = No
         rollups = rollups.filter(client_id=client_id)
         hourly = hourly.filter(client_id=client_id)
     pairs = set(
-        events.annotate(local=TruncDate("occurred_at", tzinfo=timezone.get_default_timezone()))
+        events.annotate(local=TruncDate("occurred_at", tzinfo=zone()))
         .values_list("client_id", "local")
         .distinct()
     )

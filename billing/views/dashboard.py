@@ -8,13 +8,23 @@ raw cost and margin (its markup) are never rendered for them.
 
 from __future__ import annotations
 
+from datetime import date
+
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
-from django.utils import timezone
 from django.views.decorators.http import require_GET
 from django_htmx.middleware import HtmxDetails
 
+from agency.calendar import (
+    FIRST_MONTH,
+    MonthError,
+    MonthOutOfRange,
+    month_start,
+    parse_month,
+    shift_month,
+    today,
+)
 from agency.selectors import client_for, clients_for
 from billing import charts
 from billing.selectors import dashboard
@@ -26,6 +36,19 @@ class HtmxHttpRequest(HttpRequest):
     htmx: HtmxDetails
 
 
+def month_param(value: str | None, *, today: date) -> date:
+    """The month of ``?month=YYYY-MM``: this month when absent or unreadable (a stale or
+    hand-edited link still shows a page), 404 for a month outside the range kept."""
+    if value:
+        try:
+            return parse_month(value)
+        except MonthOutOfRange:
+            raise Http404("No such month") from None
+        except MonthError:
+            pass
+    return month_start(today)
+
+
 @login_required
 @require_GET
 def overview(request: HtmxHttpRequest) -> HttpResponse:
@@ -33,7 +56,7 @@ def overview(request: HtmxHttpRequest) -> HttpResponse:
         raise Http404("No such page")
     data = dashboard.overview(
         clients_for(request.user),
-        today=timezone.localdate(),
+        today=today(),
         sort=request.GET.get("sort", "name"),
     )
     template = "billing/overview.html"
@@ -46,9 +69,9 @@ def overview(request: HtmxHttpRequest) -> HttpResponse:
 @require_GET
 def client_detail(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     client = client_for(request.user, slug)
-    today = timezone.localdate()
-    month = dashboard.parse_month(request.GET.get("month"), today=today)
-    data = dashboard.client_month(client, month=month, today=today)
+    day = today()
+    month = month_param(request.GET.get("month"), today=day)
+    data = dashboard.client_month(client, month=month, today=day)
     # Raw-event top lists: from the cache, or computed here only when asked (?top=1, the
     # no-JavaScript link); otherwise the page loads them through client_top_lists.
     top = dashboard.top_lists(
@@ -63,8 +86,8 @@ def client_detail(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         "spend_chart": charts.stacked_bars(data.days, data.daily_by_model),
         "legend": charts.legend(list(data.daily_by_model)),
         "prompt_chart": charts.line_chart(data.days, data.avg_prompt_tokens),
-        "previous_month": dashboard.shift_month(month, -1),
-        "next_month": dashboard.shift_month(month, 1) if month < today.replace(day=1) else None,
+        "previous_month": shift_month(month, -1) if month > FIRST_MONTH else None,
+        "next_month": shift_month(month, 1) if month < month_start(day) else None,
     }
     if request.htmx:
         return render(request, "billing/client_detail.html#month-body", context)
@@ -79,7 +102,7 @@ def client_top_lists(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     """The top end users and prompts of a month: the fragment the client page loads after
     itself when they were not cached."""
     client = client_for(request.user, slug)
-    month = dashboard.parse_month(request.GET.get("month"), today=timezone.localdate())
+    month = month_param(request.GET.get("month"), today=today())
     top = dashboard.top_lists(
         client, month=month, watermark=dashboard.month_watermark(client, month), compute=True
     )

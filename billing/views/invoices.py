@@ -15,16 +15,11 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse, Stream
 from django.http.response import HttpResponseBase
 from django.views.decorators.http import require_GET
 
+from agency.calendar import MonthError, next_month, parse_month
 from agency.selectors import client_for
 from billing.csv_export import csv_lines, event_rows, invoice_lines_rows
 from billing.pdf import invoice_pdf_render
-from billing.selectors.invoices import (
-    invoice_events,
-    invoice_for,
-    month_events,
-    next_month,
-    parse_month,
-)
+from billing.selectors.invoices import invoice_events, invoice_for, month_events
 
 
 def _filename(invoice_number: str | None, pk: int) -> str:
@@ -71,7 +66,7 @@ def usage_month_csv(request: HttpRequest, slug: str, month: str) -> StreamingHtt
     client = client_for(request.user, slug)
     try:
         first_day = parse_month(month)
-    except ValueError:
+    except MonthError:
         raise Http404("No such month") from None
     events = month_events(client, first_day)
     days = (first_day, next_month(first_day))

@@ -9,6 +9,7 @@ import time_machine
 
 from agency.models import Client
 from billing.selectors import dashboard
+from billing.views.dashboard import month_param
 from tests.factories import ClientFactory, DailyRollupFactory, UsageEventFactory
 
 pytestmark = pytest.mark.django_db
@@ -139,12 +140,12 @@ def test_sort_headers_reverse_the_sorted_column():
 
 
 def test_parse_month_reads_year_and_month():
-    assert dashboard.parse_month("2026-02", today=TODAY) == dt.date(2026, 2, 1)
+    assert month_param("2026-02", today=TODAY) == dt.date(2026, 2, 1)
 
 
 def test_parse_month_falls_back_to_this_month_on_garbage():
-    assert dashboard.parse_month("2026-13", today=TODAY) == dt.date(2026, 11, 1)
-    assert dashboard.parse_month(None, today=TODAY) == dt.date(2026, 11, 1)
+    assert month_param("2026-13", today=TODAY) == dt.date(2026, 11, 1)
+    assert month_param(None, today=TODAY) == dt.date(2026, 11, 1)
 
 
 def test_client_month_groups_rollups_by_model_project_and_feature():

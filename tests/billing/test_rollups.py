@@ -11,9 +11,10 @@ from django.core.management import CommandError, call_command
 from django.db.models import Count
 from django.utils import timezone
 
+from agency.calendar import month_bounds
 from agency.models import Client
 from billing.models import DailyRollup, HourlyRollup
-from billing.selectors.rollups import month_bounds, month_totals
+from billing.selectors.rollups import month_totals
 from billing.services.rollups import (
     rollups_rebuild_days,
     rollups_rebuild_dirty,

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from billing.selectors.dashboard import shift_month
+from agency.calendar import shift_month
 from billing.services.invoices import invoice_finalize, invoice_generate
 from tests.factories import (
     ClientFactory,

@@ -4,9 +4,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from agency.calendar import MonthError, parse_month
 from agency.models import Client
 from billing.models import Invoice, InvoiceStatus
-from billing.selectors.invoices import parse_month
 from billing.services.invoices import InvoiceError, invoice_finalize, invoices_finalize_due
 
 
@@ -32,7 +32,7 @@ class Command(BaseCommand):
             return
         try:
             first_day = parse_month(month)
-        except ValueError as exc:
+        except MonthError as exc:
             raise CommandError(str(exc)) from None
         drafts = Invoice.objects.filter(month=first_day, status=InvoiceStatus.DRAFT)
         if client:

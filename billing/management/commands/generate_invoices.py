@@ -5,8 +5,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
+from agency.calendar import MonthError, parse_month
 from agency.models import Client
-from billing.selectors.invoices import parse_month
 from billing.services.invoices import invoices_generate_month, previous_month_of
 
 
@@ -23,7 +23,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, month: str | None, client: str | None, **options: Any) -> None:
         try:
             first_day = parse_month(month) if month else previous_month_of(timezone.now())
-        except ValueError as exc:
+        except MonthError as exc:
             raise CommandError(str(exc)) from None
         if client and not Client.objects.filter(slug=client).exists():
             raise CommandError(f"no client {client!r}")

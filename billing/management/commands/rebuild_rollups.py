@@ -4,10 +4,9 @@ from datetime import date
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.utils import timezone
 
+from agency.calendar import current_month, today
 from agency.models import Client
-from billing.selectors.rollups import current_month
 from billing.services.rollups import rollups_rebuild_dirty, rollups_rebuild_period
 
 
@@ -36,7 +35,7 @@ class Command(BaseCommand):
             self.stdout.write(f"rebuilt {count} dirty client-days")
             return
         start = _day(options["start"]) if options["start"] else current_month()
-        end = _day(options["end"]) if options["end"] else timezone.localdate()
+        end = _day(options["end"]) if options["end"] else today()
         client_id = None
         if options["client"]:
             client = Client.objects.filter(slug=options["client"]).first()

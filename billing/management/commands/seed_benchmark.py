@@ -16,7 +16,7 @@ from __future__ import annotations
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -25,10 +25,11 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection, connections, transaction
 from django.utils import timezone
 
+from agency.calendar import current_month, day_bounds, local_day, previous_month
 from agency.models import Client, Project
 from agency.money import round_money
 from billing.selectors.budgets import month_hours, project_month
-from billing.selectors.rollups import current_month, day_bounds, month_totals
+from billing.selectors.rollups import month_totals
 from billing.services.budgets import budgets_recompute
 from billing.services.rollups import rollups_rebuild_period
 from tracking.buckets import buckets
@@ -156,9 +157,9 @@ class Command(BaseCommand):
         now = timezone.now()
         first_month = current_month(now)
         for _ in range(options["months"] - 1):
-            first_month = (first_month - timedelta(days=1)).replace(day=1)
+            first_month = previous_month(first_month)
         start = day_bounds(first_month)[0]
-        days = (timezone.localdate(now) - first_month).days + 1
+        days = (local_day(now) - first_month).days + 1
         client_ids, project_ids = self._step(
             "clients", lambda: self._clients(options["clients"], rng)
         )
@@ -185,7 +186,7 @@ class Command(BaseCommand):
         self._step("analyze", lambda: self._sql("ANALYZE tracking_usageevent"))
         written = self._step(
             "rollups",
-            lambda: rollups_rebuild_period(start=first_month, end=timezone.localdate(now)),
+            lambda: rollups_rebuild_period(start=first_month, end=local_day(now)),
         )
         self.stdout.write(f"  {written:,} daily rollup rows")
         self._step(

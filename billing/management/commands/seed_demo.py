@@ -12,10 +12,10 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
 from django.utils import timezone
 
+from agency.calendar import local_day, local_moment, month_start, previous_month, today
 from agency.models import AgencyProfile, Client, ClientMembership, Project
 from agency.money import apply_markup, round_money
 from billing.models import Invoice
-from billing.selectors.invoices import previous_month
 from billing.services.budgets import budgets_recompute
 from billing.services.invoices import invoice_finalize, invoice_mark_paid, invoices_generate_month
 from billing.services.rollups import rollups_rebuild_period
@@ -23,7 +23,7 @@ from tracking import demo
 from tracking.models import UsageEvent
 from tracking.pricing import normalize_usage
 from tracking.rates import RateBook
-from tracking.services import event_fingerprint, local_day, pricing_fields, usage_fields
+from tracking.services import event_fingerprint, pricing_fields, usage_fields
 
 CLIENTS = [
     # slug, name, markup %, budget, projects, events per day, providers
@@ -52,8 +52,8 @@ class Command(BaseCommand):
             self.stdout.write(f"created {count} usage events over {days} days")
             # Rollups of the whole seeded period in one pass (no need for dirty marks:
             # nothing else writes while the demo is seeded).
-            today = timezone.localdate()
-            rows = rollups_rebuild_period(start=today - timedelta(days=days), end=today)
+            last = today()
+            rows = rollups_rebuild_period(start=last - timedelta(days=days), end=last)
             self.stdout.write(f"rolled up {rows} daily rows")
         self._users(admin_password)
         # Budget snapshots (and alerts), as the Celery beat would build them.
@@ -64,7 +64,7 @@ class Command(BaseCommand):
 
     def _invoices(self) -> None:
         """Last month issued (Acme's already paid), the month before still a draft to review."""
-        last = previous_month(timezone.localdate().replace(day=1))
+        last = previous_month(month_start(today()))
         for invoice_id in invoices_generate_month(month=previous_month(last)).invoice_ids:
             draft = Invoice.objects.select_related("client").get(pk=invoice_id)
             self.stdout.write(f"draft invoice for {draft.client}, {draft.month:%B %Y}")
@@ -108,7 +108,7 @@ class Command(BaseCommand):
         profile.save()
         book = RateBook.load()
         now = timezone.now()
-        today = timezone.localdate(now)
+        day_now = today(now)
         events: list[UsageEvent] = []
         for slug, name, markup, budget, project_names, per_day, providers in CLIENTS:
             client = Client.objects.create(
@@ -124,8 +124,7 @@ class Command(BaseCommand):
             projects = [Project.objects.create(client=client, name=p) for p in project_names]
             prompts = [demo.prompt_hash(f"{slug}-prompt-{i}") for i in range(8)]
             for offset in range(days, -1, -1):
-                day = today - timedelta(days=offset)
-                start = timezone.make_aware(datetime.combine(day, time.min))
+                start = local_moment(day_now - timedelta(days=offset))
                 # Usage grows over time: this month runs hotter than last.
                 volume = int(per_day * (0.6 + 0.8 * (days - offset) / days) * rng.uniform(0.7, 1.3))
                 for moment in demo.spread(rng, start, volume):
@@ -133,8 +132,8 @@ class Command(BaseCommand):
                         continue
                     events.append(self._event(client, projects, prompts, moment, rng, providers))
             # One nightly batch job per client, priced at half.
-            batch_day = today - timedelta(days=rng.randint(3, 20))
-            moment = timezone.make_aware(datetime.combine(batch_day, time(2, 0)))
+            batch_day = day_now - timedelta(days=rng.randint(3, 20))
+            moment = local_moment(batch_day, time(2, 0))
             for _ in range(120):
                 events.append(
                     self._event(client, projects, prompts, moment, rng, "anthropic", batch=True)
@@ -163,14 +162,13 @@ class Command(BaseCommand):
                 service_tier="",
             )
         UsageEvent.objects.bulk_create(events, batch_size=2000)
-        self._fit_budgets(events, today)
+        self._fit_budgets(events, month_start(day_now))
         return len(events)
 
-    def _fit_budgets(self, events: list[UsageEvent], today: date) -> None:
+    def _fit_budgets(self, events: list[UsageEvent], month: date) -> None:
         """Budgets sized so the demo shows every status whatever the day of the month:
         Acme yellow (~85% used), Globex red (~110%), Initech green (~30%)."""
         share = {"acme": Decimal("0.85"), "globex": Decimal("1.10"), "initech": Decimal("0.30")}
-        month = today.replace(day=1)
         for client in Client.objects.filter(slug__in=share):
             raw = sum(
                 (
