@@ -69,6 +69,8 @@ def _create_and_seed(url: str, clients: int, events: int) -> None:
     )
 
 
+# Django and the app are imported inside the functions below, after _setup_django: the
+# database URL and production settings are only known once the arguments are read.
 def _setup_django(url: str) -> None:
     os.environ.update(
         DATABASE_URL=url,

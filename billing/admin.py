@@ -27,6 +27,7 @@ from billing.services.invoices import (
     invoice_void,
     rollups_refresh,
 )
+from billing.tasks import alert_delivery_send_task
 from tracking.buckets import Reach, token_columns
 
 # --- budgets and alerts (issue 4) ------------------------------------------------------
@@ -95,8 +96,6 @@ class AlertDeliveryAdmin(admin.ModelAdmin):
 
     @admin.action(description="Retry the selected unsent deliveries now")
     def retry_now(self, request: HttpRequest, queryset: QuerySet[AlertDelivery]) -> None:
-        from billing.tasks import alert_delivery_send_task
-
         due = list(queryset.exclude(status=DeliveryStatus.SENT).values_list("pk", flat=True))
         queryset.filter(pk__in=due, status=DeliveryStatus.GAVE_UP).update(
             status=DeliveryStatus.FAILED

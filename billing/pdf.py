@@ -152,6 +152,8 @@ def _watermark(invoice: Invoice) -> str:
 
 def invoice_pdf_render(invoice: Invoice) -> bytes:
     """The invoice as PDF bytes (A4)."""
+    # Imported on first use: WeasyPrint loads Pango, HarfBuzz and fontconfig (about a
+    # second), which web processes that never render a PDF need not pay at start.
     from weasyprint import HTML
 
     html = invoice_pdf_html(invoice)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from datetime import date
 from typing import Any
 
 from celery import shared_task
 from django.conf import settings
 from django.core.cache import cache
+from django.utils import timezone
 
 from billing.services.alerts import (
     MAX_ATTEMPTS,
@@ -16,6 +18,12 @@ from billing.services.alerts import (
     alert_delivery_send,
 )
 from billing.services.budgets import budgets_recompute
+from billing.services.invoices import (
+    invoice_send,
+    invoices_finalize_due,
+    invoices_generate_month,
+    previous_month_of,
+)
 from billing.services.rollups import rollups_rebuild_dirty
 
 logger = logging.getLogger(__name__)
@@ -57,6 +65,18 @@ def budgets_recompute_soon(sender: Any = None, **kwargs: Any) -> None:
 # --- alert delivery --------------------------------------------------------------------
 
 
+def alert_deliveries_enqueue(sender: Any = None, *, delivery_ids: list[int], **kwargs: Any) -> None:
+    """Receiver of ``billing.signals.alert_deliveries_created`` (after commit): one send
+    task per delivery. Never raises: the alert is stored and a failure here is retried."""
+    for delivery_id in delivery_ids:
+        try:
+            alert_delivery_send_task.delay(delivery_id)
+        except Exception:
+            # Broker down (or, eagerly, the send failed every retry): the delivery row
+            # stays unsent and alert_deliveries_retry_task picks it up.
+            logger.exception("could not enqueue alert delivery %s", delivery_id)
+
+
 @shared_task(bind=True, max_retries=MAX_ATTEMPTS, acks_late=True)
 def alert_delivery_send_task(self: Any, delivery_id: int) -> str:
     """Send one alert delivery; on failure retry with backoff (1, 2, 4 … minutes)."""
@@ -83,12 +103,6 @@ def alert_deliveries_retry_task() -> int:
 def invoices_generate_task(month_iso: str | None = None) -> list[int]:
     """Create or replace the drafts of a month (``YYYY-MM-DD`` of its first day; default
     last month). Idempotent: drafts are replaced, issued invoices left alone."""
-    from datetime import date
-
-    from django.utils import timezone
-
-    from billing.services.invoices import invoices_generate_month, previous_month_of
-
     month = date.fromisoformat(month_iso) if month_iso else previous_month_of(timezone.now())
     return invoices_generate_month(month=month.replace(day=1)).invoice_ids
 
@@ -97,14 +111,10 @@ def invoices_generate_task(month_iso: str | None = None) -> list[int]:
 def invoices_finalize_due_task() -> list[int]:
     """Refresh past months' drafts and finalize those past the grace period. Idempotent:
     finalizing needs a draft, and a finalized invoice is none."""
-    from billing.services.invoices import invoices_finalize_due
-
     return invoices_finalize_due().finalized
 
 
 @shared_task
 def invoice_send_task(invoice_id: int) -> str:
     """Email an issued invoice to its client's billing address."""
-    from billing.services.invoices import invoice_send
-
     return invoice_send(invoice_id=invoice_id).status

@@ -37,6 +37,7 @@ from billing.models import (
     HourlyRollup,
 )
 from billing.selectors.budgets import BudgetPosition
+from billing.signals import alert_deliveries_created
 
 logger = logging.getLogger(__name__)
 
@@ -137,22 +138,12 @@ def alert_fire(alert: Alert, *, deliver: bool, now: datetime) -> bool:
                     for channel, target in _targets(alert.client)
                 )
                 ids = [d.pk for d in deliveries if d.pk is not None]
-                transaction.on_commit(lambda: _enqueue(ids))
+                transaction.on_commit(
+                    lambda: alert_deliveries_created.send(sender=Alert, delivery_ids=ids)
+                )
     except IntegrityError:
         return False  # another worker fired it first: it delivers
     return True
-
-
-def _enqueue(delivery_ids: Iterable[int]) -> None:
-    from billing.tasks import alert_delivery_send_task  # tasks import services
-
-    for delivery_id in delivery_ids:
-        try:
-            alert_delivery_send_task.delay(delivery_id)
-        except Exception:
-            # Broker down (or, eagerly, the send failed every retry): the delivery row
-            # stays unsent and alert_deliveries_retry_task picks it up.
-            logger.exception("could not enqueue alert delivery %s", delivery_id)
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,8 @@ from billing.models import (
     InvoiceNumberCounter,
     InvoiceStatus,
 )
+from billing.pdf import invoice_pdf_render
+from billing.services.rollups import rollups_rebuild_dirty
 from tracking.buckets import Reach, cost_columns, token_columns
 from tracking.models import ClosedPeriod, ModelRate
 
@@ -305,8 +307,6 @@ def _agency_snapshot() -> dict[str, Any]:
 
 def rollups_refresh() -> None:
     """Bring the rollups up to date (late and re-priced events) before reading them."""
-    from billing.services.rollups import rollups_rebuild_dirty
-
     rollups_rebuild_dirty()
 
 
@@ -423,8 +423,6 @@ def _next_number(year: int) -> tuple[int, str]:
 
 
 def _store_pdf(invoice: Invoice, *, suffix: str = "") -> None:
-    from billing.pdf import invoice_pdf_render
-
     content = invoice_pdf_render(invoice)
     name = f"invoices/{invoice.year}/{invoice.number}{suffix}.pdf"
     stored = invoice.pdf.storage.save(name, ContentFile(content))
