@@ -20,7 +20,7 @@ What it does:
 Pages: the overview (200 active clients), its htmx sort fragment, the client page of the
 largest client (~9% of all events) and of a median one, the htmx month fragment of the
 largest client's previous month, and the largest client's page as its own user.
-Target (issue 6): p95 under 200 ms for the overview and for a client page.
+Target: p95 under 200 ms for the overview and for a client page.
 """
 
 from __future__ import annotations

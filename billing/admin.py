@@ -30,7 +30,7 @@ from billing.services.invoices import (
 from billing.tasks import alert_delivery_send_task
 from tracking.buckets import Reach, token_columns
 
-# --- budgets and alerts (issue 4) ------------------------------------------------------
+# --- budgets and alerts -------------------------------------------------------------------
 
 
 @admin.register(BudgetSnapshot)
@@ -105,7 +105,7 @@ class AlertDeliveryAdmin(admin.ModelAdmin):
         self.message_user(request, f"{len(due)} deliveries queued.")
 
 
-# --- invoices (issue 5) -------------------------------------------------------------------
+# --- invoices -----------------------------------------------------------------------------
 
 
 _LINE_FIELDS = (

@@ -19,7 +19,7 @@ class UsageCounts(TrailingFields):
         abstract = True
 
 
-# --- rollups, budgets, alerts (issue 4) -----------------------------------------------
+# --- rollups, budgets, alerts -----------------------------------------------------------
 
 
 class DailyRollup(UsageCounts, RollupBuckets):
@@ -90,9 +90,10 @@ class BudgetStatus(models.TextChoices):
 class BudgetSnapshot(models.Model):
     """A client's budget position for one month, as of the last recompute.
 
-    One row per (client, month), overwritten by every recompute (idempotent). Staff lists
-    and alerts read it; the budget API and the client page compute the same figures live
-    from the rollups so that an edited budget shows at once.
+    One row per (client, month), overwritten by every recompute (idempotent): the record
+    of where each client stood, browsed in admin. Nothing else reads it: alerts use the
+    positions the recompute computes, and the budget API, the overview and the client page
+    compute the same figures live from the rollups, so an edited budget shows at once.
     """
 
     client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="budget_snapshots")
@@ -205,7 +206,7 @@ class AlertDelivery(models.Model):
         return f"{self.channel} → {self.target[:60]}"
 
 
-# --- invoices (issue 5) -----------------------------------------------------------------
+# --- invoices ---------------------------------------------------------------------------
 
 
 def _money(verbose: str, **kwargs: object) -> models.DecimalField:

@@ -19,7 +19,6 @@ from billing.services.alerts import (
 )
 from billing.services.budgets import budgets_recompute
 from billing.services.invoices import (
-    invoice_send,
     invoices_finalize_due,
     invoices_generate_month,
     previous_month_of,
@@ -33,12 +32,6 @@ RECOMPUTE_SCHEDULED_KEY = "billing:budgets-recompute-scheduled"
 
 
 # --- rollups and budgets ---------------------------------------------------------------
-
-
-@shared_task
-def rollups_rebuild_dirty_task() -> int:
-    """Rebuild the rollups of every (client, day) marked dirty. Idempotent."""
-    return rollups_rebuild_dirty()
 
 
 @shared_task
@@ -112,9 +105,3 @@ def invoices_finalize_due_task() -> list[int]:
     """Refresh past months' drafts and finalize those past the grace period. Idempotent:
     finalizing needs a draft, and a finalized invoice is none."""
     return invoices_finalize_due().finalized
-
-
-@shared_task
-def invoice_send_task(invoice_id: int) -> str:
-    """Email an issued invoice to its client's billing address."""
-    return invoice_send(invoice_id=invoice_id).status

@@ -1,7 +1,7 @@
 """The pricing engine: a provider's usage object and a rate card in, an exact cost out.
 
-Pure functions over Decimal, no database and no rounding. The rules, per provider, are in
-../shared/PRICING.md; in short:
+Pure functions over Decimal, no database and no rounding. The rules, per provider, in
+short:
 
 * Anthropic counts cache reads and writes *on top of* ``input_tokens``; writes are split
   5-minute/1-hour by ``cache_creation``; ``output_tokens`` already includes thinking.

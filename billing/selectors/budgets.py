@@ -9,7 +9,6 @@ status by the same bands.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, localcontext
@@ -160,27 +159,6 @@ def budget_status_for(
         now=moment,
         budget=budget_of(client, month, moment),
     )
-
-
-def budget_statuses_for(
-    clients: Iterable[Client], month: date, *, now: datetime | None = None
-) -> dict[int, BudgetPosition]:
-    """Positions of many clients for one month, from one grouped query (for lists)."""
-    moment = now or timezone.now()
-    month = month.replace(day=1)
-    client_list = list(clients)
-    totals = month_totals(month=month, client_ids=[c.pk for c in client_list])
-    _, end = month_range(month)
-    return {
-        c.pk: budget_position(
-            client=c,
-            month=month,
-            totals=totals.get(c.pk, MonthTotals(client_id=c.pk)),
-            now=moment,
-            budget=c.monthly_budget_usd if moment < end else budget_of(c, month, moment),
-        )
-        for c in client_list
-    }
 
 
 def alerts_for(client: Client, limit: int = 20) -> QuerySet[Alert]:
