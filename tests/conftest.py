@@ -1,11 +1,25 @@
 from __future__ import annotations
 
+import uuid
+from typing import Any
+
 import pytest
+
+from tracking.rates import DEFAULT_RATES_CSV, model_rates_load
 
 
 @pytest.fixture
 def rates(db):
     """The shipped model-rate table, loaded as a user would with load_model_rates."""
-    from tracking.rates import DEFAULT_RATES_CSV, model_rates_load
-
     model_rates_load(text=DEFAULT_RATES_CSV.read_text())
+
+
+@pytest.fixture
+def private_cache(settings: Any) -> None:
+    """A cache of this test's own: the dashboards cache sums, and SQLite reuses ids."""
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": f"test-{uuid.uuid4()}",
+        }
+    }

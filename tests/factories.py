@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any, cast
 
 import factory
 from django.contrib.auth import get_user_model
@@ -12,6 +13,15 @@ from django.utils import timezone
 from agency.models import Client, ClientMembership, Project
 from billing.models import DailyRollup
 from tracking.models import PricingStatus, UsageEvent
+from tracking.pricing import normalize_usage
+from tracking.rates import RateBook
+from tracking.services import dirty_days_mark, local_day, pricing_fields, usage_fields
+
+
+def at(month: int, day: int, hour: int = 12) -> datetime:
+    """A moment of 2026 in UTC: noon of the day unless ``hour`` says otherwise."""
+    return datetime(2026, month, day, hour, tzinfo=UTC)
+
 
 # --- agency --------------------------------------------------------------------------
 
@@ -38,6 +48,11 @@ class ClientFactory(factory.django.DjangoModelFactory):
     slug = factory.Sequence(lambda n: f"client-{n}")
     markup_pct = Decimal("25")
     monthly_budget_usd = None
+
+
+def new_client(**fields: Any) -> Client:
+    """A saved client (typed: factory_boy's create() is not)."""
+    return cast(Client, ClientFactory(**fields))
 
 
 class ProjectFactory(factory.django.DjangoModelFactory):
@@ -121,10 +136,6 @@ def priced_event(
     """An Anthropic event priced exactly as ingest prices it (rate of its day) and its day
     marked dirty for the rollups. Needs the ``rates`` fixture. ``save=False`` returns it
     unsaved, for bulk_create (then mark the days with ``dirty_days_mark``)."""
-    from tracking.pricing import normalize_usage
-    from tracking.rates import RateBook
-    from tracking.services import dirty_days_mark, local_day, pricing_fields, usage_fields
-
     usage = {"input_tokens": input_tokens, "output_tokens": output_tokens}
     normalized = normalize_usage("anthropic", usage, service_tier=None)
     resolution = RateBook.load().resolve("anthropic", model, at)

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from decimal import Decimal
 
 import pytest
@@ -12,21 +11,10 @@ from billing.selectors import dashboard
 from billing.views.dashboard import month_param
 from tests.factories import ClientFactory, DailyRollupFactory, UsageEventFactory
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("private_cache")]
 
 TODAY = dt.date(2026, 11, 20)
 NOON = dt.datetime(2026, 11, 20, 12, tzinfo=dt.UTC)
-
-
-@pytest.fixture(autouse=True)
-def private_cache(settings):
-    """A cache of this test's own: the dashboards cache sums, and SQLite reuses ids."""
-    settings.CACHES = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
-            "LOCATION": f"dashboard-test-{uuid.uuid4()}",
-        }
-    }
 
 
 def _overview(**kwargs):

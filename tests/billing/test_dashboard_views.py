@@ -4,7 +4,6 @@ outsider (a user of another client), who must get a 404 on every page and fragme
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from decimal import Decimal
 
 import pytest
@@ -22,22 +21,11 @@ from tests.factories import (
 
 pytestmark = [
     pytest.mark.django_db,
-    pytest.mark.usefixtures("frozen"),
+    pytest.mark.usefixtures("frozen", "private_cache"),
 ]
 
 NOW = dt.datetime(2026, 11, 20, 12, tzinfo=dt.UTC)
 HTMX = {"HTTP_HX_REQUEST": "true"}
-
-
-@pytest.fixture(autouse=True)
-def private_cache(settings):
-    """A cache of this test's own: the dashboards cache sums, and SQLite reuses ids."""
-    settings.CACHES = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
-            "LOCATION": f"dashboard-test-{uuid.uuid4()}",
-        }
-    }
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import date
 from decimal import Decimal
 
 import pytest
@@ -12,7 +12,7 @@ from agency.models import AgencyProfile, Client
 from billing.models import Invoice, InvoiceStatus
 from billing.pdf import invoice_pdf_html
 from billing.services.invoices import invoice_finalize, invoice_void, invoices_generate_month
-from tests.factories import ClientFactory, StaffFactory, priced_event
+from tests.factories import ClientFactory, StaffFactory, at, priced_event
 
 pytestmark = pytest.mark.django_db
 
@@ -21,10 +21,6 @@ _ONE_PIXEL_PNG = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
     "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082"
 )
-
-
-def at(month: int, day: int, hour: int = 12) -> datetime:
-    return datetime(2026, month, day, hour, tzinfo=UTC)
 
 
 @pytest.fixture

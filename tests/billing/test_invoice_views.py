@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import UTC, date, datetime
+from datetime import date
 from decimal import Decimal
 
 import pytest
@@ -19,6 +19,7 @@ from tests.factories import (
     ClientMembershipFactory,
     StaffFactory,
     UserFactory,
+    at,
     priced_event,
 )
 from tracking.models import UsageEvent
@@ -28,14 +29,10 @@ pytestmark = pytest.mark.django_db
 OCT = date(2026, 10, 1)
 
 
-def at(month: int, day: int, hour: int = 12) -> datetime:
-    return datetime(2026, month, day, hour, tzinfo=UTC)
-
-
 @pytest.fixture
-def acme(rates, time_machine) -> Client:
-    time_machine.move_to(at(9, 20), tick=False)
-    client: Client = ClientFactory.create(slug="acme", markup_pct=Decimal("25"))
+def acme(acme: Client, time_machine) -> Client:
+    """Acme (tests/billing/conftest.py) with two October calls and October's draft."""
+    client = acme
     priced_event(client, at=at(10, 3))
     priced_event(client, at=at(10, 4), model="claude-haiku-4-5")
     time_machine.move_to(at(11, 1, 2), tick=False)

@@ -29,7 +29,7 @@ from billing.services.invoices import (
     invoices_finalize_due,
     invoices_generate_month,
 )
-from tests.factories import ClientFactory, ProjectFactory, priced_event
+from tests.factories import ClientFactory, ProjectFactory, at, priced_event
 from tracking.models import ClosedPeriod, ModelRate, UsageEvent
 from tracking.rates import DEFAULT_RATES_CSV, model_rates_load
 from tracking.services import dirty_days_mark, usage_events_reprice
@@ -39,23 +39,6 @@ pytestmark = pytest.mark.django_db
 OCT = date(2026, 10, 1)
 NOV = date(2026, 11, 1)
 DEC = date(2026, 12, 1)
-
-
-def at(month: int, day: int, hour: int = 12) -> datetime:
-    return datetime(2026, month, day, hour, tzinfo=UTC)
-
-
-@pytest.fixture
-def acme(rates, time_machine):
-    time_machine.move_to(at(9, 20), tick=False)
-    return ClientFactory.create(
-        name="Acme Corp",
-        slug="acme",
-        markup_pct=Decimal("25"),
-        billing_email="ap@acme.example",
-        billing_name="Acme Accounts Payable",
-        billing_address="1 Main Street\nSpringfield",
-    )
 
 
 def generate(month: date) -> Invoice:

@@ -7,7 +7,6 @@ go to artifacts/screenshots/ (gitignored) for a human to look at.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -56,14 +55,8 @@ def chromium() -> Iterator[Any]:
 
 
 @pytest.fixture(autouse=True)
-def private_cache(settings: Any) -> None:
-    """A cache of this test's own: the dashboards cache sums, and SQLite reuses ids."""
-    settings.CACHES = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
-            "LOCATION": f"dashboard-browser-{uuid.uuid4()}",
-        }
-    }
+def _own_cache(private_cache: None) -> None:
+    """Every browser test gets a cache of its own (``private_cache``, tests/conftest.py)."""
 
 
 @pytest.fixture

@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import json
-from typing import Any, cast
 
 import pytest
 from django.core.cache import cache
 
-from agency.models import Client
-from tests.factories import ClientFactory
+from tests.factories import new_client
 from tracking.keys import api_key_create
 from tracking.models import UsageEvent
 
 pytestmark = pytest.mark.django_db
-
-
-def new_client(**fields: Any) -> Client:
-    return cast(Client, ClientFactory(**fields))
 
 
 URL = "/api/v1/usage"

@@ -4,22 +4,17 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, cast
 
 import pytest
 import time_machine
 
-from agency.models import Client, Project
-from tests.factories import ClientFactory
+from agency.models import Project
+from tests.factories import new_client
 from tracking.ingest import usage_ingest
 from tracking.models import ClosedPeriod, DirtyDay, PricingStatus, UsageEvent
 from tracking.signals import usage_recorded
 
 pytestmark = pytest.mark.django_db
-
-
-def new_client(**fields: Any) -> Client:
-    return cast(Client, ClientFactory(**fields))
 
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)

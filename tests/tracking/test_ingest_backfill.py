@@ -5,14 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, cast
 
 import pytest
 import time_machine
 from django.core.management import CommandError, call_command
 
-from agency.models import Client
-from tests.factories import ClientFactory
+from tests.factories import new_client
 from tracking.models import UsageEvent
 
 pytestmark = pytest.mark.django_db
@@ -24,10 +22,6 @@ NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 def _frozen():
     with time_machine.travel(NOW, tick=False):
         yield
-
-
-def new_client(**fields: Any) -> Client:
-    return cast(Client, ClientFactory(**fields))
 
 
 def write_csv(tmp_path: Path, text: str) -> str:

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Any, cast
 
 import pytest
 import time_machine
@@ -10,16 +9,11 @@ from django.core.cache import cache
 from django.core.management import call_command
 from django.utils import timezone
 
-from agency.models import Client
-from tests.factories import ClientFactory
+from tests.factories import new_client
 from tracking.keys import api_key_create, api_key_lookup, api_key_revoke, hash_key
 from tracking.models import ApiKey
 
 pytestmark = pytest.mark.django_db
-
-
-def new_client(**fields: Any) -> Client:
-    return cast(Client, ClientFactory(**fields))
 
 
 USAGE_URL = "/api/v1/usage"
