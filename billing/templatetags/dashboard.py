@@ -13,6 +13,7 @@ filter lookups per row cost ~150 ms of template rendering per request (profiled 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING
 
@@ -189,6 +190,42 @@ def _overview_row(row: OverviewRow, url: str) -> SafeString:
         projected_status,
         charts.sparkline(row.spark),
     )
+
+
+@dataclass(frozen=True)
+class SortHeader:
+    key: str
+    label: str
+    numeric: bool
+    next_sort: str  # what a click asks for
+    aria_sort: str  # "ascending", "descending" or "none"
+
+
+# The overview's sortable columns (keys of billing.selectors.dashboard.SORT_KEYS).
+COLUMNS = (
+    ("name", "Client", False),
+    ("raw", "Raw cost", True),
+    ("billed", "Billed", True),
+    ("margin", "Margin", True),
+    ("budget", "Budget used", False),
+    ("projected", "Projected month end", True),
+)
+
+
+@register.simple_tag
+def sort_headers(sort: str) -> dict[str, SortHeader]:
+    """Header links for the overview table: a click on the sorted column reverses it; a
+    first click sorts names A–Z and amounts largest first."""
+    headers = {}
+    for key, label, numeric in COLUMNS:
+        if sort == key:
+            next_sort, aria = f"-{key}", "ascending"
+        elif sort == f"-{key}":
+            next_sort, aria = key, "descending"
+        else:
+            next_sort, aria = (f"-{key}" if key != "name" else key), "none"
+        headers[key] = SortHeader(key, label, numeric, next_sort, aria)
+    return headers
 
 
 @register.simple_tag

@@ -8,6 +8,7 @@ import time_machine
 
 from agency.models import Client
 from billing.selectors import dashboard
+from billing.templatetags.dashboard import sort_headers
 from billing.views.dashboard import month_param
 from tests.factories import ClientFactory, DailyRollupFactory, UsageEventFactory
 
@@ -117,7 +118,7 @@ def test_overview_unpriced_models_only_count_the_given_clients():
 
 
 def test_sort_headers_reverse_the_sorted_column():
-    headers = dashboard.sort_headers("-billed")
+    headers = sort_headers("-billed")
     assert headers["billed"].next_sort == "billed"
     assert headers["billed"].aria_sort == "descending"
     assert headers["raw"].next_sort == "-raw"
