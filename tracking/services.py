@@ -66,7 +66,7 @@ _read_costs = operator.attrgetter(*(b.name for b in BUCKETS if b.cost_column))
 
 def usage_fields(usage: NormalizedUsage) -> dict[str, Any]:
     """The token-bucket columns of an event, and the usage flags it is priced by."""
-    return dict(zip(_USAGE_COLUMNS, _read_usage(usage), strict=True))
+    return dict(zip(_USAGE_COLUMNS, _read_usage(usage)))  # noqa: B905 - same length
 
 
 def pricing_fields(
@@ -85,16 +85,17 @@ def pricing_fields(
         )
         return fields
     cost = price_usage(usage, resolution.card)
-    return {
+    priced: dict[str, Any] = {
         "rate_id": resolution.rate.pk,
         "pricing_status": PricingStatus.PRICED,
         "long_context": cost.long_context,
         "priced_at_list": cost.priced_at_list,
         "needs_review": usage.needs_review,
         "priced_at": now,
-        **dict(zip(COST_COLUMNS, _read_costs(cost), strict=True)),
-        "cost_usd": cost.total,
     }
+    priced.update(zip(COST_COLUMNS, _read_costs(cost)))  # noqa: B905 - same length
+    priced["cost_usd"] = cost.total
+    return priced
 
 
 def dirty_days_mark(pairs: Iterable[tuple[int, date]], *, now: datetime | None = None) -> None:
