@@ -9,10 +9,10 @@ from __future__ import annotations
 import re
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
 
+import msgspec
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
@@ -21,6 +21,7 @@ from agency.money import round_money
 from billing.selectors.budgets import BudgetPosition, budget_status_for
 from billing.selectors.rollups import current_month
 from tracking.keys import api_error, api_key_required, rate_limit_hit
+from tracking.schema import Budget, BudgetQuery
 
 _SLUG = re.compile(r"^[-a-zA-Z0-9_]{1,64}$")
 
@@ -41,19 +42,19 @@ def _parse_month(raw: str) -> date | None:
         return None
 
 
-def budget_payload(client: Client, position: BudgetPosition) -> dict[str, Any]:
-    return {
-        "client": client.slug,
-        "month": position.month.strftime("%Y-%m"),
-        "budget_usd": _money(position.budget_usd),
-        "cost_usd": _money(position.cost_usd),
-        "billed_usd": _money(position.billed_usd),
-        "percent_used": _percent(position.percent_used),
-        "status": position.status,
-        "projected_billed_usd": _money(position.projected_billed_usd),
-        "projected_status": position.projected_status,
-        "unpriced_events": position.unpriced_events,
-    }
+def budget_payload(client: Client, position: BudgetPosition) -> Budget:
+    return Budget(
+        client=client.slug,
+        month=position.month.strftime("%Y-%m"),
+        budget_usd=_money(position.budget_usd),
+        cost_usd=str(round_money(position.cost_usd)),
+        billed_usd=str(round_money(position.billed_usd)),
+        percent_used=_percent(position.percent_used),
+        status=position.status,  # type: ignore[arg-type]  # a BudgetStatus value
+        projected_billed_usd=str(round_money(position.projected_billed_usd)),
+        projected_status=position.projected_status,  # type: ignore[arg-type]
+        unpriced_events=position.unpriced_events,
+    )
 
 
 # Exempt so that a POST gets the API's JSON 405 below rather than the CSRF middleware's
@@ -80,8 +81,11 @@ def _budget(request: HttpRequest) -> HttpResponse:
         slug = key.client.slug
     if not slug:
         return api_error(400, "invalid", "Pass ?client=<slug>.", field="client")
-    raw_month = request.GET.get("month", "")
-    month = _parse_month(raw_month) if raw_month else current_month()
+    try:
+        query = msgspec.convert(request.GET.dict(), BudgetQuery)
+    except msgspec.ValidationError:
+        return api_error(400, "invalid", "month must be YYYY-MM.", field="month")
+    month = _parse_month(query.month) if query.month else current_month()
     if month is None:
         return api_error(400, "invalid", "month must be YYYY-MM.", field="month")
     # Not a slug at all (e.g. a NUL byte, which PostgreSQL refuses in a query): no such client.
@@ -89,4 +93,6 @@ def _budget(request: HttpRequest) -> HttpResponse:
     if client is None or (key.client_id is not None and key.client_id != client.pk):
         return api_error(404, "not_found", "No such client.")
     position = budget_status_for(client, month, now=timezone.now())
-    return JsonResponse(budget_payload(client, position))
+    return HttpResponse(
+        msgspec.json.encode(budget_payload(client, position)), content_type="application/json"
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -60,7 +61,7 @@ def _usage_create(request: HttpRequest) -> HttpResponse:
     except RequestError as exc:
         return api_error(exc.status, exc.code, exc.message, field=exc.field)
     outcome = usage_ingest(events=events, client=key.client, backfill_allowed=key.is_agency_wide)
-    return JsonResponse(outcome.as_dict())
+    return HttpResponse(msgspec.json.encode(outcome.as_response()), content_type="application/json")
 
 
 @require_GET

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, cast
 
 import pytest
@@ -274,3 +275,17 @@ def test_late_event_for_a_finalized_month_is_accepted_and_becomes_a_later_adjust
         1,
         Decimal("0.01035"),
     )
+
+
+# --- the OpenAPI document agrees with the server ---------------------------------------
+
+
+def test_openapi_budget_client_is_optional_and_month_refuses_0000_00(client):
+    document = client.get("/api/v1/openapi.json").json()
+    parameters = {p["name"]: p for p in document["paths"]["/budget"]["get"]["parameters"]}
+    assert parameters["client"]["required"] is False
+    pattern = re.compile(parameters["month"]["schema"]["pattern"])
+    assert [
+        m for m in ["0000-00", "2026-00", "2026-13", "2026-1", "0000-01"] if pattern.search(m)
+    ] == []
+    assert all(pattern.search(f"2026-{m:02d}") for m in range(1, 13))
