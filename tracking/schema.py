@@ -35,6 +35,12 @@ RFC3339 = r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:
 MONTH = r"^(?!0000)[0-9]{4}-(0[1-9]|1[0-2])" + END
 DECIMAL = r"^-?[0-9]+(\.[0-9]+)?$"
 MAX_INT4 = 2_147_483_647
+# The raw JSON objects an event carries (usage, metadata) are stored as they came. Bounded
+# so that no event can be too big to store, or too deep for a JSON encoder or decoder
+# (Python's recursion limit sat at ~940 levels): depth counts the object itself.
+MAX_JSON_BYTES = 16 * 1024
+MAX_JSON_DEPTH = 8
+
 Provider = Literal["anthropic", "openai", "google"]
 
 Tag = Annotated[
@@ -43,6 +49,7 @@ Tag = Annotated[
 Count = Annotated[int, Meta(ge=0, le=MAX_INT4)]
 Money = Annotated[str, Meta(pattern=DECIMAL)]
 BudgetStatus = Literal["green", "yellow", "red", ""]
+JSON_BOUNDS = f"At most {MAX_JSON_BYTES:,} bytes as JSON and {MAX_JSON_DEPTH} levels deep."
 
 
 class Event(msgspec.Struct):
@@ -74,7 +81,7 @@ class Event(msgspec.Struct):
         Meta(
             description="The provider's usage object exactly as its API returned it. Token "
             "counts are integers from 0 to 100,000,000, and one call counts at most "
-            "100,000,000 tokens in all.",
+            f"100,000,000 tokens in all. {JSON_BOUNDS}",
         ),
     ]
     provider: Annotated[
@@ -151,7 +158,10 @@ class Event(msgspec.Struct):
                     ),
                 ],
             ],
-            Meta(max_length=20, description="Free-form string pairs."),
+            Meta(
+                max_length=20,
+                description=f"Free-form string pairs. At most {MAX_JSON_BYTES:,} bytes as JSON.",
+            ),
         ]
         | None
     ) = None

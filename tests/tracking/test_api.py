@@ -289,3 +289,32 @@ def test_openapi_budget_client_is_optional_and_month_refuses_0000_00(client):
         m for m in ["0000-00", "2026-00", "2026-13", "2026-1", "0000-01"] if pattern.search(m)
     ] == []
     assert all(pattern.search(f"2026-{m:02d}") for m in range(1, 13))
+
+
+# --- hostile input over HTTP ----------------------------------------------------------
+
+
+def test_deeply_nested_usage_is_rejected_alone_over_http(client, rates, acme_key):
+    deep: dict[str, Any] = {}
+    for _ in range(20):
+        deep = {"a": deep}
+    body = {
+        "events": [
+            event("ok"),
+            event("deep", usage={"input_tokens": 1, "output_tokens": 1, "x": deep}),
+        ]
+    }
+    response = post(client, acme_key, body)
+    assert response.status_code == 200
+    assert response.json()["results"][1] == {
+        "id": "deep",
+        "status": "rejected",
+        "errors": [
+            {
+                "code": "invalid",
+                "field": "events[1].usage",
+                "message": "must be at most 8 levels deep",
+            }
+        ],
+    }
+    assert list(UsageEvent.objects.values_list("event_id", flat=True)) == ["ok"]

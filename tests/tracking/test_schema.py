@@ -12,11 +12,11 @@ import pytest
 from django.db.models import CharField
 
 from agency.models import Project
-from tracking.ingest.rows import TAG_FIELDS
+from tracking.ingest.rows import _TEXT_COLUMNS, TAG_FIELDS
 from tracking.models import Provider as ProviderChoices
 from tracking.models import UsageEvent
 from tracking.pricing import PROVIDERS
-from tracking.schema import Event, Provider
+from tracking.schema import MAX_JSON_BYTES, MAX_JSON_DEPTH, Event, Provider
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 EVENT_SCHEMA: dict[str, Any] = msgspec.json.schema(Event)["$defs"]["Event"]
@@ -85,3 +85,19 @@ def test_the_readme_gives_each_declared_limit():
         limits += [schema.get("additionalProperties", {}).get("maxLength")]
         for limit in filter(None, limits):
             assert str(limit) in table[name] or f"{limit:,}" in table[name], (name, limit)
+
+
+def test_the_readme_gives_the_json_bounds():
+    table = readme_event_table()
+    assert f"{MAX_JSON_BYTES // 1024} KiB" in table["usage"]
+    assert f"{MAX_JSON_DEPTH} levels" in table["usage"]
+    # metadata is flat (string values), so only its size is bounded beyond its keys.
+    assert f"{MAX_JSON_BYTES // 1024} KiB" in table["metadata"]
+
+
+def test_the_readme_gives_the_column_limits_of_usage_strings():
+    rule = readme_event_table()["usage"]
+    checked = [(s.removeprefix("usage."), n) for _, n, s in _TEXT_COLUMNS if s.startswith("usage.")]
+    assert {name for name, _ in checked} == {"service_tier", "inference_geo", "speed"}
+    for name, limit in checked:
+        assert f"`{name}`" in rule and str(limit) in rule, (name, limit)

@@ -1,8 +1,8 @@
 """Step 2: from valid events to ``UsageEvent`` rows: whose they are, when, what they cost.
 
 An event can still be refused here: it names a client the key may not post for, repeats
-an id of the same request, falls outside the time window, or has a usage object that
-cannot be priced as sent.
+an id of the same request, falls outside the time window, has a usage object that cannot
+be priced as sent, or carries a string longer than the column it would be stored in.
 """
 
 from __future__ import annotations
@@ -11,13 +11,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
 from django.conf import settings
+from django.db import models
 
 from agency.models import Client
 from tracking.ingest.results import EventOutcome
 from tracking.ingest.validate import ValidEvent
+from tracking.models import UsageEvent
 from tracking.pricing import NormalizedUsage, UsageError, normalize_usage
 from tracking.rates import RateBook, Resolution
+from tracking.schema import Event
 from tracking.services import event_fingerprint, pricing_fields, usage_fields
 
 FUTURE_TOLERANCE = timedelta(minutes=5)
@@ -49,6 +53,32 @@ def bucket_columns(
     """The token and cost columns of a row: the one place ingest names them, so that it
     can be pointed at a single declaration of the usage buckets."""
     return {**usage_fields(usage), **pricing_fields(usage, resolution, now=now)}
+
+
+def _text_columns() -> list[tuple[str, int, str]]:
+    """(column, length, the event field it comes from) for each varchar of a row whose
+    value the ``Event`` declaration does not already hold within the column's length
+    (tests/tracking/test_schema.py proves the declared ones fit)."""
+    sources = {column: name for name, column in TAG_FIELDS.items()}
+    sources.update(event_id="id", speed="usage.speed", inference_geo="usage.inference_geo")
+    sources["service_tier"] = "usage.service_tier"  # an event's own is declared to fit
+    declared = msgspec.json.schema(Event)["$defs"]["Event"]["properties"]
+
+    def bounded(field: str, limit: int) -> bool:
+        options = declared[field].get("anyOf", [declared[field]]) if field in declared else []
+        lengths = [o.get("maxLength") for o in options if o.get("type") == "string"]
+        return bool(lengths) and all(n is not None and n <= limit for n in lengths)
+
+    return [
+        (f.attname, f.max_length, source)
+        for f in UsageEvent._meta.concrete_fields
+        if isinstance(f, models.CharField) and f.max_length
+        for source in [sources.get(f.attname, f.attname)]
+        if not bounded(source, f.max_length)
+    ]
+
+
+_TEXT_COLUMNS = _text_columns()
 
 
 def events_assign_clients(
@@ -101,12 +131,10 @@ def rows_build(
             usage = normalize_usage(event.provider, event.usage, service_tier=event.service_tier)
             resolution = book.resolve(event.provider, event.model, occurred_at)
             values = _row_values(valid, client, usage, resolution, occurred_at, now)
+            _fits_columns(values)
         except (UsageError, _Refused) as exc:
             code = exc.code if isinstance(exc, _Refused) else "invalid"
             outcome.reject(f"events[{valid.index}].{exc.field}", exc.message, code)
-            continue
-        except (RecursionError, ValueError):  # the fingerprint's JSON encoder
-            outcome.reject(f"events[{valid.index}].usage", "is nested too deeply")
             continue
         rows.append(Row(valid.index, values, event.project or None))
         _priced(outcome, values["cost_usd"], event, resolution, usage)
@@ -171,6 +199,14 @@ def _row_values(
         if tag and name != "project":
             values[column] = tag
     return values
+
+
+def _fits_columns(values: dict[str, Any]) -> None:
+    """PostgreSQL refuses a longer string for the whole batch; refuse it for this event."""
+    for column, limit, source in _TEXT_COLUMNS:
+        value = values.get(column)
+        if value is not None and len(value) > limit:
+            raise _Refused(source, f"must be at most {limit} characters")
 
 
 def _priced(

@@ -4,7 +4,7 @@ An event is converted to ``tracking.schema.Event`` by msgspec. Only when that fa
 event looked at field by field, in declaration order, to name the first bad field and say
 what is wrong with it; a valid event costs one C call. Then come the checks no JSON
 Schema keyword expresses: the raw ``usage`` and ``metadata`` objects must be storable (no
-NUL anywhere in them) and ``occurred_at`` a real instant.
+NUL, at most 16 KiB, at most 8 levels deep) and ``occurred_at`` a real instant.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from django.conf import settings
 
 from tracking.ingest.results import EventOutcome, RequestError
 from tracking.schema import (
+    MAX_JSON_BYTES,
+    MAX_JSON_DEPTH,
     NUL_MESSAGE,
     STORABLE,
     Event,
@@ -32,6 +34,7 @@ _BAD_CHARS = re.compile("[\x00\ud800-\udfff]")
 _FRACTION_DIGITS = re.compile(r"(\.\d{6})\d+")
 _decode = msgspec.json.Decoder().decode
 _decode_request = msgspec.json.Decoder(IngestRequest).decode
+_encode = msgspec.json.Encoder().encode
 
 
 @dataclass(slots=True)
@@ -222,20 +225,33 @@ def _unstorable(value: Any, kind: Any, meta: msgspec.Meta | None) -> bool:
 
 
 def _storable_json(value: dict[str, Any], index: int, name: str) -> None:
-    """A raw JSON object is kept as sent: refuse a character PostgreSQL cannot store."""
-    below = _unstorable_at(value)
+    """A raw JSON object is kept as sent: refuse a NUL anywhere, too deep, or too big."""
+    try:
+        below = _unstorable_at(value, 1)
+    except _TooDeep:
+        message = f"must be at most {MAX_JSON_DEPTH} levels deep"
+        raise _Invalid(f"events[{index}].{name}", message) from None
     if below is not None:
         raise _Invalid(f"events[{index}].{name}{below}", NUL_MESSAGE)
+    if len(_encode(value)) > MAX_JSON_BYTES:
+        message = f"must be at most {MAX_JSON_BYTES} bytes as JSON"
+        raise _Invalid(f"events[{index}].{name}", message)
 
 
-def _unstorable_at(value: dict[str, Any] | list[Any]) -> str | None:
+class _TooDeep(Exception):
+    pass
+
+
+def _unstorable_at(value: dict[str, Any] | list[Any], depth: int) -> str | None:
     """Where below ``value`` a key or string holds a character PostgreSQL cannot store
-    ("" for a key of ``value`` itself), or None.
+    ("" for a key of ``value`` itself), or None; _TooDeep past the depth limit.
 
     Numbers, booleans and nulls are skipped without a call, and a path is built only for
     a fault: a usage object is mostly token counts, and the old per-value recursion with
     path strings was ~10% of a batch's CPU.
     """
+    if depth > MAX_JSON_DEPTH:
+        raise _TooDeep
     if isinstance(value, dict):
         for key, item in value.items():
             if _BAD_CHARS.search(key):
@@ -244,7 +260,7 @@ def _unstorable_at(value: dict[str, Any] | list[Any]) -> str | None:
                 if _BAD_CHARS.search(item):
                     return f".{key}"
             elif isinstance(item, (dict, list)):
-                below = _unstorable_at(item)
+                below = _unstorable_at(item, depth + 1)
                 if below is not None:
                     return f".{key}{below}"
         return None
@@ -253,7 +269,7 @@ def _unstorable_at(value: dict[str, Any] | list[Any]) -> str | None:
             if _BAD_CHARS.search(item):
                 return f"[{index}]"
         elif isinstance(item, (dict, list)):
-            below = _unstorable_at(item)
+            below = _unstorable_at(item, depth + 1)
             if below is not None:
                 return f"[{index}]{below}"
     return None
