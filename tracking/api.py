@@ -14,11 +14,19 @@ from tracking.openapi import openapi_document
 
 
 def _read_body(request: HttpRequest) -> bytes:
-    """The body, refused before reading when its declared length is over the limit."""
+    """The body, refused before reading when its declared length is over the limit.
+
+    A body without a Content-Length (chunked) is refused with 411: Django reads such a
+    body as empty, which would answer a well-formed batch with "malformed JSON".
+    """
     limit = settings.INGEST_MAX_BODY_BYTES
     too_big = RequestError(413, "body_too_large", f"The body must be at most {limit} bytes.")
+    if not request.META.get("CONTENT_LENGTH"):
+        raise RequestError(
+            411, "length_required", "Send the body with a Content-Length header (not chunked)."
+        )
     try:
-        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+        declared = int(request.META["CONTENT_LENGTH"])
     except ValueError:
         raise RequestError(400, "invalid_body", "Content-Length is not a number.") from None
     if declared > limit:

@@ -107,6 +107,7 @@ def _usage_path() -> dict[str, Any]:
                     headers={"WWW-Authenticate": {"schema": {"type": "string"}}},
                 ),
                 "405": _error("Only POST."),
+                "411": _error("No Content-Length (a chunked body is not accepted)."),
                 "413": _error(
                     f"More than {max_events} events, or a body over "
                     f"{settings.INGEST_MAX_BODY_BYTES} bytes."

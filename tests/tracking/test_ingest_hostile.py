@@ -1,9 +1,10 @@
-"""Hostile events (issue 10): strings longer than their column, deep or huge JSON. Each
-is refused alone; its valid neighbours are stored."""
+"""Hostile events (issue 10): strings longer than their column, deep or huge JSON, odd
+but valid RFC 3339 spellings. Each bad one is refused alone; its valid neighbours are
+stored."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import pytest
@@ -155,3 +156,16 @@ def test_metadata_over_16_kib_as_json_is_rejected(rates, acme):
             "message": "must be at most 16384 bytes as JSON",
         }
     ]
+
+
+@pytest.mark.parametrize(
+    "occurred_at",
+    ["2026-11-30T10:00:00z", "2026-11-30t10:00:00Z", "2026-11-30t10:00:00.5z"],
+)
+def test_lowercase_t_and_z_are_valid_rfc3339(rates, acme, occurred_at):
+    outcome = usage_ingest(events=[event("e", occurred_at=occurred_at)], client=acme)
+
+    assert [r.status for r in outcome.results] == ["accepted"]
+    assert UsageEvent.objects.get(client=acme).occurred_at == datetime(
+        2026, 11, 30, 10, tzinfo=UTC
+    ) + (timedelta(milliseconds=500) if ".5" in occurred_at else timedelta())

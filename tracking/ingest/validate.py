@@ -285,8 +285,8 @@ def _instant(value: str | None, index: int) -> datetime | None:
         pass
     try:
         # Older Pythons take at most 6 fractional digits (nanoseconds are cut, not
-        # rounded).
-        text = _FRACTION_DIGITS.sub(r"\1", value)
+        # rounded), and none takes the lowercase "z" RFC 3339 allows.
+        text = _FRACTION_DIGITS.sub(r"\1", value).upper()
         return datetime.fromisoformat(text).astimezone(UTC)
     except (ValueError, OverflowError):
         raise _Invalid(f"events[{index}].occurred_at", "is not a valid date-time") from None
