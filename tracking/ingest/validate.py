@@ -95,9 +95,15 @@ def _json(body: bytes) -> Any:
     # integer past 64 bits, a UTF-8 byte-order mark. Those are one event's fault (the NUL
     # check, the token cap), not a broken body; the standard library also words the error.
     try:
-        return json.loads(body, parse_constant=_reject_constant, parse_float=_finite_float)
+        return strict_json_loads(body)
     except (ValueError, RecursionError) as exc:
         raise RequestError(400, "malformed_json", f"The body is not valid JSON: {exc}") from None
+
+
+def strict_json_loads(text: str | bytes) -> Any:
+    """``json.loads`` without its extensions: NaN, Infinity and numbers that overflow a
+    float are ValueError, as in the JSON standard (no column could store them)."""
+    return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
 
 
 def _reject_constant(name: str) -> Any:
