@@ -15,6 +15,12 @@ What it does:
    batches (all duplicates) and prints that too.
 4. Copies the very rows ingest stored into an identical table (same indexes and unique
    constraint) with PostgreSQL COPY, one transaction per batch, and prints that floor.
+5. With ``--cpu-batches N`` (default 40): posts N more batches in this process, straight
+   to the view (Django's RequestFactory, no HTTP, no server), and prints the Python CPU
+   time each 500-event batch costs: JSON parsing, validation, pricing, the insert's
+   client side and the response body. Less noisy than throughput on a shared machine.
+
+Each figure line ends with the load average (1 minute) when it was taken.
 
 Everything runs on this machine, load generator included, so the figures are
 conservative. Targets (issue 3): at least 5,000 events/s sustained, p99 under 300 ms.
@@ -185,13 +191,41 @@ def percentile(values: list[float], pct: float) -> float:
     return ordered[index]
 
 
+def load() -> str:
+    return f"[load {os.getloadavg()[0]:.2f}]"
+
+
 def report(label: str, events: int, wall: float, latencies: list[float]) -> None:
     ms = [v * 1000 for v in latencies]
     print(
         f"{label}: {events:,} events in {wall:.1f} s = {events / wall:,.0f} events/s; "
         f"batch latency p50 {statistics.median(ms):.0f} ms, p95 {percentile(ms, 95):.0f} ms, "
-        f"p99 {percentile(ms, 99):.0f} ms, max {max(ms):.0f} ms"
+        f"p99 {percentile(ms, 99):.0f} ms, max {max(ms):.0f} ms {load()}"
     )
+
+
+def cpu_per_batch(env: dict[str, str], key: str, bodies: list[bytes]) -> list[float]:
+    """Python CPU seconds per body, posted to the ingest view in this very process."""
+    # Imported here, not at the top: Django reads its settings from the environment at
+    # import and setup, and the rest of this script runs without Django at all.
+    os.environ.update(env, DJANGO_SETTINGS_MODULE="agency.settings")
+    import django
+
+    django.setup()
+    from django.test import RequestFactory
+
+    from tracking.api import usage_create
+
+    factory = RequestFactory(headers={"Authorization": f"Bearer {key}"})
+    seconds = []
+    for body in bodies:
+        request = factory.post("/api/v1/usage", body, content_type="application/json")
+        started = time.process_time()
+        response = usage_create(request)
+        seconds.append(time.process_time() - started)
+        if response.status_code != 200 or json.loads(response.content)["rejected"]:
+            raise SystemExit(f"in-process batch failed: {response.content[:300]!r}")
+    return seconds
 
 
 def copy_floor(database_url: str, batch_size: int) -> tuple[int, float]:
@@ -251,6 +285,7 @@ def main() -> None:
     parser.add_argument("--senders", type=int, default=4)
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--port", type=int, default=0, help="default: a free port")
+    parser.add_argument("--cpu-batches", type=int, default=40, help="0: skip step 5")
     parser.add_argument(
         "--redis-url",
         default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15"),
@@ -306,8 +341,16 @@ def main() -> None:
     rows, seconds = copy_floor(args.database_url, args.batch_size)
     print(
         f"COPY floor: {rows:,} rows in {seconds:.1f} s = {rows / seconds:,.0f} rows/s "
-        f"(batches of {args.batch_size}, one transaction each)"
+        f"(batches of {args.batch_size}, one transaction each) {load()}"
     )
+    if args.cpu_batches:
+        bodies = build_bodies(args.cpu_batches, args.batch_size, seed=4)
+        ms = sorted(s * 1000 for s in cpu_per_batch(env, key, bodies))
+        print(
+            f"in-process CPU per {args.batch_size}-event batch ({len(ms)} batches): best "
+            f"{ms[0]:.0f} ms, median {statistics.median(ms):.0f} ms, p90 {percentile(ms, 90):.0f} "
+            f"ms {load()}"
+        )
 
 
 if __name__ == "__main__":

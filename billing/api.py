@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import re
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
 
+import msgspec
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
@@ -20,6 +20,7 @@ from agency.models import Client
 from agency.money import round_money
 from billing.selectors.budgets import BudgetPosition, budget_status_for
 from tracking.keys import api_error, api_key_required, rate_limit_hit
+from tracking.schema import MONTH_RULE, Budget, BudgetQuery
 
 _SLUG = re.compile(r"^[-a-zA-Z0-9_]{1,64}$")
 
@@ -33,19 +34,19 @@ def _percent(value: Decimal | None) -> str | None:
     return None if value is None else str(value.quantize(Decimal("0.1"), rounding=ROUND_HALF_UP))
 
 
-def budget_payload(client: Client, position: BudgetPosition) -> dict[str, Any]:
-    return {
-        "client": client.slug,
-        "month": position.month.strftime("%Y-%m"),
-        "budget_usd": _money(position.budget_usd),
-        "cost_usd": _money(position.cost_usd),
-        "billed_usd": _money(position.billed_usd),
-        "percent_used": _percent(position.percent_used),
-        "status": position.status,
-        "projected_billed_usd": _money(position.projected_billed_usd),
-        "projected_status": position.projected_status,
-        "unpriced_events": position.unpriced_events,
-    }
+def budget_payload(client: Client, position: BudgetPosition) -> Budget:
+    return Budget(
+        client=client.slug,
+        month=position.month.strftime("%Y-%m"),
+        budget_usd=_money(position.budget_usd),
+        cost_usd=str(round_money(position.cost_usd)),
+        billed_usd=str(round_money(position.billed_usd)),
+        percent_used=_percent(position.percent_used),
+        status=position.status,  # type: ignore[arg-type]  # a BudgetStatus value
+        projected_billed_usd=str(round_money(position.projected_billed_usd)),
+        projected_status=position.projected_status,  # type: ignore[arg-type]
+        unpriced_events=position.unpriced_events,
+    )
 
 
 # Exempt so that a POST gets the API's JSON 405 below rather than the CSRF middleware's
@@ -72,14 +73,16 @@ def _budget(request: HttpRequest) -> HttpResponse:
         slug = key.client.slug
     if not slug:
         return api_error(400, "invalid", "Pass ?client=<slug>.", field="client")
-    raw_month = request.GET.get("month", "")
     try:
-        month = parse_month(raw_month) if raw_month else current_month()
-    except MonthError as exc:
-        return api_error(400, "invalid", str(exc), field="month")
+        query = msgspec.convert(request.GET.dict(), BudgetQuery)
+        month = parse_month(query.month) if query.month else current_month()
+    except (msgspec.ValidationError, MonthError):
+        return api_error(400, "invalid", MONTH_RULE, field="month")
     # Not a slug at all (e.g. a NUL byte, which PostgreSQL refuses in a query): no such client.
     client = Client.objects.filter(slug=slug).first() if _SLUG.match(slug) else None
     if client is None or (key.client_id is not None and key.client_id != client.pk):
         return api_error(404, "not_found", "No such client.")
     position = budget_status_for(client, month, now=timezone.now())
-    return JsonResponse(budget_payload(client, position))
+    return HttpResponse(
+        msgspec.json.encode(budget_payload(client, position)), content_type="application/json"
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -13,11 +14,19 @@ from tracking.openapi import openapi_document
 
 
 def _read_body(request: HttpRequest) -> bytes:
-    """The body, refused before reading when its declared length is over the limit."""
+    """The body, refused before reading when its declared length is over the limit.
+
+    A body without a Content-Length (chunked) is refused with 411: Django reads such a
+    body as empty, which would answer a well-formed batch with "malformed JSON".
+    """
     limit = settings.INGEST_MAX_BODY_BYTES
     too_big = RequestError(413, "body_too_large", f"The body must be at most {limit} bytes.")
+    if not request.META.get("CONTENT_LENGTH"):
+        raise RequestError(
+            411, "length_required", "Send the body with a Content-Length header (not chunked)."
+        )
     try:
-        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+        declared = int(request.META["CONTENT_LENGTH"])
     except ValueError:
         raise RequestError(400, "invalid_body", "Content-Length is not a number.") from None
     if declared > limit:
@@ -60,7 +69,7 @@ def _usage_create(request: HttpRequest) -> HttpResponse:
     except RequestError as exc:
         return api_error(exc.status, exc.code, exc.message, field=exc.field)
     outcome = usage_ingest(events=events, client=key.client, backfill_allowed=key.is_agency_wide)
-    return JsonResponse(outcome.as_dict())
+    return HttpResponse(msgspec.json.encode(outcome.as_response()), content_type="application/json")
 
 
 @require_GET

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import http.client
 import json
+import re
+from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from django.core.cache import cache
@@ -268,3 +272,81 @@ def test_late_event_for_a_finalized_month_is_accepted_and_becomes_a_later_adjust
         1,
         Decimal("0.01035"),
     )
+
+
+# --- the OpenAPI document agrees with the server ---------------------------------------
+
+
+def test_openapi_budget_client_is_optional_and_month_refuses_0000_00(client):
+    document = client.get("/api/v1/openapi.json").json()
+    parameters = {p["name"]: p for p in document["paths"]["/budget"]["get"]["parameters"]}
+    assert parameters["client"]["required"] is False
+    pattern = re.compile(parameters["month"]["schema"]["pattern"])
+    assert [
+        m for m in ["0000-00", "2026-00", "2026-13", "2026-1", "0000-01"] if pattern.search(m)
+    ] == []
+    assert all(pattern.search(f"2026-{m:02d}") for m in range(1, 13))
+
+
+# --- hostile input over HTTP ----------------------------------------------------------
+
+
+def test_chunked_body_without_content_length_is_411(client, acme_key):
+    # Django reads a body without Content-Length as empty: this was 400 malformed_json.
+    response = post(
+        client, acme_key, {"events": [event()]}, CONTENT_LENGTH="", HTTP_TRANSFER_ENCODING="chunked"
+    )
+    assert response.status_code == 411
+    assert response.json()["error"] == {
+        "code": "length_required",
+        "message": "Send the body with a Content-Length header (not chunked).",
+    }
+    assert not UsageEvent.objects.exists()
+
+
+def test_deeply_nested_usage_is_rejected_alone_over_http(client, rates, acme_key):
+    deep: dict[str, Any] = {}
+    for _ in range(20):
+        deep = {"a": deep}
+    body = {
+        "events": [
+            event("ok"),
+            event("deep", usage={"input_tokens": 1, "output_tokens": 1, "x": deep}),
+        ]
+    }
+    response = post(client, acme_key, body)
+    assert response.status_code == 200
+    assert response.json()["results"][1] == {
+        "id": "deep",
+        "status": "rejected",
+        "errors": [
+            {
+                "code": "invalid",
+                "field": "events[1].usage",
+                "message": "must be at most 8 levels deep",
+            }
+        ],
+    }
+    assert list(UsageEvent.objects.values_list("event_id", flat=True)) == ["ok"]
+
+
+@pytest.mark.live
+@pytest.mark.django_db(transaction=True)
+def test_chunked_body_over_a_socket_is_411(live_server):
+    acme = new_client(slug="acme")
+    key = api_key_create(name="acme app", client=acme)[1]
+    address = urlsplit(live_server.url)
+    conn = http.client.HTTPConnection(address.hostname, address.port, timeout=30)
+    body = iter([json.dumps({"events": [event()]}).encode()])
+    conn.request(
+        "POST",
+        URL,
+        body=body,
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        encode_chunked=True,
+    )
+    response = conn.getresponse()
+    assert response.status == 411
+    assert json.loads(response.read())["error"]["code"] == "length_required"
+    conn.close()
+    assert not UsageEvent.objects.exists()

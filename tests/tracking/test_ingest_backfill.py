@@ -111,3 +111,21 @@ def test_csv_without_id_column_is_an_error(tmp_path):
     new_client(slug="acme")
     with pytest.raises(CommandError, match="id column"):
         call_command("backfill_usage", write_csv(tmp_path, "model\nx\n"), "--client", "acme")
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "1e400"])
+def test_a_usage_cell_that_is_not_standard_json_is_rejected_with_its_row(
+    rates, tmp_path, capsys, number
+):
+    # Python's json reads NaN and 1e400 (as inf), which no column can hold: such a row
+    # broke the whole chunk's insert on PostgreSQL.
+    acme = new_client(slug="acme")
+    text = (
+        "id,occurred_at,model,usage\n"
+        'ok,2026-11-20T10:00:00Z,claude-sonnet-4-5,"{""input_tokens"": 1, ""output_tokens"": 1}"\n'
+        f'bad,2026-11-20T10:00:00Z,claude-sonnet-4-5,"{{""input_tokens"": 1, ""output_tokens"": 1, ""x"": {number}}}"\n'
+    )
+    with pytest.raises(CommandError, match="1 rows rejected"):
+        call_command("backfill_usage", write_csv(tmp_path, text), "--client", "acme")
+    assert "line 3: usage: must be an object" in capsys.readouterr().err
+    assert list(UsageEvent.objects.filter(client=acme).values_list("event_id", flat=True)) == ["ok"]

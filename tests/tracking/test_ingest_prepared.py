@@ -65,7 +65,7 @@ def test_second_batch_reuses_the_prepared_insert(rates):
 def test_the_staged_insert_refuses_to_run_outside_a_transaction():
     # In autocommit, ON COMMIT DELETE ROWS would empty the staging table between the COPY
     # and the INSERT, and the batch would vanish without an error.
-    from tracking.ingest import _insert_returning
+    from tracking.ingest.store import _insert_returning
 
     assert not connection.in_atomic_block
     with pytest.raises(RuntimeError, match="inside a transaction"):

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +10,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from agency.models import Client
 from tracking.ingest import usage_ingest
+from tracking.ingest.validate import strict_json_loads
 from tracking.rates import RateBook
 
 CHUNK = 1000
@@ -43,8 +43,8 @@ def row_to_event(row: dict[str, str]) -> dict[str, Any]:
             continue
         if column in JSON_COLUMNS:
             try:
-                event[column] = json.loads(value)
-            except ValueError:
+                event[column] = strict_json_loads(value)
+            except (ValueError, RecursionError):
                 event[column] = value  # rejected by the schema with its field name
         elif column in INT_COLUMNS:
             event[column] = int(value) if value.isdigit() else value
