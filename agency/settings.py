@@ -187,6 +187,11 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     },
 }
 
+# API keys: a lookup is cached this long in the shared cache (a revoke, rotation or delete
+# still takes effect on the next request). Off without Redis: a per-process cache would
+# keep a revoked key alive in the other processes.
+API_KEY_CACHE_SECONDS = env_int("API_KEY_CACHE_SECONDS", 60 if REDIS_URL else 0)
+
 # Ingest API limits.
 INGEST_MAX_EVENTS = 1000
 INGEST_MAX_BODY_BYTES = 1_048_576

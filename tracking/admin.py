@@ -2,11 +2,11 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.template.response import TemplateResponse
 from simple_history.admin import SimpleHistoryAdmin
 
-from tracking.keys import api_key_create, api_key_revoke
+from tracking.keys import ApiKeyError, api_key_create, api_key_revoke, api_key_rotate
 from tracking.models import ApiKey, ModelRate, UsageEvent
 
 
@@ -117,7 +117,7 @@ class ApiKeyAdmin(SimpleHistoryAdmin):
         "last_used_at",
         "revoked_at",
     ]
-    actions = ["revoke"]
+    actions = ["revoke", "rotate"]
 
     def get_fields(self, request, obj=None):
         if obj is None:
@@ -139,15 +139,17 @@ class ApiKeyAdmin(SimpleHistoryAdmin):
         obj.raw_key = raw_key
 
     def response_add(self, request, obj, post_url_continue=None):
+        return self._show_once(request, [(obj, obj.raw_key)], "API key created")
+
+    def _show_once(self, request, created, title):
         return TemplateResponse(
             request,
             "admin/tracking/apikey/key_created.html",
             {
                 **self.admin_site.each_context(request),
                 "opts": self.opts,
-                "key": obj,
-                "raw_key": obj.raw_key,
-                "title": "API key created",
+                "created": created,
+                "title": title,
             },
         )
 
@@ -157,3 +159,15 @@ class ApiKeyAdmin(SimpleHistoryAdmin):
         for key in keys:
             api_key_revoke(key=key)
         self.message_user(request, f"Revoked {len(keys)} key(s).")
+
+    @admin.action(description="Rotate selected keys (new keys shown once; old ones stop at once)")
+    def rotate(self, request, queryset):
+        created = []
+        for key in queryset.select_related("client"):
+            try:
+                created.append(api_key_rotate(key=key, created_by=request.user))
+            except ApiKeyError as exc:
+                self.message_user(request, str(exc), messages.WARNING)
+        if not created:
+            return None
+        return self._show_once(request, created, "API keys rotated")

@@ -21,10 +21,12 @@ import re
 import secrets
 import string
 import time
+import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -40,8 +42,8 @@ _ALPHABET = string.ascii_letters + string.digits
 _KEY_RE = re.compile(
     rf"^cm_live_([A-Za-z0-9]{{{PREFIX_LENGTH}}})_([A-Za-z0-9]{{{SECRET_LENGTH}}})$"
 )
-# How long a prefix lookup is cached; a revoke deletes the entry at once.
-LOOKUP_CACHE_SECONDS = 60
+# Cached lookups are filed under a generation; any change to any key starts a new one.
+_GENERATION_KEY = "apikey:generation"
 # last_used_at is written at most this often per key: no write on every request.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
@@ -58,8 +60,38 @@ def hash_key(raw_key: str) -> str:
     return hashlib.sha256(raw_key.encode()).hexdigest()
 
 
-def _cache_key(prefix: str) -> str:
-    return f"apikey:{prefix}"
+def _generation() -> str:
+    generation = cache.get(_GENERATION_KEY)
+    if generation is None:  # first use, or evicted: any fresh value orphans older entries
+        candidate = uuid.uuid4().hex
+        if cache.add(_GENERATION_KEY, candidate, timeout=None):
+            return candidate
+        generation = cache.get(_GENERATION_KEY) or candidate
+    return str(generation)
+
+
+def api_keys_forget() -> None:
+    """Make every process look keys up afresh: start a new cache generation now, and again
+    once the current transaction commits.
+
+    A generation rather than deleting one entry: a request that read a key's row just before
+    a revoke committed may store its stale copy *after* the revoke cleared the cache. Filed
+    under the generation it started with, that copy is never read again. The cache is
+    shared (Redis), so every process sees the new generation on its next request.
+    """
+
+    def start_new_generation() -> None:
+        cache.set(_GENERATION_KEY, uuid.uuid4().hex, timeout=None)
+
+    start_new_generation()
+    transaction.on_commit(start_new_generation)
+
+
+def api_key_deleted(sender: Any, **kwargs: Any) -> None:
+    """``post_delete`` receiver for ApiKey (connected in TrackingConfig.ready). Deletes do
+    not all go through a service: admin's bulk "Delete selected" and a client's deletion
+    cascading to its keys both delete rows directly; each must end the key at once."""
+    api_keys_forget()
 
 
 @transaction.atomic
@@ -96,27 +128,44 @@ def api_key_revoke(*, key: ApiKey, now: datetime | None = None) -> ApiKey:
         raise ApiKeyError(f"Key {key.prefix} is already revoked.")
     key.revoked_at = now or timezone.now()
     key.save(update_fields=["revoked_at"])
-    # Now, and again after commit in case a request re-cached the row in between.
-    cache_key = _cache_key(key.prefix)
-    cache.delete(cache_key)
-    transaction.on_commit(lambda: cache.delete(cache_key))
+    api_keys_forget()
+    return key
+
+
+@transaction.atomic
+def api_key_rotate(*, key: ApiKey, created_by: Any = None) -> tuple[ApiKey, str]:
+    """Replace a key by a new one with the same name and client; the old one is revoked
+    in the same transaction. Returns the new key and its full string (show it once)."""
+    new_key, raw_key = api_key_create(name=key.name, client=key.client, created_by=created_by)
+    api_key_revoke(key=key)
+    return new_key, raw_key
+
+
+def _find(prefix: str) -> ApiKey | None:
+    """The key with this prefix (and its client), through the shared cache when enabled."""
+    seconds = settings.API_KEY_CACHE_SECONDS
+    if seconds <= 0:
+        return ApiKey.objects.select_related("client").filter(prefix=prefix).first()
+    # Read the generation before the row: see api_keys_forget.
+    cache_key = f"apikey:{_generation()}:{prefix}"
+    key: ApiKey | None = cache.get(cache_key)
+    if key is None:
+        key = ApiKey.objects.select_related("client").filter(prefix=prefix).first()
+        if key is not None:
+            cache.set(cache_key, key, seconds)
     return key
 
 
 def api_key_lookup(raw_key: str) -> ApiKey | None:
     """The active key this string is, or None. Constant-time hash comparison; the prefix
-    lookup (with the key's client) is cached for at most a minute."""
+    lookup (with the key's client) is cached for API_KEY_CACHE_SECONDS when the cache is
+    shared, and any revoke, rotation or delete ends every cached copy at once."""
     match = _KEY_RE.match(raw_key)
     if match is None:
         return None
-    prefix = match.group(1)
-    cache_key = _cache_key(prefix)
-    key: ApiKey | None = cache.get(cache_key)
+    key = _find(match.group(1))
     if key is None:
-        key = ApiKey.objects.select_related("client").filter(prefix=prefix).first()
-        if key is None:
-            return None
-        cache.set(cache_key, key, LOOKUP_CACHE_SECONDS)
+        return None
     if not hmac.compare_digest(key.key_hash, hash_key(raw_key)):
         return None
     if key.revoked_at is not None:
