@@ -1,9 +1,15 @@
 from __future__ import annotations
 
+import sys
+
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect
+from django.views import defaults
+from django.views.decorators.cache import never_cache
 
+from agency.health import is_ready, readiness
+from agency.http import RETRY_AFTER_SECONDS, UNAVAILABLE, unavailable
 from agency.selectors import clients_for
 
 
@@ -19,5 +25,25 @@ def home(request: HttpRequest) -> HttpResponse:
     return redirect("client_detail", slug=client.slug)
 
 
+@never_cache
 def healthz(request: HttpRequest) -> JsonResponse:
+    """Liveness: the process answers. Touches neither the database nor Redis."""
     return JsonResponse({"ok": True})
+
+
+@never_cache
+def readyz(request: HttpRequest) -> JsonResponse:
+    """Readiness: database, migrations and Redis; 503 with the failing check otherwise."""
+    checks = readiness()
+    if is_ready(checks):
+        return JsonResponse({"ok": True, "checks": checks})
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    return JsonResponse({"ok": False, "checks": checks}, status=503, headers=headers)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """handler500: an outage raised outside a view (a middleware's session save, say) is
+    still a 503. Django calls this while handling the exception, so it is in exc_info."""
+    if isinstance(sys.exc_info()[1], UNAVAILABLE):
+        return unavailable(request)
+    return defaults.server_error(request)

@@ -8,7 +8,8 @@ PBKDF2 would add ~100 ms to every API request (djangorestframework-api-key moved
 for that reason).
 
 Also here, because every bearer-key API needs them: the one JSON error helper
-(``api_error``) and a per-key fixed-window rate limit in the shared cache.
+(``api_error``, defined in ``agency.http``) and a per-key fixed-window rate limit in the
+shared cache.
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
+from agency.http import api_error
 from agency.models import Client
 from tracking.models import ApiKey
 
@@ -180,21 +182,6 @@ def api_key_touch(key: ApiKey, *, now: datetime | None = None) -> None:
     moment = now or timezone.now()
     ApiKey.objects.filter(pk=key.pk).update(last_used_at=moment)
     key.last_used_at = moment
-
-
-def api_error(
-    status: int,
-    code: str,
-    message: str,
-    *,
-    field: str | None = None,
-    headers: dict[str, str] | None = None,
-) -> JsonResponse:
-    """The one shape of every whole-request API error: ``{"error": {code, message, field?}}``."""
-    error: dict[str, str] = {"code": code, "message": message}
-    if field is not None:
-        error["field"] = field
-    return JsonResponse({"error": error}, status=status, headers=headers)
 
 
 def _bearer(request: HttpRequest) -> str | None:
