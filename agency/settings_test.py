@@ -13,6 +13,9 @@ os.environ.setdefault("DJANGO_DEBUG", "1")
 from agency.settings import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# django-axes off, as its documentation says for test suites: the test client's login()
+# authenticates without a request, which axes refuses. Its own tests turn it on.
+AXES_ENABLED = False
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 # Tests call tasks eagerly unless a test starts a real worker (see tests/conftest.py).
 CELERY_TASK_ALWAYS_EAGER = True
