@@ -153,8 +153,15 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = BASE_DIR / "staticfiles"
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(BASE_DIR / "media")))
+# Invoice PDFs: never under MEDIA_ROOT or STATIC_ROOT, never served by URL; only the
+# permission-checked download views read them.
+PRIVATE_STORAGE_ROOT = Path(env_str("PRIVATE_STORAGE_ROOT", str(BASE_DIR / "private")))
+for _public in (MEDIA_ROOT, STATIC_ROOT):
+    if PRIVATE_STORAGE_ROOT.resolve().is_relative_to(_public.resolve()):
+        raise ImproperlyConfigured(f"PRIVATE_STORAGE_ROOT must not be inside {_public}")
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "invoices": {"BACKEND": "agency.storage.PrivateStorage"},
     "staticfiles": {
         "BACKEND": (
             "django.contrib.staticfiles.storage.StaticFilesStorage"

@@ -20,6 +20,7 @@ EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 # Tests call tasks eagerly unless a test starts a real worker (see tests/conftest.py).
 CELERY_TASK_ALWAYS_EAGER = True
 MEDIA_ROOT = BASE_DIR / "artifacts" / "test-media"  # noqa: F405
+PRIVATE_STORAGE_ROOT = BASE_DIR / "artifacts" / "test-private"  # noqa: F405
 # Tests never run collectstatic: WhiteNoise looks files up per request instead of scanning
 # an empty STATIC_ROOT at start (which warns on every request handler built).
 WHITENOISE_AUTOREFRESH = True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.core.files.storage import Storage, storages
 from django.db import models
 
 from agency.db import CostField
@@ -239,6 +240,11 @@ class ImmutableInvoiceError(Exception):
     """A write to the money of an invoice that is no longer a draft."""
 
 
+def invoice_storage() -> Storage:
+    """Where invoice PDFs live: private storage, outside MEDIA_ROOT, with no URL."""
+    return storages["invoices"]
+
+
 class InvoiceNumberCounter(models.Model):
     """The last number handed out in a year; locked (SELECT … FOR UPDATE) by finalization,
     so numbers are gapless: a rolled-back finalization rolls its increment back too."""
@@ -313,7 +319,7 @@ class Invoice(models.Model):
     total_usd = _money("total (USD)", default=0)
     unpriced_events = models.BigIntegerField(default=0)
 
-    pdf = models.FileField(upload_to="invoices/", blank=True)
+    pdf = models.FileField(upload_to="invoices/", blank=True, storage=invoice_storage)
     pdf_sha256 = models.CharField(max_length=64, blank=True)
     void_reason = models.TextField(blank=True)
 
