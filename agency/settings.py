@@ -190,13 +190,25 @@ CELERY_BROKER_URL = REDIS_URL or "memory://"
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
 CELERY_TASK_EAGER_PROPAGATES = True
+# Each task states its delivery semantics (billing/tasks.py, tracking/tasks.py); these
+# defaults are the at-least-once ones, for a task that would forget to.
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TIMEZONE = TIME_ZONE
-# Redelivery of an unacknowledged task waits this long: longer than the longest task
-# (month-end invoicing).
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+# A task whose whole worker vanished (machine lost) stays unacknowledged in Redis this
+# long before another worker takes it again. It must exceed the longest task, or a slow
+# task would run twice at once: the longest measured is month-end finalization, ~95 s for
+# 200 clients (PDFs included), and a rollup rebuild after a two-month backfill of 10M
+# events takes ~5 min. 15 minutes is three times that. (A worker *process* killed alone
+# is requeued at once: reject_on_worker_lost.)
+CELERY_VISIBILITY_TIMEOUT = env_int("CELERY_VISIBILITY_TIMEOUT", 900)
+if CELERY_VISIBILITY_TIMEOUT < 120:
+    raise ImproperlyConfigured("CELERY_VISIBILITY_TIMEOUT must be at least 120 seconds")
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
+# A task running into its visibility timeout is killed first (and logged as failed; the
+# beat reruns the periodic jobs), rather than run a second time beside itself.
+CELERY_TASK_TIME_LIMIT = CELERY_VISIBILITY_TIMEOUT - 60
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     # Price events whose model had no rate when they arrived, once a rate exists.
     "reprice-unpriced": {
@@ -219,8 +231,8 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "billing.tasks.invoices_generate_task",
         "schedule": crontab(minute=30, hour=1, day_of_month=1),
     },
-    # Daily: refresh past months' drafts with late usage, finalize those whose grace
-    # period (INVOICE_GRACE_DAYS) is over.
+    # Daily: finish a month-end run cut short (or missed), refresh past months' drafts
+    # with late usage, finalize those whose grace period (INVOICE_GRACE_DAYS) is over.
     "invoices-finalize-due": {
         "task": "billing.tasks.invoices_finalize_due_task",
         "schedule": crontab(minute=0, hour=3),

@@ -429,3 +429,23 @@ def _refuse_unless_draft(invoice_id: int | None) -> None:
     status = Invoice.objects.filter(pk=invoice_id).values_list("status", flat=True).first()
     if status is not None and status != InvoiceStatus.DRAFT:
         raise ImmutableInvoiceError(f"the lines of a {status} invoice cannot change")
+
+
+class MonthEndRun(models.Model):
+    """One month-end invoicing run: drafting every client's invoice of a month.
+
+    Started and finished by ``month_end_run``. A run whose worker died midway keeps an
+    empty ``finished_at``; the daily job notices and finishes it (drafting is idempotent).
+    """
+
+    month = models.DateField(unique=True, help_text="First day of the month, agency time zone.")
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-month"]
+
+    def __str__(self) -> str:
+        state = "finished" if self.finished_at else "unfinished"
+        return f"month-end {self.month:%Y-%m} ({state})"

@@ -1,4 +1,10 @@
-"""Celery tasks of billing: thin wrappers over the services, safe to run twice."""
+"""Celery tasks of billing: thin wrappers over the services.
+
+Delivery semantics are chosen per task (the README's table says why): every task that is
+safe to run twice is acknowledged late and requeued if its worker dies (at least once);
+the one with an outside effect that must not repeat, emailing an invoice, is acknowledged
+on receipt (at most once).
+"""
 
 from __future__ import annotations
 
@@ -23,17 +29,24 @@ logger = logging.getLogger(__name__)
 # Set while a debounced recompute is queued: a burst of ingest requests schedules one run.
 RECOMPUTE_SCHEDULED_KEY = "billing:budgets-recompute-scheduled"
 
+# At least once: acknowledged when done; a task whose worker process dies (SIGKILL, the
+# OOM killer) goes straight back to the queue. A lost whole worker's task is redelivered
+# after the broker's visibility timeout, and the beat reruns the periodic jobs anyway.
+AT_LEAST_ONCE: dict[str, Any] = {"acks_late": True, "reject_on_worker_lost": True}
+# At most once: acknowledged on receipt; if the worker dies the task is not run again.
+AT_MOST_ONCE: dict[str, Any] = {"acks_late": False, "reject_on_worker_lost": False}
+
 
 # --- rollups and budgets ---------------------------------------------------------------
 
 
-@shared_task
+@shared_task(**AT_LEAST_ONCE)
 def rollups_rebuild_dirty_task() -> int:
     """Rebuild the rollups of every (client, day) marked dirty. Idempotent."""
     return rollups_rebuild_dirty()
 
 
-@shared_task
+@shared_task(**AT_LEAST_ONCE)
 def budgets_recompute_task() -> int:
     """Bring rollups up to date, then recompute every client's budget and fire alerts."""
     # Cleared before reading: usage committed after this point schedules another run.
@@ -57,7 +70,10 @@ def budgets_recompute_soon(sender: Any = None, **kwargs: Any) -> None:
 # --- alert delivery --------------------------------------------------------------------
 
 
-@shared_task(bind=True, max_retries=MAX_ATTEMPTS, acks_late=True)
+# At least once: a delivery is claimed by a conditional UPDATE, so a redelivered task
+# does not send again while the claim is fresh; a send cut off by a dead worker is
+# retried by the sweep after SENDING_TIMEOUT (a rare duplicate alert beats a lost one).
+@shared_task(bind=True, max_retries=MAX_ATTEMPTS, **AT_LEAST_ONCE)
 def alert_delivery_send_task(self: Any, delivery_id: int) -> str:
     """Send one alert delivery; on failure retry with backoff (1, 2, 4 … minutes)."""
     try:
@@ -66,7 +82,7 @@ def alert_delivery_send_task(self: Any, delivery_id: int) -> str:
         raise self.retry(exc=exc, countdown=60 * 2**self.request.retries) from exc
 
 
-@shared_task
+@shared_task(**AT_LEAST_ONCE)
 def alert_deliveries_retry_task() -> int:
     """Re-enqueue deliveries that failed or whose task was lost. Idempotent: a delivery
     is claimed by a conditional UPDATE, so a duplicate task does nothing."""
@@ -79,32 +95,39 @@ def alert_deliveries_retry_task() -> int:
 # --- invoices --------------------------------------------------------------------------
 
 
-@shared_task
+@shared_task(**AT_LEAST_ONCE)
 def invoices_generate_task(month_iso: str | None = None) -> list[int]:
-    """Create or replace the drafts of a month (``YYYY-MM-DD`` of its first day; default
-    last month). Idempotent: drafts are replaced, issued invoices left alone."""
+    """The month-end run: create or replace the drafts of a month (``YYYY-MM-DD`` of its
+    first day; default last month). Idempotent: drafts are replaced, issued invoices left
+    alone; the run is recorded, so one cut short is finished by the daily job."""
     from datetime import date
 
     from django.utils import timezone
 
-    from billing.services.invoices import invoices_generate_month, previous_month_of
+    from billing.services.invoices import previous_month_of
+    from billing.services.month_end import month_end_run
 
     month = date.fromisoformat(month_iso) if month_iso else previous_month_of(timezone.now())
-    return invoices_generate_month(month=month.replace(day=1)).invoice_ids
+    return month_end_run(month=month.replace(day=1)).invoice_ids
 
 
-@shared_task
+@shared_task(**AT_LEAST_ONCE)
 def invoices_finalize_due_task() -> list[int]:
-    """Refresh past months' drafts and finalize those past the grace period. Idempotent:
-    finalizing needs a draft, and a finalized invoice is none."""
+    """The daily job: finish any month-end run cut short (or missed), refresh past
+    months' drafts and finalize those past the grace period. Idempotent: finalizing needs
+    a draft, and a finalized invoice is none."""
     from billing.services.invoices import invoices_finalize_due
+    from billing.services.month_end import month_end_resume
 
+    month_end_resume()
     return invoices_finalize_due().finalized
 
 
-@shared_task
+@shared_task(**AT_MOST_ONCE)
 def invoice_send_task(invoice_id: int) -> str:
-    """Email an issued invoice to its client's billing address."""
+    """Email an issued invoice to its client's billing address. At most once: a client
+    must not get the same invoice twice; a send lost with its worker shows in admin (the
+    invoice stays finalized, not sent) and is sent again from there."""
     from billing.services.invoices import invoice_send
 
     return invoice_send(invoice_id=invoice_id).status
