@@ -130,6 +130,8 @@ AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_COOLOFF_MINUTES", 15))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_CALLABLE = "agency.views.login_locked_out"
+# No start-up banner in every command's output; failures are still logged (username, address).
+AXES_VERBOSE = False
 # The client's address: REMOTE_ADDR, or behind our TLS proxy the address it appends to
 # X-Forwarded-For (the right-most: anything left of it is the client's own, forgeable).
 if env_bool("DJANGO_BEHIND_TLS_PROXY", default=False):

@@ -61,18 +61,14 @@ CREATE OR REPLACE FUNCTION billing_invoiceline_frozen() RETURNS trigger AS $$
 DECLARE
     parent_status text;
 BEGIN
-    IF TG_OP IN ('UPDATE', 'DELETE') THEN
-        SELECT status INTO parent_status FROM billing_invoice WHERE id = OLD.invoice_id FOR SHARE;
-        IF parent_status IS NOT NULL AND parent_status <> 'draft' THEN
+    -- The line's invoice before and after (OLD is NULL on INSERT, NEW on DELETE).
+    FOR parent_status IN
+        SELECT status FROM billing_invoice WHERE id IN (OLD.invoice_id, NEW.invoice_id) FOR SHARE
+    LOOP
+        IF parent_status <> 'draft' THEN
             RAISE EXCEPTION 'the lines of a % invoice are frozen', parent_status;
         END IF;
-    END IF;
-    IF TG_OP IN ('INSERT', 'UPDATE') THEN
-        SELECT status INTO parent_status FROM billing_invoice WHERE id = NEW.invoice_id FOR SHARE;
-        IF parent_status IS NOT NULL AND parent_status <> 'draft' THEN
-            RAISE EXCEPTION 'the lines of a % invoice are frozen', parent_status;
-        END IF;
-    END IF;
+    END LOOP;
     IF TG_OP = 'DELETE' THEN
         RETURN OLD;
     END IF;

@@ -25,6 +25,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -154,9 +155,15 @@ def october(rates: None) -> list[Client]:
     return clients
 
 
-def lock_the_draft_of(client: Client) -> None:
-    """Hold the draft's row lock until the transaction ends: generating it waits."""
-    Invoice.objects.select_for_update().get(client=client, month=OCT)
+@contextmanager
+def run_stopped_at_the_locked_draft(clients: list[Client], queue: str) -> Iterator[None]:
+    """Start the month-end run and wait until it has drafted the clients before the
+    LOCKED-th and waits for that one's draft, whose row lock is held inside the block."""
+    with transaction.atomic():
+        Invoice.objects.select_for_update().get(client=clients[LOCKED - 1], month=OCT)
+        send("billing.tasks.invoices_generate_task", queue, OCT.isoformat())
+        wait_for(lambda: drafted() == LOCKED, "the run to stop at the locked draft")
+        yield
 
 
 def send(task: str, queue: str, *args: Any) -> None:
@@ -188,10 +195,7 @@ def assert_the_month_is_complete_without_duplicates(clients: list[Client]) -> No
 
 def test_killing_the_pool_process_mid_run_requeues_the_run_at_once(october, workers, queue):
     worker = workers()
-    with transaction.atomic():
-        lock_the_draft_of(october[LOCKED - 1])
-        send("billing.tasks.invoices_generate_task", queue, OCT.isoformat())
-        wait_for(lambda: drafted() == LOCKED, "the run to stop at the locked draft")
+    with run_stopped_at_the_locked_draft(october, queue):
         killed = worker.kill_pool_process()
         # The task comes back from the queue into a fresh pool process and drafts again
         # up to the lock: by then the killed process has been replaced.
@@ -209,10 +213,7 @@ def test_killing_the_pool_process_mid_run_requeues_the_run_at_once(october, work
 
 def test_after_losing_the_whole_worker_the_daily_job_finishes_the_month(october, workers, queue):
     worker = workers()
-    with transaction.atomic():
-        lock_the_draft_of(october[LOCKED - 1])
-        send("billing.tasks.invoices_generate_task", queue, OCT.isoformat())
-        wait_for(lambda: drafted() == LOCKED, "the run to stop at the locked draft")
+    with run_stopped_at_the_locked_draft(october, queue):
         worker.kill_everything()
     assert drafted() == LOCKED
     assert MonthEndRun.objects.get(month=OCT).finished_at is None
