@@ -25,7 +25,7 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.core.cache import cache
@@ -62,24 +62,27 @@ def hash_key(raw_key: str) -> str:
     return hashlib.sha256(raw_key.encode()).hexdigest()
 
 
-def _generation() -> str:
-    generation = cache.get(_GENERATION_KEY)
-    if generation is None:  # first use, or evicted: any fresh value orphans older entries
-        candidate = uuid.uuid4().hex
-        if cache.add(_GENERATION_KEY, candidate, timeout=None):
-            return candidate
-        generation = cache.get(_GENERATION_KEY) or candidate
-    return str(generation)
+def _generation(current: object) -> str:
+    """The current generation, as read (``current``), or a fresh one if there is none
+    (first use, or evicted: any fresh value orphans every older entry)."""
+    if current is not None:
+        return str(current)
+    candidate = uuid.uuid4().hex
+    if cache.add(_GENERATION_KEY, candidate, timeout=None):
+        return candidate
+    return str(cache.get(_GENERATION_KEY) or candidate)
 
 
 def api_keys_forget() -> None:
     """Make every process look keys up afresh: start a new cache generation now, and again
     once the current transaction commits.
 
-    A generation rather than deleting one entry: a request that read a key's row just before
-    a revoke committed may store its stale copy *after* the revoke cleared the cache. Filed
-    under the generation it started with, that copy is never read again. The cache is
-    shared (Redis), so every process sees the new generation on its next request.
+    A cached entry records the generation it was read under and counts only while that
+    is still the current one. A generation rather than deleting one entry: a request that
+    read a key's row just before a revoke committed may store its stale copy *after* the
+    revoke cleared the cache; recorded under the generation it started with, that copy is
+    never used. The cache is shared (Redis), so every process sees the new generation on
+    its next request.
     """
 
     def start_new_generation() -> None:
@@ -148,13 +151,16 @@ def _find(prefix: str) -> ApiKey | None:
     seconds = settings.API_KEY_CACHE_SECONDS
     if seconds <= 0:
         return ApiKey.objects.select_related("client").filter(prefix=prefix).first()
-    # Read the generation before the row: see api_keys_forget.
-    cache_key = f"apikey:{_generation()}:{prefix}"
-    key: ApiKey | None = cache.get(cache_key)
-    if key is None:
-        key = ApiKey.objects.select_related("client").filter(prefix=prefix).first()
-        if key is not None:
-            cache.set(cache_key, key, seconds)
+    entry_key = f"apikey:{prefix}"
+    # One round trip for both; the generation is read before the row: see api_keys_forget.
+    found = cache.get_many([_GENERATION_KEY, entry_key])
+    generation = _generation(found.get(_GENERATION_KEY))
+    entry = found.get(entry_key)
+    if entry is not None and entry[0] == generation:
+        return cast(ApiKey, entry[1])
+    key = ApiKey.objects.select_related("client").filter(prefix=prefix).first()
+    if key is not None:
+        cache.set(entry_key, (generation, key), seconds)
     return key
 
 
