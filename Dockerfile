@@ -15,7 +15,8 @@ RUN pip install --no-cache-dir .
 COPY . .
 RUN DJANGO_SECRET_KEY=collectstatic-only python manage.py collectstatic --noinput
 
-RUN useradd --create-home clientmeter && mkdir -p /app/media && chown clientmeter /app/media
+RUN useradd --create-home clientmeter && mkdir -p /app/media /app/private \
+    && chown clientmeter /app/media /app/private
 USER clientmeter
 EXPOSE 8000
 CMD ["bin/web"]

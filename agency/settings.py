@@ -8,6 +8,7 @@ The README lists every variable.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -41,6 +42,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "template_partials",
     "simple_history",
+    "axes",
     "agency",
     "tracking",
     "billing",
@@ -49,6 +51,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # A database or Redis outage in a view: 503 with Retry-After (JSON on the API).
+    "agency.http.ServiceUnavailableMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -57,6 +61,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "simple_history.middleware.HistoryRequestMiddleware",
+    # Last, as django-axes requires: turns a locked-out sign-in into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "agency.urls"
@@ -84,6 +90,11 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
+if DATABASES["default"]["ENGINE"].endswith("postgresql"):
+    # An unreachable server fails a request in seconds (a 503), not at gunicorn's timeout.
+    DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env_int(
+        "DATABASE_CONNECT_TIMEOUT", 5
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("REDIS_URL")
@@ -104,6 +115,30 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+AUTHENTICATION_BACKENDS = [
+    # First: refuses a locked-out username before any password is checked.
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Login throttling (django-axes), for staff and client users, on the site's and admin's
+# login alike: after LOGIN_FAILURE_LIMIT wrong passwords in a row for one username from one
+# address, that pair is locked out for LOGIN_COOLOFF_MINUTES (each further try restarts it).
+# Per username *and* address: by username alone anyone could lock staff out; by address
+# alone one office behind NAT would lock itself out.
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_COOLOFF_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "agency.views.login_locked_out"
+# No start-up banner in every command's output; failures are still logged (username, address).
+AXES_VERBOSE = False
+# The client's address: REMOTE_ADDR, or behind our TLS proxy the address it appends to
+# X-Forwarded-For (the right-most: anything left of it is the client's own, forgeable).
+if env_bool("DJANGO_BEHIND_TLS_PROXY", default=False):
+    AXES_IPWARE_PROXY_COUNT = 1
+    AXES_IPWARE_PROXY_ORDER = "right-most"
+    AXES_IPWARE_META_PRECEDENCE_ORDER = ["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"]
+
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
@@ -120,8 +155,15 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = BASE_DIR / "staticfiles"
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(BASE_DIR / "media")))
+# Invoice PDFs: never under MEDIA_ROOT or STATIC_ROOT, never served by URL; only the
+# permission-checked download views read them.
+PRIVATE_STORAGE_ROOT = Path(env_str("PRIVATE_STORAGE_ROOT", str(BASE_DIR / "private")))
+for _public in (MEDIA_ROOT, STATIC_ROOT):
+    if PRIVATE_STORAGE_ROOT.resolve().is_relative_to(_public.resolve()):
+        raise ImproperlyConfigured(f"PRIVATE_STORAGE_ROOT must not be inside {_public}")
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "invoices": {"BACKEND": "agency.storage.PrivateStorage"},
     "staticfiles": {
         "BACKEND": (
             "django.contrib.staticfiles.storage.StaticFilesStorage"
@@ -150,13 +192,25 @@ CELERY_BROKER_URL = REDIS_URL or "memory://"
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
 CELERY_TASK_EAGER_PROPAGATES = True
+# Each task states its delivery semantics (billing/tasks.py, tracking/tasks.py); these
+# defaults are the at-least-once ones, for a task that would forget to.
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TIMEZONE = TIME_ZONE
-# Redelivery of an unacknowledged task waits this long: longer than the longest task
-# (month-end invoicing).
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+# A task whose whole worker vanished (machine lost) stays unacknowledged in Redis this
+# long before another worker takes it again. It must exceed the longest task, or a slow
+# task would run twice at once: the longest measured is month-end finalization, ~95 s for
+# 200 clients (PDFs included), and a rollup rebuild after a two-month backfill of 10M
+# events takes ~5 min. 15 minutes is three times that. (A worker *process* killed alone
+# is requeued at once: reject_on_worker_lost.)
+CELERY_VISIBILITY_TIMEOUT = env_int("CELERY_VISIBILITY_TIMEOUT", 900)
+if CELERY_VISIBILITY_TIMEOUT < 120:
+    raise ImproperlyConfigured("CELERY_VISIBILITY_TIMEOUT must be at least 120 seconds")
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
+# A task running into its visibility timeout is killed first (and logged as failed; the
+# beat reruns the periodic jobs), rather than run a second time beside itself.
+CELERY_TASK_TIME_LIMIT = CELERY_VISIBILITY_TIMEOUT - 60
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     # Price events whose model had no rate when they arrived, once a rate exists.
     "reprice-unpriced": {
@@ -179,13 +233,18 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "billing.tasks.invoices_generate_task",
         "schedule": crontab(minute=30, hour=1, day_of_month=1),
     },
-    # Daily: refresh past months' drafts with late usage, finalize those whose grace
-    # period (INVOICE_GRACE_DAYS) is over.
+    # Daily: finish a month-end run cut short (or missed), refresh past months' drafts
+    # with late usage, finalize those whose grace period (INVOICE_GRACE_DAYS) is over.
     "invoices-finalize-due": {
         "task": "billing.tasks.invoices_finalize_due_task",
         "schedule": crontab(minute=0, hour=3),
     },
 }
+
+# API keys: a lookup is cached this long in the shared cache (a revoke, rotation or delete
+# still takes effect on the next request). Off without Redis: a per-process cache would
+# keep a revoked key alive in the other processes.
+API_KEY_CACHE_SECONDS = env_int("API_KEY_CACHE_SECONDS", 60 if REDIS_URL else 0)
 
 # Ingest API limits.
 INGEST_MAX_EVENTS = 1000
@@ -213,7 +272,7 @@ LOGGING = {
 if not DEBUG:
     SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", default=True)
     # Load balancers probe over plain HTTP.
-    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
     SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 31_536_000)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True

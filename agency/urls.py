@@ -12,12 +12,18 @@ from agency import views
 urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
-    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("readyz", views.readyz, name="readyz"),
+    path(
+        "accounts/login/",
+        auth_views.LoginView.as_view(extra_context=views.login_failure_policy()),
+        name="login",
+    ),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("api/v1/budget", billing.api.budget, name="api-budget"),
     path("api/v1/", include("tracking.urls")),
     path("", include("billing.urls")),
 ]
+handler500 = "agency.views.server_error"
 if settings.DEBUG:
     urlpatterns += static(settings.MEDIA_URL, document_root=settings.MEDIA_ROOT)

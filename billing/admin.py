@@ -157,7 +157,7 @@ class InvoiceAdmin(admin.ModelAdmin):
         ("Agency details", {"fields": ["agency_name", "agency_address", "agency_tax_id",
                                        "agency_email", "payment_terms_days",
                                        "payment_instructions"]}),
-        ("Document", {"fields": ["pdf", "pdf_sha256", "void_reason"]}),
+        ("Document", {"fields": ["pdf_file", "pdf_sha256", "void_reason"]}),
     ]  # fmt: skip
 
     def get_readonly_fields(self, request: HttpRequest, obj: object = None) -> list[str]:
@@ -174,6 +174,13 @@ class InvoiceAdmin(admin.ModelAdmin):
     def pdf_link(self, obj: Invoice) -> str:
         url = reverse("invoice_pdf", kwargs={"slug": obj.client.slug, "pk": obj.pk})
         return format_html('<a href="{}">PDF</a>', url)
+
+    @admin.display(description="PDF")
+    def pdf_file(self, obj: Invoice) -> str:
+        # Private storage has no URL: link to the permission-checked download view.
+        url = reverse("invoice_pdf", kwargs={"slug": obj.client.slug, "pk": obj.pk})
+        label = obj.pdf.name or "preview (rendered now, marked DRAFT)"
+        return format_html('<a href="{}">{}</a>', url, label)
 
     def _each(
         self, request: HttpRequest, queryset: QuerySet[Invoice], verb: str, call: Any

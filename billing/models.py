@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.core.files.storage import Storage, storages
 from django.db import models
 
 from agency.db import CostField
@@ -235,6 +236,11 @@ class ImmutableInvoiceError(Exception):
     """A write to the money of an invoice that is no longer a draft."""
 
 
+def invoice_storage() -> Storage:
+    """Where invoice PDFs live: private storage, outside MEDIA_ROOT, with no URL."""
+    return storages["invoices"]
+
+
 class InvoiceNumberCounter(models.Model):
     """The last number handed out in a year; locked (SELECT … FOR UPDATE) by finalization,
     so numbers are gapless: a rolled-back finalization rolls its increment back too."""
@@ -309,7 +315,7 @@ class Invoice(models.Model):
     total_usd = _money("total (USD)", default=0)
     unpriced_events = models.BigIntegerField(default=0)
 
-    pdf = models.FileField(upload_to="invoices/", blank=True)
+    pdf = models.FileField(upload_to="invoices/", blank=True, storage=invoice_storage)
     pdf_sha256 = models.CharField(max_length=64, blank=True)
     void_reason = models.TextField(blank=True)
 
@@ -405,3 +411,23 @@ def _refuse_unless_draft(invoice_id: int | None) -> None:
     status = Invoice.objects.filter(pk=invoice_id).values_list("status", flat=True).first()
     if status is not None and status != InvoiceStatus.DRAFT:
         raise ImmutableInvoiceError(f"the lines of a {status} invoice cannot change")
+
+
+class MonthEndRun(models.Model):
+    """One month-end invoicing run: drafting every client's invoice of a month.
+
+    Started and finished by ``month_end_run``. A run whose worker died midway keeps an
+    empty ``finished_at``; the daily job notices and finishes it (drafting is idempotent).
+    """
+
+    month = models.DateField(unique=True, help_text="First day of the month, agency time zone.")
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-month"]
+
+    def __str__(self) -> str:
+        state = "finished" if self.finished_at else "unfinished"
+        return f"month-end {self.month:%Y-%m} ({state})"

@@ -1,4 +1,10 @@
-"""Celery tasks of billing: thin wrappers over the services, safe to run twice."""
+"""Celery tasks of billing: thin wrappers over the services.
+
+Delivery semantics are chosen per task (the README's table says why): every task here is
+safe to run twice, so each is acknowledged late and requeued if its worker dies (at least
+once). Emailing an invoice, the one effect that must not repeat, is not a task: admin
+sends it in the request, so it happens at most once.
+"""
 
 from __future__ import annotations
 
@@ -18,11 +24,8 @@ from billing.services.alerts import (
     alert_delivery_send,
 )
 from billing.services.budgets import budgets_recompute
-from billing.services.invoices import (
-    invoices_finalize_due,
-    invoices_generate_month,
-    previous_month_of,
-)
+from billing.services.invoices import invoices_finalize_due, previous_month_of
+from billing.services.month_end import month_end_resume, month_end_run
 from billing.services.rollups import rollups_rebuild_dirty
 
 logger = logging.getLogger(__name__)
@@ -30,11 +33,16 @@ logger = logging.getLogger(__name__)
 # Set while a debounced recompute is queued: a burst of ingest requests schedules one run.
 RECOMPUTE_SCHEDULED_KEY = "billing:budgets-recompute-scheduled"
 
+# At least once: acknowledged when done; a task whose worker process dies (SIGKILL, the
+# OOM killer) goes straight back to the queue. A lost whole worker's task is redelivered
+# after the broker's visibility timeout, and the beat reruns the periodic jobs anyway.
+AT_LEAST_ONCE: dict[str, Any] = {"acks_late": True, "reject_on_worker_lost": True}
+
 
 # --- rollups and budgets ---------------------------------------------------------------
 
 
-@shared_task
+@shared_task(**AT_LEAST_ONCE)
 def budgets_recompute_task() -> int:
     """Bring rollups up to date, then recompute every client's budget and fire alerts."""
     # Cleared before reading: usage committed after this point schedules another run.
@@ -70,7 +78,10 @@ def alert_deliveries_enqueue(sender: Any = None, *, delivery_ids: list[int], **k
             logger.exception("could not enqueue alert delivery %s", delivery_id)
 
 
-@shared_task(bind=True, max_retries=MAX_ATTEMPTS, acks_late=True)
+# At least once: a delivery is claimed by a conditional UPDATE, so a redelivered task
+# does not send again while the claim is fresh; a send cut off by a dead worker is
+# retried by the sweep after SENDING_TIMEOUT (a rare duplicate alert beats a lost one).
+@shared_task(bind=True, max_retries=MAX_ATTEMPTS, **AT_LEAST_ONCE)
 def alert_delivery_send_task(self: Any, delivery_id: int) -> str:
     """Send one alert delivery; on failure retry with backoff (1, 2, 4 … minutes)."""
     try:
@@ -79,7 +90,7 @@ def alert_delivery_send_task(self: Any, delivery_id: int) -> str:
         raise self.retry(exc=exc, countdown=60 * 2**self.request.retries) from exc
 
 
-@shared_task
+@shared_task(**AT_LEAST_ONCE)
 def alert_deliveries_retry_task() -> int:
     """Re-enqueue deliveries that failed or whose task was lost. Idempotent: a delivery
     is claimed by a conditional UPDATE, so a duplicate task does nothing."""
@@ -92,16 +103,19 @@ def alert_deliveries_retry_task() -> int:
 # --- invoices --------------------------------------------------------------------------
 
 
-@shared_task
+@shared_task(**AT_LEAST_ONCE)
 def invoices_generate_task(month_iso: str | None = None) -> list[int]:
-    """Create or replace the drafts of a month (``YYYY-MM-DD`` of its first day; default
-    last month). Idempotent: drafts are replaced, issued invoices left alone."""
+    """The month-end run: create or replace the drafts of a month (``YYYY-MM-DD`` of its
+    first day; default last month). Idempotent: drafts are replaced, issued invoices left
+    alone; the run is recorded, so one cut short is finished by the daily job."""
     month = date.fromisoformat(month_iso) if month_iso else previous_month_of(timezone.now())
-    return invoices_generate_month(month=month.replace(day=1)).invoice_ids
+    return month_end_run(month=month.replace(day=1)).invoice_ids
 
 
-@shared_task
+@shared_task(**AT_LEAST_ONCE)
 def invoices_finalize_due_task() -> list[int]:
-    """Refresh past months' drafts and finalize those past the grace period. Idempotent:
-    finalizing needs a draft, and a finalized invoice is none."""
+    """The daily job: finish any month-end run cut short (or missed), refresh past
+    months' drafts and finalize those past the grace period. Idempotent: finalizing needs
+    a draft, and a finalized invoice is none."""
+    month_end_resume()
     return invoices_finalize_due().finalized

@@ -2,16 +2,61 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
 from django.template.response import TemplateResponse
 from simple_history.admin import SimpleHistoryAdmin
 
-from tracking.keys import api_key_create, api_key_revoke
+from tracking.keys import ApiKeyError, api_key_create, api_key_revoke, api_key_rotate
 from tracking.models import ApiKey, ModelRate, UsageEvent
+from tracking.rates import rate_price_warnings
+
+
+class ModelRateForm(forms.ModelForm):
+    """The loader's sanity check in admin: a price more than 10× off the model's previous
+    row or the reference price is refused until the "save anyway" box is ticked."""
+
+    confirm_prices = forms.BooleanField(
+        required=False,
+        label="Save anyway",
+        help_text="Tick to save prices more than 10× off the previous row or the reference.",
+    )
+
+    class Meta:
+        model = ModelRate
+        # The admin's fieldsets choose the fields shown; these are the editable ones.
+        fields = [
+            f.name for f in ModelRate._meta.concrete_fields if f.editable and not f.primary_key
+        ]
+
+    def clean(self) -> dict[str, object]:
+        data = super().clean() or {}
+        if self.errors or data.get("confirm_prices"):
+            return data
+        fields = {name: data.get(name) for name in data}
+        previous = (
+            ModelRate.objects.filter(
+                provider=data.get("provider"),
+                model=data.get("model"),
+                effective_from__lt=data.get("effective_from"),
+            )
+            .exclude(pk=self.instance.pk)
+            .order_by("-effective_from")
+            .values()
+            .first()
+        )
+        warnings = rate_price_warnings(fields, previous=previous)
+        if warnings:
+            raise forms.ValidationError(
+                [f"{w}." for w in warnings]
+                + ["If these prices are right, tick “Save anyway” and save again."]
+            )
+        return data
 
 
 @admin.register(ModelRate)
 class ModelRateAdmin(SimpleHistoryAdmin):
+    form = ModelRateForm
     list_display = [
         "model", "provider", "effective_from", "aliases", "input", "output", "cache_write_5m",
         "cache_write_1h", "cache_read", "long_context_threshold",
@@ -45,7 +90,7 @@ class ModelRateAdmin(SimpleHistoryAdmin):
                 "fast_multiplier",
             ]},
         ),
-        (None, {"fields": ["notes"]}),
+        (None, {"fields": ["notes", "confirm_prices"]}),
     ]  # fmt: skip
 
     @admin.display(description="input $/MTok", ordering="input_usd_per_mtok")
@@ -117,7 +162,7 @@ class ApiKeyAdmin(SimpleHistoryAdmin):
         "last_used_at",
         "revoked_at",
     ]
-    actions = ["revoke"]
+    actions = ["revoke", "rotate"]
 
     def get_fields(self, request, obj=None):
         if obj is None:
@@ -139,15 +184,17 @@ class ApiKeyAdmin(SimpleHistoryAdmin):
         obj.raw_key = raw_key
 
     def response_add(self, request, obj, post_url_continue=None):
+        return self._show_once(request, [(obj, obj.raw_key)], "API key created")
+
+    def _show_once(self, request, created, title):
         return TemplateResponse(
             request,
             "admin/tracking/apikey/key_created.html",
             {
                 **self.admin_site.each_context(request),
                 "opts": self.opts,
-                "key": obj,
-                "raw_key": obj.raw_key,
-                "title": "API key created",
+                "created": created,
+                "title": title,
             },
         )
 
@@ -157,3 +204,15 @@ class ApiKeyAdmin(SimpleHistoryAdmin):
         for key in keys:
             api_key_revoke(key=key)
         self.message_user(request, f"Revoked {len(keys)} key(s).")
+
+    @admin.action(description="Rotate selected keys (new keys shown once; old ones stop at once)")
+    def rotate(self, request, queryset):
+        created = []
+        for key in queryset.select_related("client"):
+            try:
+                created.append(api_key_rotate(key=key, created_by=request.user))
+            except ApiKeyError as exc:
+                self.message_user(request, str(exc), messages.WARNING)
+        if not created:
+            return None
+        return self._show_once(request, created, "API keys rotated")

@@ -8,7 +8,8 @@ PBKDF2 would add ~100 ms to every API request (djangorestframework-api-key moved
 for that reason).
 
 Also here, because every bearer-key API needs them: the one JSON error helper
-(``api_error``) and a per-key fixed-window rate limit in the shared cache.
+(``api_error``, defined in ``agency.http``) and a per-key fixed-window rate limit in the
+shared cache.
 """
 
 from __future__ import annotations
@@ -21,15 +22,18 @@ import re
 import secrets
 import string
 import time
+import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
+from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
+from agency.http import api_error
 from agency.models import Client
 from tracking.models import ApiKey
 
@@ -40,8 +44,8 @@ _ALPHABET = string.ascii_letters + string.digits
 _KEY_RE = re.compile(
     rf"^cm_live_([A-Za-z0-9]{{{PREFIX_LENGTH}}})_([A-Za-z0-9]{{{SECRET_LENGTH}}})$"
 )
-# How long a prefix lookup is cached; a revoke deletes the entry at once.
-LOOKUP_CACHE_SECONDS = 60
+# Cached lookups are filed under a generation; any change to any key starts a new one.
+_GENERATION_KEY = "apikey:generation"
 # last_used_at is written at most this often per key: no write on every request.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
@@ -58,8 +62,41 @@ def hash_key(raw_key: str) -> str:
     return hashlib.sha256(raw_key.encode()).hexdigest()
 
 
-def _cache_key(prefix: str) -> str:
-    return f"apikey:{prefix}"
+def _generation(current: object) -> str:
+    """The current generation, as read (``current``), or a fresh one if there is none
+    (first use, or evicted: any fresh value orphans every older entry)."""
+    if current is not None:
+        return str(current)
+    candidate = uuid.uuid4().hex
+    if cache.add(_GENERATION_KEY, candidate, timeout=None):
+        return candidate
+    return str(cache.get(_GENERATION_KEY) or candidate)
+
+
+def api_keys_forget() -> None:
+    """Make every process look keys up afresh: start a new cache generation now, and again
+    once the current transaction commits.
+
+    A cached entry records the generation it was read under and counts only while that
+    is still the current one. A generation rather than deleting one entry: a request that
+    read a key's row just before a revoke committed may store its stale copy *after* the
+    revoke cleared the cache; recorded under the generation it started with, that copy is
+    never used. The cache is shared (Redis), so every process sees the new generation on
+    its next request.
+    """
+
+    def start_new_generation() -> None:
+        cache.set(_GENERATION_KEY, uuid.uuid4().hex, timeout=None)
+
+    start_new_generation()
+    transaction.on_commit(start_new_generation)
+
+
+def api_key_deleted(sender: Any, **kwargs: Any) -> None:
+    """``post_delete`` receiver for ApiKey (connected in TrackingConfig.ready). Deletes do
+    not all go through a service: admin's bulk "Delete selected" and a client's deletion
+    cascading to its keys both delete rows directly; each must end the key at once."""
+    api_keys_forget()
 
 
 @transaction.atomic
@@ -96,27 +133,47 @@ def api_key_revoke(*, key: ApiKey, now: datetime | None = None) -> ApiKey:
         raise ApiKeyError(f"Key {key.prefix} is already revoked.")
     key.revoked_at = now or timezone.now()
     key.save(update_fields=["revoked_at"])
-    # Now, and again after commit in case a request re-cached the row in between.
-    cache_key = _cache_key(key.prefix)
-    cache.delete(cache_key)
-    transaction.on_commit(lambda: cache.delete(cache_key))
+    api_keys_forget()
+    return key
+
+
+@transaction.atomic
+def api_key_rotate(*, key: ApiKey, created_by: Any = None) -> tuple[ApiKey, str]:
+    """Replace a key by a new one with the same name and client; the old one is revoked
+    in the same transaction. Returns the new key and its full string (show it once)."""
+    new_key, raw_key = api_key_create(name=key.name, client=key.client, created_by=created_by)
+    api_key_revoke(key=key)
+    return new_key, raw_key
+
+
+def _find(prefix: str) -> ApiKey | None:
+    """The key with this prefix (and its client), through the shared cache when enabled."""
+    seconds = settings.API_KEY_CACHE_SECONDS
+    if seconds <= 0:
+        return ApiKey.objects.select_related("client").filter(prefix=prefix).first()
+    entry_key = f"apikey:{prefix}"
+    # One round trip for both; the generation is read before the row: see api_keys_forget.
+    found = cache.get_many([_GENERATION_KEY, entry_key])
+    generation = _generation(found.get(_GENERATION_KEY))
+    entry = found.get(entry_key)
+    if entry is not None and entry[0] == generation:
+        return cast(ApiKey, entry[1])
+    key = ApiKey.objects.select_related("client").filter(prefix=prefix).first()
+    if key is not None:
+        cache.set(entry_key, (generation, key), seconds)
     return key
 
 
 def api_key_lookup(raw_key: str) -> ApiKey | None:
     """The active key this string is, or None. Constant-time hash comparison; the prefix
-    lookup (with the key's client) is cached for at most a minute."""
+    lookup (with the key's client) is cached for API_KEY_CACHE_SECONDS when the cache is
+    shared, and any revoke, rotation or delete ends every cached copy at once."""
     match = _KEY_RE.match(raw_key)
     if match is None:
         return None
-    prefix = match.group(1)
-    cache_key = _cache_key(prefix)
-    key: ApiKey | None = cache.get(cache_key)
+    key = _find(match.group(1))
     if key is None:
-        key = ApiKey.objects.select_related("client").filter(prefix=prefix).first()
-        if key is None:
-            return None
-        cache.set(cache_key, key, LOOKUP_CACHE_SECONDS)
+        return None
     if not hmac.compare_digest(key.key_hash, hash_key(raw_key)):
         return None
     if key.revoked_at is not None:
@@ -131,21 +188,6 @@ def api_key_touch(key: ApiKey, *, now: datetime | None = None) -> None:
     moment = now or timezone.now()
     ApiKey.objects.filter(pk=key.pk).update(last_used_at=moment)
     key.last_used_at = moment
-
-
-def api_error(
-    status: int,
-    code: str,
-    message: str,
-    *,
-    field: str | None = None,
-    headers: dict[str, str] | None = None,
-) -> JsonResponse:
-    """The one shape of every whole-request API error: ``{"error": {code, message, field?}}``."""
-    error: dict[str, str] = {"code": code, "message": message}
-    if field is not None:
-        error["field"] = field
-    return JsonResponse({"error": error}, status=status, headers=headers)
 
 
 def _bearer(request: HttpRequest) -> str | None:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import csv
 import functools
+import json
 import re
 from bisect import bisect_right
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
@@ -20,6 +21,11 @@ from tracking.models import ModelRate, Provider
 from tracking.pricing import RateCard
 
 DEFAULT_RATES_CSV = Path(__file__).resolve().parent / "data" / "model_rates.csv"
+# Reference prices (USD per MTok) for the sanity check; see its _about.
+REFERENCE_PRICES_JSON = Path(__file__).resolve().parent / "data" / "reference_prices.json"
+# A price more than this many times off the model's previous row or the reference price is
+# refused unless forced: a per-token price typed as per-million is 1,000,000 times off.
+SANITY_FACTOR = Decimal(10)
 
 # A trailing release date: claude-sonnet-4-5-20250929, gpt-4o-2024-08-06, name@20251001.
 _DATE_SUFFIX = re.compile(r"(?:[-@]\d{8}|-\d{4}-\d{2}-\d{2})$")
@@ -132,12 +138,85 @@ class RateFileError(ValueError):
     pass
 
 
+@dataclass(frozen=True)
+class PriceWarning:
+    """A price more than SANITY_FACTOR times off what it is compared with."""
+
+    column: str
+    price: Decimal
+    ratio: Decimal
+    against: str  # "the reference price" or "<provider> <model>'s row from <date>"
+    other: Decimal
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f"line {self.line}, column {self.column}" if self.line else self.column
+        return (
+            f"{where}: {self.price:f} differs {self.ratio:,.0f}× from {self.against} "
+            f"({self.other.normalize():f})"
+        )
+
+
+class RateSanityError(RateFileError):
+    def __init__(self, warnings: list[PriceWarning]) -> None:
+        self.warnings = warnings
+        super().__init__("; ".join(f"{w}; if it is right, load with --force" for w in warnings))
+
+
 @dataclass
 class LoadResult:
     created: int = 0
     updated: int = 0
     unchanged: int = 0
     changed_rate_ids: tuple[int, ...] = ()
+    forced: tuple[PriceWarning, ...] = ()
+
+
+# Price columns compared by the sanity check (the modifiers are not prices).
+_COMPARED = {
+    column: name
+    for column, name in _PRICE_FIELDS.items()
+    if name.endswith("_usd_per_mtok") or name == "web_search_usd_per_1k"
+}
+_REFERENCE_COLUMNS = ("input", "output", "cache_write_5m", "cache_write_1h", "cache_read")
+
+
+@functools.cache
+def reference_prices() -> dict[tuple[str, str], dict[str, Decimal]]:
+    """(provider, model) -> column -> USD per MTok, from the app's kept reference map."""
+    document = json.loads(REFERENCE_PRICES_JSON.read_text(encoding="utf-8"))
+    prices = {}
+    for key, row in document["prices"].items():
+        provider, model = key.split("/", 1)
+        prices[(provider, model)] = {column: Decimal(price) for column, price in row.items()}
+    return prices
+
+
+def rate_price_warnings(
+    fields: Mapping[str, Any], *, previous: Mapping[str, Any] | None, line: int | None = None
+) -> list[PriceWarning]:
+    """What is more than 10× off in a rate row (ModelRate field values): each price against
+    the model's previous row (``previous``, the same fields) and then the reference price.
+    A zero or missing price has nothing to compare with."""
+    warnings = []
+    reference = reference_prices().get((fields["provider"], fields["model"]), {})
+    for column, name in _COMPARED.items():
+        price: Decimal | None = fields.get(name)
+        if not price:
+            continue
+        candidates: list[tuple[Decimal | None, str]] = []
+        if previous is not None:
+            row = f"{previous['provider']} {previous['model']}'s row"
+            candidates.append((previous.get(name), f"{row} from {previous['effective_from']}"))
+        candidates.append((reference.get(column), "the reference price"))
+        for other, against in candidates:
+            if not other:
+                continue
+            ratio = max(price, other) / min(price, other)
+            if ratio > SANITY_FACTOR:
+                warnings.append(PriceWarning(column, price, ratio, against, other, line))
+                break
+    return warnings
 
 
 def _decimal(value: str, column: str, line: int) -> Decimal | None:
@@ -148,20 +227,64 @@ def _decimal(value: str, column: str, line: int) -> Decimal | None:
         number = Decimal(value)
     except InvalidOperation:
         raise RateFileError(f"line {line}, column {column}: {value!r} is not a number") from None
-    if not number.is_finite() or number < 0:
-        raise RateFileError(f"line {line}, column {column}: must be a non-negative number")
+    if not number.is_finite():
+        raise RateFileError(f"line {line}, column {column}: {value!r} is not a finite number")
+    if number < 0:
+        raise RateFileError(f"line {line}, column {column}: must not be negative")
     return number
 
 
-def parse_rates_csv(text: str) -> list[dict[str, Any]]:
-    """Parse and validate the rate CSV into ModelRate field dicts. Raises RateFileError."""
-    reader = csv.DictReader(line for line in text.splitlines() if not line.startswith("#"))
-    missing = _REQUIRED - set(reader.fieldnames or [])
+def _fits(number: Decimal | None, name: str, *, text: str, column: str, line: int) -> None:
+    """Refuse what the column cannot store exactly (it would fail or be rounded on save)."""
+    if number is None:
+        return
+    field = ModelRate._meta.get_field(name)
+    places = field.decimal_places  # type: ignore[union-attr]
+    whole_digits = field.max_digits - places  # type: ignore[union-attr]
+    exponent = number.normalize().as_tuple().exponent
+    if isinstance(exponent, int) and -exponent > places:
+        raise RateFileError(
+            f"line {line}, column {column}: {text} has more than {places} decimal places"
+        )
+    if number >= Decimal(10) ** whole_digits:
+        raise RateFileError(
+            f"line {line}, column {column}: {text} is too large "
+            f"(at most {whole_digits} digits before the decimal point)"
+        )
+
+
+def _number(row: dict[str, str], column: str, name: str, line: int) -> Decimal | None:
+    text = row.get(column, "")
+    number = _decimal(text, column, line)
+    _fits(number, name, text=text.strip(), column=column, line=line)
+    return number
+
+
+def _rows(text: str) -> tuple[csv.DictReader[str], list[int]]:
+    """A reader over the non-comment lines, and each such line's number in the file."""
+    kept = [
+        (number, line)
+        for number, line in enumerate(text.splitlines(), start=1)
+        if not line.startswith("#")
+    ]
+    return csv.DictReader(line for _, line in kept), [number for number, _ in kept]
+
+
+def _parse(text: str) -> list[tuple[int, dict[str, Any]]]:
+    reader, numbers = _rows(text)
+    columns = set(reader.fieldnames or [])
+    missing = _REQUIRED - columns
     if missing:
         raise RateFileError(f"missing columns: {', '.join(sorted(missing))}")
+    unknown = columns - set(CSV_COLUMNS)
+    if unknown:
+        # A misspelt optional column would otherwise be ignored: cache_reed left empty
+        # prices cache reads at the input price.
+        raise RateFileError(f"unknown columns: {', '.join(sorted(unknown))}")
     rows = []
-    seen: set[tuple[str, str, date]] = set()
-    for line, raw in enumerate(reader, start=2):
+    seen: dict[tuple[str, str, date], int] = {}
+    for raw in reader:
+        line = numbers[reader.line_num - 1]
         row = {k: (v or "").strip() for k, v in raw.items() if k}
         provider = row["provider"]
         if provider not in Provider.values:
@@ -176,8 +299,11 @@ def parse_rates_csv(text: str) -> list[dict[str, Any]]:
             ) from None
         key = (provider, row["model"], effective)
         if key in seen:
-            raise RateFileError(f"line {line}: {row['model']} from {effective} appears twice")
-        seen.add(key)
+            raise RateFileError(
+                f"line {line}: {provider} {row['model']} from {effective} "
+                f"is also on line {seen[key]}"
+            )
+        seen[key] = line
         fields: dict[str, Any] = {
             "provider": provider,
             "model": row["model"],
@@ -187,46 +313,85 @@ def parse_rates_csv(text: str) -> list[dict[str, Any]]:
             "notes": row.get("notes", ""),
         }
         for column, field_name in _PRICE_FIELDS.items():
-            fields[field_name] = _decimal(row.get(column, ""), column, line)
+            fields[field_name] = _number(row, column, field_name, line)
         for column in ("input", "output"):
             if fields[_PRICE_FIELDS[column]] is None:
                 raise RateFileError(f"line {line}, column {column}: is required")
-        discount = _decimal(row.get("batch_discount_pct", ""), "batch_discount_pct", line)
+        discount = _number(row, "batch_discount_pct", "batch_discount_pct", line)
+        if discount is not None and discount > 100:
+            raise RateFileError(f"line {line}, column batch_discount_pct: must be at most 100")
         fields["batch_discount_pct"] = discount if discount is not None else Decimal("0")
         threshold = row.get("long_context_threshold", "")
         if threshold and not threshold.isdigit():
             raise RateFileError(f"line {line}, column long_context_threshold: must be an integer")
         fields["long_context_threshold"] = int(threshold) if threshold else None
-        rows.append(fields)
+        rows.append((line, fields))
     return rows
 
 
+def parse_rates_csv(text: str) -> list[dict[str, Any]]:
+    """Parse and validate the rate CSV into ModelRate field dicts. Raises RateFileError."""
+    return [fields for _, fields in _parse(text)]
+
+
+def _rate_fields(rate: ModelRate) -> dict[str, Any]:
+    names = ["provider", "model", "effective_from", *_PRICE_FIELDS.values()]
+    return {name: getattr(rate, name) for name in names}
+
+
+def _previous(
+    rows: dict[tuple[str, str, date], dict[str, Any]], fields: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The same model's row in force just before this one's effective date."""
+    earlier = [
+        row
+        for (provider, model, day), row in rows.items()
+        if (provider, model) == (fields["provider"], fields["model"])
+        and day < fields["effective_from"]
+    ]
+    return max(earlier, key=lambda row: row["effective_from"], default=None)
+
+
 @transaction.atomic
-def model_rates_load(*, text: str) -> LoadResult:
+def model_rates_load(*, text: str, force: bool = False) -> LoadResult:
     """Create or update rate rows from CSV text; loading the same file twice changes nothing.
 
     A row is identified by (provider, model, effective_from). Correcting a price on an
     existing row is recorded in the rate history and reported, so its events can be
     re-priced; a price *change* should be a new row with a later effective_from.
+
+    Every row created or changed is checked against the model's previous row and the
+    reference price: more than 10× off raises RateSanityError (nothing is stored) unless
+    ``force``, which loads it and lists what was overridden in ``LoadResult.forced``.
     """
     result = LoadResult()
     changed: list[int] = []
     existing = {(r.provider, r.model, r.effective_from): r for r in ModelRate.objects.all()}
-    for fields in parse_rates_csv(text):
+    parsed = _parse(text)
+    # The table as it will be: stored rows, overlaid by the file's.
+    table = {key: _rate_fields(rate) for key, rate in existing.items()}
+    for _, fields in parsed:
+        table[(fields["provider"], fields["model"], fields["effective_from"])] = fields
+    warnings: list[PriceWarning] = []
+    for line, fields in parsed:
         key = (fields["provider"], fields["model"], fields["effective_from"])
         rate = existing.get(key)
         if rate is None:
             ModelRate.objects.create(**fields)
             result.created += 1
-            continue
-        diffs = {name: value for name, value in fields.items() if getattr(rate, name) != value}
-        if not diffs:
-            result.unchanged += 1
-            continue
-        for name, value in diffs.items():
-            setattr(rate, name, value)
-        rate.save()
-        changed.append(rate.pk)
-        result.updated += 1
+        else:
+            diffs = {name: value for name, value in fields.items() if getattr(rate, name) != value}
+            if not diffs:
+                result.unchanged += 1
+                continue
+            for name, value in diffs.items():
+                setattr(rate, name, value)
+            rate.save()
+            changed.append(rate.pk)
+            result.updated += 1
+        warnings += rate_price_warnings(fields, previous=_previous(table, fields), line=line)
+    if warnings and not force:
+        raise RateSanityError(warnings)  # rolls back every row of the file
     result.changed_rate_ids = tuple(changed)
+    result.forced = tuple(warnings)
     return result

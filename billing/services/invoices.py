@@ -422,14 +422,20 @@ def _next_number(year: int) -> tuple[int, str]:
     return counter.last_seq, f"{settings.INVOICE_NUMBER_PREFIX}-{year}-{counter.last_seq:05d}"
 
 
-def _store_pdf(invoice: Invoice, *, suffix: str = "") -> None:
+def _write_pdf(invoice: Invoice, *, suffix: str = "") -> dict[str, str]:
+    """Render and store the invoice's PDF as it is now; its ``pdf`` and ``pdf_sha256``."""
     content = invoice_pdf_render(invoice)
     name = f"invoices/{invoice.year}/{invoice.number}{suffix}.pdf"
     stored = invoice.pdf.storage.save(name, ContentFile(content))
-    digest = hashlib.sha256(content).hexdigest()
-    # A plain UPDATE: the PDF is not one of the frozen fields (voiding re-renders it).
-    Invoice.objects.filter(pk=invoice.pk).update(pdf=stored, pdf_sha256=digest)
-    invoice.pdf.name, invoice.pdf_sha256 = stored, digest
+    return {"pdf": stored, "pdf_sha256": hashlib.sha256(content).hexdigest()}
+
+
+def _store_pdf(invoice: Invoice) -> None:
+    # The database lets a finalized invoice's PDF be set once, in the finalizing
+    # transaction (migration 0007); after that it is frozen like everything printed.
+    fields = _write_pdf(invoice)
+    Invoice.objects.filter(pk=invoice.pk).update(**fields)
+    invoice.pdf.name, invoice.pdf_sha256 = fields["pdf"], fields["pdf_sha256"]
 
 
 @transaction.atomic
@@ -584,15 +590,20 @@ def invoice_void(*, invoice_id: int, reason: str, now: datetime | None = None) -
     creates the correction, a new invoice that ``replaces`` this one."""
     if not reason.strip():
         raise InvoiceError("a void needs a reason")
-    invoice = _move(
-        invoice_id,
-        allowed=(InvoiceStatus.FINALIZED, InvoiceStatus.SENT),
-        status=InvoiceStatus.VOID,
-        void_reason=reason.strip(),
-        voided_at=now or timezone.now(),
-    )
-    _store_pdf(invoice, suffix="-void")
-    return invoice
+    allowed = (InvoiceStatus.FINALIZED, InvoiceStatus.SENT)
+    invoice = Invoice.objects.select_for_update().select_related("client").get(pk=invoice_id)
+    if invoice.status not in allowed:
+        raise InvoiceError(f"invoice {invoice_id} is {invoice.status}; expected one of {allowed}")
+    # The VOID copy is rendered first and stored by the same UPDATE that voids: the
+    # database lets the PDF change only together with that move.
+    fields: dict[str, Any] = {
+        "status": InvoiceStatus.VOID,
+        "void_reason": reason.strip(),
+        "voided_at": now or timezone.now(),
+    }
+    for name, value in fields.items():
+        setattr(invoice, name, value)
+    return _move(invoice_id, allowed=allowed, **fields, **_write_pdf(invoice, suffix="-void"))
 
 
 def previous_month_of(moment: datetime) -> date:

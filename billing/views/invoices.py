@@ -1,7 +1,10 @@
 """Invoice downloads: the PDF, the lines CSV and the raw-event CSVs. Read-only.
 
 Each view looks its client up through ``client_for`` (404 for another client's slug) and
-the invoice within that client (404 for another client's invoice). Agency staff see every
+the invoice within that client (404 for another client's invoice). These are the only way
+to a PDF: the files are in private storage, which no URL serves. Every answer is an
+attachment marked ``Cache-Control: private, no-store`` (never_cache), so no shared proxy
+or browser cache keeps a copy. Agency staff see every
 invoice, drafts included (rendered on the fly with a DRAFT mark); a client's user sees
 only their own issued invoices, and never the agency's raw cost of an event.
 """
@@ -13,6 +16,7 @@ from collections.abc import Iterable
 from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from agency.calendar import MonthError, next_month, parse_month
@@ -26,6 +30,7 @@ def _filename(invoice_number: str | None, pk: int) -> str:
     return invoice_number or f"draft-{pk}"
 
 
+@never_cache
 @login_required
 @require_GET
 def invoice_pdf(request: HttpRequest, slug: str, pk: int) -> HttpResponseBase:
@@ -33,12 +38,14 @@ def invoice_pdf(request: HttpRequest, slug: str, pk: int) -> HttpResponseBase:
     invoice = invoice_for(client, pk, include_drafts=request.user.is_staff)
     name = f"{_filename(invoice.number, invoice.pk)}.pdf"
     if invoice.pdf:
-        return FileResponse(invoice.pdf.open("rb"), filename=name, content_type="application/pdf")
+        pdf = invoice.pdf.open("rb")
+        return FileResponse(pdf, as_attachment=True, filename=name, content_type="application/pdf")
     response = HttpResponse(invoice_pdf_render(invoice), content_type="application/pdf")
-    response["Content-Disposition"] = f'inline; filename="{name}"'
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
     return response
 
 
+@never_cache
 @login_required
 @require_GET
 def invoice_lines_csv(request: HttpRequest, slug: str, pk: int) -> StreamingHttpResponse:
@@ -48,6 +55,7 @@ def invoice_lines_csv(request: HttpRequest, slug: str, pk: int) -> StreamingHttp
     return _csv(csv_lines(invoice_lines_rows(invoice)), name)
 
 
+@never_cache
 @login_required
 @require_GET
 def invoice_events_csv(request: HttpRequest, slug: str, pk: int) -> StreamingHttpResponse:
@@ -60,6 +68,7 @@ def invoice_events_csv(request: HttpRequest, slug: str, pk: int) -> StreamingHtt
     return _csv(csv_lines(rows), f"{_filename(invoice.number, invoice.pk)}-events.csv")
 
 
+@never_cache
 @login_required
 @require_GET
 def usage_month_csv(request: HttpRequest, slug: str, month: str) -> StreamingHttpResponse:

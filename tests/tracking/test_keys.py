@@ -1,16 +1,27 @@
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from datetime import timedelta
 
 import pytest
 import time_machine
 from django.core.cache import cache
 from django.core.management import call_command
+from django.db import connection
 from django.utils import timezone
 
 from tests.factories import new_client
-from tracking.keys import api_key_create, api_key_lookup, api_key_revoke, hash_key
+from tracking.keys import (
+    ApiKeyError,
+    api_key_create,
+    api_key_lookup,
+    api_key_revoke,
+    api_key_rotate,
+    hash_key,
+)
 from tracking.models import ApiKey
 
 pytestmark = pytest.mark.django_db
@@ -146,3 +157,155 @@ def test_admin_revoke_action_revokes(admin_client):
     key.refresh_from_db()
     assert key.revoked_at is not None
     assert api_key_lookup(raw_key) is None
+
+
+# --- the lookup cache never outlives the key (issue 10, item 4) ----------------------------
+
+
+@pytest.fixture
+def cached_lookups(settings):
+    """The production setting with a shared cache: lookups are cached for a minute."""
+    settings.API_KEY_CACHE_SECONDS = 60
+
+
+def test_a_deleted_key_is_refused_at_once_even_when_cached(cached_lookups):
+    key, raw_key = api_key_create(name="app", client=new_client())
+    assert api_key_lookup(raw_key) is not None  # now cached
+    key.delete()
+    assert api_key_lookup(raw_key) is None
+
+
+def test_admins_bulk_delete_refuses_the_keys_at_once(cached_lookups, admin_client, client):
+    key, raw_key = api_key_create(name="app", client=new_client())
+    headers = {"Authorization": f"Bearer {raw_key}"}
+    # Authenticated (then refused for the empty batch): the lookup is now cached.
+    assert post_usage(client, headers).status_code == 400
+    response = admin_client.post(
+        "/admin/tracking/apikey/",
+        {"action": "delete_selected", "_selected_action": [key.pk], "post": "yes"},
+    )
+    assert response.status_code == 302
+    assert not ApiKey.objects.filter(pk=key.pk).exists()
+    assert post_usage(client, headers).status_code == 401
+
+
+def test_deleting_a_client_refuses_its_keys_at_once(cached_lookups):
+    acme = new_client()
+    _, raw_key = api_key_create(name="app", client=acme)
+    assert api_key_lookup(raw_key) is not None
+    acme.delete()  # cascades to its keys
+    assert api_key_lookup(raw_key) is None
+
+
+def test_rotating_a_key_refuses_the_old_one_at_once_and_the_new_one_works(cached_lookups):
+    acme = new_client()
+    old, old_raw = api_key_create(name="app", client=acme)
+    assert api_key_lookup(old_raw) is not None
+    new, new_raw = api_key_rotate(key=old)
+    assert api_key_lookup(old_raw) is None
+    found = api_key_lookup(new_raw)
+    assert found == new
+    assert (found.name, found.client) == ("app", acme)
+    old.refresh_from_db()
+    assert old.revoked_at is not None
+
+
+def test_a_revoked_key_cannot_be_rotated():
+    key, _ = api_key_create(name="app", client=new_client())
+    api_key_revoke(key=key)
+    with pytest.raises(ApiKeyError, match="already revoked"):
+        api_key_rotate(key=key)
+
+
+def test_admin_rotate_action_shows_each_new_key_once(cached_lookups, admin_client):
+    acme = new_client()
+    first, first_raw = api_key_create(name="bot", client=acme)
+    second, second_raw = api_key_create(name="etl", client=None)
+    response = admin_client.post(
+        "/admin/tracking/apikey/", {"action": "rotate", "_selected_action": [first.pk, second.pk]}
+    )
+    assert response.status_code == 200
+    shown = re.findall(r"cm_live_[A-Za-z0-9]{8}_[A-Za-z0-9]{32}", response.content.decode())
+    assert len(shown) == 2
+    assert api_key_lookup(first_raw) is None
+    assert api_key_lookup(second_raw) is None
+    found = [api_key_lookup(raw) for raw in shown]
+    assert sorted(key.name for key in found if key is not None) == ["bot", "etl"]
+
+
+def test_without_a_shared_cache_lookups_are_not_cached(settings, django_assert_num_queries):
+    # Each process would keep its own copy: a key revoked in one worker would live on in
+    # the others. The default is therefore no caching unless REDIS_URL is set.
+    settings.API_KEY_CACHE_SECONDS = 0
+    _, raw_key = api_key_create(name="app", client=new_client())
+    for _ in range(2):
+        with django_assert_num_queries(1):
+            assert api_key_lookup(raw_key) is not None
+
+
+def post_usage(client, headers):
+    return client.post(USAGE_URL, {"events": []}, content_type="application/json", headers=headers)
+
+
+# A second process (a gunicorn worker elsewhere): it reads lines of raw keys on stdin and
+# answers whether its own lookup accepts each one.
+_OTHER_PROCESS = """
+import sys
+import django
+django.setup()
+from tracking.keys import api_key_lookup
+for line in sys.stdin:
+    print("accepted" if api_key_lookup(line.strip()) else "refused", flush=True)
+"""
+
+
+@pytest.fixture
+def other_process(settings):
+    """Another process with its own cache client, on the same database and Redis."""
+    db = connection.settings_dict
+    if connection.vendor != "postgresql" or not settings.REDIS_URL:
+        pytest.skip("a second process needs a shared database and cache: PostgreSQL and Redis")
+    url = f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "agency.settings_test",
+        "DATABASE_URL": url,
+        "API_KEY_CACHE_SECONDS": "60",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-c", _OTHER_PROCESS],
+        env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert process.stdin is not None and process.stdout is not None
+    stdin, stdout = process.stdin, process.stdout
+
+    def ask(raw_key: str) -> str:
+        stdin.write(raw_key + "\n")
+        stdin.flush()
+        return stdout.readline().strip()
+
+    yield ask
+    stdin.close()
+    process.wait(timeout=30)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_key_deleted_in_admin_is_refused_by_every_process(other_process, admin_client):
+    key, raw_key = api_key_create(name="app", client=new_client())
+    assert other_process(raw_key) == "accepted"  # cached over there now
+    admin_client.post(
+        "/admin/tracking/apikey/",
+        {"action": "delete_selected", "_selected_action": [key.pk], "post": "yes"},
+    )
+    assert other_process(raw_key) == "refused"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_key_revoked_or_rotated_here_is_refused_by_every_process(other_process):
+    revoked, revoked_raw = api_key_create(name="one", client=new_client())
+    rotated, rotated_raw = api_key_create(name="two", client=new_client())
+    assert [other_process(revoked_raw), other_process(rotated_raw)] == ["accepted"] * 2
+    api_key_revoke(key=revoked)
+    _, new_raw = api_key_rotate(key=rotated)
+    assert [other_process(revoked_raw), other_process(rotated_raw)] == ["refused"] * 2
+    assert other_process(new_raw) == "accepted"

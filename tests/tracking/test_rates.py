@@ -4,9 +4,17 @@ from datetime import date
 from decimal import Decimal
 
 import pytest
+from django.core.management import CommandError, call_command
 
 from tracking.models import ModelRate
-from tracking.rates import DEFAULT_RATES_CSV, RateBook, RateFileError, model_rates_load
+from tracking.rates import (
+    DEFAULT_RATES_CSV,
+    LoadResult,
+    RateBook,
+    RateFileError,
+    RateSanityError,
+    model_rates_load,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -73,3 +81,185 @@ def test_correcting_a_price_updates_the_row_and_keeps_history(rates):
         Decimal("1"),
         Decimal("1.5"),
     ]
+
+
+# --- every mistake in a rate file is refused, with where and why (issue 10, item 11) -------
+
+HEADER = "provider,model,effective_from,input,output\n"
+
+
+def load(rows: str, header: str = HEADER, **options: bool) -> LoadResult:
+    return model_rates_load(text=header + rows, **options)
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ("anthropc,claude-x,2026-01-01,1,5\n", "line 2, column provider: unknown provider 'anthropc'"),
+        ("anthropic,,2026-01-01,1,5\n", "line 2, column model: is required"),
+        ("anthropic,claude-x,2026-13-01,1,5\n", "line 2, column effective_from: '2026-13-01' is not YYYY-MM-DD"),
+        ("anthropic,claude-x,2026-01-01,-1,5\n", "line 2, column input: must not be negative"),
+        ("anthropic,claude-x,2026-01-01,1,NaN\n", "line 2, column output: 'NaN' is not a finite number"),
+        ("anthropic,claude-x,2026-01-01,Infinity,5\n", "line 2, column input: 'Infinity' is not a finite number"),
+        ("anthropic,claude-x,2026-01-01,sNaN,5\n", "line 2, column input: 'sNaN' is not a finite number"),
+        ("anthropic,claude-x,2026-01-01,abc,5\n", "line 2, column input: 'abc' is not a number"),
+        ("anthropic,claude-x,2026-01-01,,5\n", "line 2, column input: is required"),
+        ("anthropic,claude-x,2026-01-01,1e9,5\n", "line 2, column input: 1e9 is too large (at most 9 digits before the decimal point)"),
+        ("anthropic,claude-x,2026-01-01,0.0000000001,5\n", "line 2, column input: 0.0000000001 has more than 9 decimal places"),
+        (
+            "anthropic,claude-x,2026-01-01,1,5\nopenai,gpt-x,2026-01-01,1,5\nanthropic,claude-x,2026-01-01,2,6\n",
+            "line 4: anthropic claude-x from 2026-01-01 is also on line 2",
+        ),
+    ],
+)  # fmt: skip
+def test_a_bad_row_is_refused_with_its_line_and_column(rows, message):
+    with pytest.raises(RateFileError) as refused:
+        load(rows)
+    assert str(refused.value) == message
+    assert ModelRate.objects.count() == 0
+
+
+def test_a_bad_batch_discount_is_refused():
+    header = "provider,model,effective_from,input,output,batch_discount_pct\n"
+    with pytest.raises(
+        RateFileError, match=r"^line 2, column batch_discount_pct: must be at most 100$"
+    ):
+        load("anthropic,claude-x,2026-01-01,1,5,150\n", header)
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        ("provider,model,effective_from,output\n", "missing columns: input"),
+        ("provider,effective_from\n", "missing columns: input, model, output"),
+        ("provider,model,effective_from,input,output,cache_reed\n", "unknown columns: cache_reed"),
+        ("", "missing columns: effective_from, input, model, output, provider"),
+    ],
+)
+def test_a_file_with_missing_or_unknown_columns_is_refused(header, message):
+    with pytest.raises(RateFileError) as refused:
+        model_rates_load(text=header)
+    assert str(refused.value) == message
+
+
+def test_line_numbers_count_the_comment_lines():
+    text = "# rates\n# more notes\n" + HEADER + "anthropic,claude-x,2026-01-01,1,5\n"
+    with pytest.raises(RateFileError, match=r"^line 5, column provider: unknown provider 'x'$"):
+        model_rates_load(text=text + "x,claude-y,2026-01-01,1,5\n")
+
+
+def test_nothing_is_stored_when_one_row_is_bad():
+    with pytest.raises(RateFileError):
+        load("anthropic,claude-x,2026-01-01,1,5\nanthropic,claude-y,2026-01-01,-1,5\n")
+    assert not ModelRate.objects.exists()
+
+
+# --- the sanity check: a price 10x off its previous row or the reference -------------------
+
+
+def test_a_new_row_ten_times_off_its_previous_row_is_refused():
+    load("anthropic,claude-x,2026-01-01,3,15\n")
+    # A per-token price typed where a per-million one belongs: 0.000003 for 3.
+    with pytest.raises(RateSanityError) as refused:
+        load("anthropic,claude-x,2026-06-01,0.000003,15\n")
+    assert str(refused.value) == (
+        "line 2, column input: 0.000003 differs 1,000,000× from anthropic claude-x's row "
+        "from 2026-01-01 (3); if it is right, load with --force"
+    )
+    assert ModelRate.objects.count() == 1
+
+
+def test_a_row_compared_with_the_previous_row_in_the_same_file():
+    with pytest.raises(RateSanityError, match=r"^line 3, column output: 151 differs 10×"):
+        load("anthropic,claude-x,2026-01-01,3,15\nanthropic,claude-x,2026-06-01,3,151\n")
+
+
+def test_exactly_ten_times_is_allowed():
+    load("anthropic,claude-x,2026-01-01,3,15\nanthropic,claude-x,2026-06-01,30,1.5\n")
+    assert ModelRate.objects.count() == 2
+
+
+def test_a_row_ten_times_off_the_reference_price_is_refused():
+    # claude-haiku-4-5 is $1 input in the kept reference map.
+    with pytest.raises(RateSanityError) as refused:
+        load("anthropic,claude-haiku-4-5,2026-01-01,1000,5\n")
+    assert str(refused.value) == (
+        "line 2, column input: 1000 differs 1,000× from the reference price (1); "
+        "if it is right, load with --force"
+    )
+
+
+def test_a_correction_of_an_existing_row_is_checked_too():
+    load("anthropic,claude-x,2026-01-01,3,15\nanthropic,claude-x,2026-06-01,3,15\n")
+    with pytest.raises(RateSanityError, match="line 3, column input: 300 differs 100×"):
+        load("anthropic,claude-x,2026-01-01,3,15\nanthropic,claude-x,2026-06-01,300,15\n")
+
+
+def test_force_loads_the_row_and_reports_what_it_overrode():
+    load("anthropic,claude-x,2026-01-01,3,15\n")
+    result = load("anthropic,claude-x,2026-06-01,300,15\n", force=True)
+    assert result.created == 1
+    assert [str(w) for w in result.forced] == [
+        "line 2, column input: 300 differs 100× from anthropic claude-x's row from 2026-01-01 (3)"
+    ]
+    assert ModelRate.objects.get(effective_from=date(2026, 6, 1)).input_usd_per_mtok == 300
+
+
+def test_the_shipped_table_passes_the_sanity_check():
+    result = model_rates_load(text=DEFAULT_RATES_CSV.read_text())
+    assert result.forced == ()
+
+
+def test_the_command_refuses_and_force_loads(tmp_path, capsys):
+    path = tmp_path / "rates.csv"
+    path.write_text(HEADER + "anthropic,claude-haiku-4-5,2026-01-01,1000,5\n")
+    with pytest.raises(CommandError, match="differs 1,000× from the reference price"):
+        call_command("load_model_rates", str(path))
+    assert not ModelRate.objects.exists()
+    call_command("load_model_rates", str(path), "--force")
+    out = capsys.readouterr().out
+    assert "1 created, 0 updated, 0 unchanged" in out
+    assert "loaded with --force: line 2, column input: 1000 differs 1,000×" in out
+
+
+def rate_form(**fields: str) -> dict[str, str]:
+    return {
+        "provider": "anthropic", "model": "claude-haiku-4-5", "effective_from": "2026-06-01",
+        "input_usd_per_mtok": "1", "output_usd_per_mtok": "5", "batch_discount_pct": "50",
+        **fields,
+    }  # fmt: skip
+
+
+def test_admin_warns_and_refuses_a_price_ten_times_off_until_confirmed(admin_client):
+    url = "/admin/tracking/modelrate/add/"
+    response = admin_client.post(url, rate_form(input_usd_per_mtok="1000"))
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "input: 1000 differs 1,000× from the reference price (1)" in page
+    assert "Save anyway" in page
+    assert not ModelRate.objects.exists()
+    response = admin_client.post(url, rate_form(input_usd_per_mtok="1000", confirm_prices="on"))
+    assert response.status_code == 302
+    assert ModelRate.objects.get().input_usd_per_mtok == 1000
+
+
+def test_admin_compares_with_the_models_previous_row(admin_client):
+    load("anthropic,claude-x,2026-01-01,3,15\n")
+    response = admin_client.post(
+        "/admin/tracking/modelrate/add/",
+        rate_form(model="claude-x", input_usd_per_mtok="3", output_usd_per_mtok="0.015"),
+    )
+    assert (
+        "output: 0.015 differs 1,000× from anthropic claude-x&#x27;s row from 2026-01-01 (15)"
+        in (response.content.decode())
+    )
+    assert ModelRate.objects.count() == 1
+
+
+def test_admin_saves_an_ordinary_price_change_without_asking(admin_client):
+    load("anthropic,claude-x,2026-01-01,3,15\n")
+    response = admin_client.post(
+        "/admin/tracking/modelrate/add/", rate_form(model="claude-x", input_usd_per_mtok="2.5")
+    )
+    assert response.status_code == 302
+    assert ModelRate.objects.count() == 2

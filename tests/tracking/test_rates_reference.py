@@ -66,3 +66,27 @@ def test_the_kept_subset_is_a_faithful_copy_of_the_full_reference():
     assert len(subset) > 20
     for key, prices in subset.items():
         assert prices == {field: full[key][field] for field in prices}, key
+
+
+def test_the_apps_reference_prices_are_the_kept_subset():
+    """The app's own reference map (tracking/data, used by the loader's sanity check) holds
+    the same prices as the test copy of LiteLLM's, in USD per million tokens."""
+    from tracking.rates import REFERENCE_PRICES_JSON
+
+    kept = json.loads(REFERENCE_PRICES_JSON.read_text())["prices"]
+    subset = json.loads(SUBSET.read_text())["models"]
+    names = {"input": FIELDS["input_usd_per_mtok"], "output": FIELDS["output_usd_per_mtok"]}
+    names |= {
+        "cache_write_5m": FIELDS["cache_write_5m_usd_per_mtok"],
+        "cache_write_1h": FIELDS["cache_write_1h_usd_per_mtok"],
+        "cache_read": FIELDS["cache_read_usd_per_mtok"],
+    }
+    assert len(kept) == len(subset)
+    for key, prices in kept.items():
+        provider, model = key.split("/")
+        theirs = subset[PREFIX[provider] + model]
+        assert {name: Decimal(price) for name, price in prices.items()} == {
+            name: Decimal(str(theirs[field])) * 1_000_000
+            for name, field in names.items()
+            if field in theirs
+        }, key

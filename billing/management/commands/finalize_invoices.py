@@ -8,11 +8,13 @@ from agency.calendar import MonthError, parse_month
 from agency.models import Client
 from billing.models import Invoice, InvoiceStatus
 from billing.services.invoices import InvoiceError, invoice_finalize, invoices_finalize_due
+from billing.services.month_end import month_end_resume
 
 
 class Command(BaseCommand):
     help = (
-        "Finalize draft invoices whose grace period is over (the beat job's work), or, with "
+        "Finish month-end runs cut short and finalize draft invoices whose grace period is "
+        "over (the daily beat job's work), or, with "
         "--month (and --client), finalize that month's drafts now."
     )
 
@@ -24,6 +26,8 @@ class Command(BaseCommand):
         if not month:
             if client:
                 raise CommandError("--client needs --month")
+            for resumed in month_end_resume():
+                self.stdout.write(f"{resumed:%Y-%m}: month-end run finished")
             result = invoices_finalize_due()
             self.stdout.write(
                 f"{result.refreshed} draft(s) refreshed, {len(result.finalized)} finalized, "

@@ -8,6 +8,7 @@ from django.utils import timezone
 from agency.calendar import MonthError, parse_month
 from agency.models import Client
 from billing.services.invoices import invoices_generate_month, previous_month_of
+from billing.services.month_end import month_end_run
 
 
 class Command(BaseCommand):
@@ -27,7 +28,10 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
         if client and not Client.objects.filter(slug=client).exists():
             raise CommandError(f"no client {client!r}")
-        result = invoices_generate_month(month=first_day, client_slug=client)
+        if client:
+            result = invoices_generate_month(month=first_day, client_slug=client)
+        else:  # every client: the month-end run, recorded like the beat job's
+            result = month_end_run(month=first_day)
         self.stdout.write(
             f"{first_day:%Y-%m}: {result.generated} draft(s) generated, "
             f"{result.skipped_issued} already issued, {result.empty} with nothing to bill"

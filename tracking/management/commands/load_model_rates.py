@@ -14,19 +14,27 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("path", nargs="?", default=str(DEFAULT_RATES_CSV))
+        parser.add_argument(
+            "--force",
+            action="store_true",
+            help="Load rows whose prices are more than 10x off the model's previous row or "
+            "the reference price (refused otherwise).",
+        )
 
-    def handle(self, *args: Any, path: str, **options: Any) -> None:
+    def handle(self, *args: Any, path: str, force: bool, **options: Any) -> None:
         try:
             text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
             raise CommandError(f"cannot read {path}: {exc}") from exc
         try:
-            result = model_rates_load(text=text)
+            result = model_rates_load(text=text, force=force)
         except RateFileError as exc:
             raise CommandError(f"{path}: {exc}") from exc
         self.stdout.write(
             f"{result.created} created, {result.updated} updated, {result.unchanged} unchanged"
         )
+        for warning in result.forced:
+            self.stdout.write(f"loaded with --force: {warning}")
         # New rates may price events that arrived before them; corrected rates re-price
         # the events they priced (closed months excepted).
         repriced = usage_events_reprice(rate_ids=result.changed_rate_ids)
