@@ -6,6 +6,7 @@ side is the real ingest and budget API on a transactional test database, reached
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -67,7 +68,11 @@ def wrap_live(anthropic_api: Any, live_server: Any, key: str, spool: Path, **kwa
 
 
 def spooled_files(tmp_path: Path) -> list[Path]:
-    return sorted(tmp_path.glob("spool/*/*.json"))
+    return sorted(tmp_path.glob("spool/*/queue/*.json"))
+
+
+def dead_letters(tmp_path: Path) -> list[dict[str, Any]]:
+    return [json.loads(path.read_text()) for path in sorted(tmp_path.glob("spool/*/dead/*.json"))]
 
 
 class Down(httpx2.BaseTransport):
@@ -206,7 +211,7 @@ def test_replaying_a_delivered_spool_file_changes_nothing(
     assert spooled_files(tmp_path) == []
 
 
-def test_an_event_for_another_client_is_rejected_and_dropped(
+def test_an_event_for_another_client_is_a_dead_letter_and_flush_says_so(
     anthropic_api, live_server, acme, tmp_path
 ):
     _, globex_key = api_key_create(name="globex bot", client=client_named("globex"))
@@ -214,9 +219,13 @@ def test_an_event_for_another_client_is_rejected_and_dropped(
 
     client.messages.create(**ASK)
 
-    assert meter.flush(timeout=10)  # delivered: the server answered, per event
+    assert not meter.flush(timeout=10)  # answered, but the event was not taken
     assert UsageEvent.objects.count() == 0
     assert spooled_files(tmp_path) == []
+    [letter] = dead_letters(tmp_path)
+    [result] = json.loads(letter["answer"])
+    assert [error["code"] for error in result["errors"]] == ["forbidden_client"]
+    assert [event["id"] for event in letter["events"]] == [CREATE_ID]
 
 
 def test_budget_guard_refuses_a_client_over_budget(

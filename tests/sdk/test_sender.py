@@ -50,9 +50,13 @@ def sender_for(server: Any, spool: Path, **options: Any) -> Sender:
 
 def spooled(spool: Path) -> list[dict[str, Any]]:
     events = []
-    for path in sorted(spool.glob("*/*.json")):
+    for path in sorted(spool.glob("*/queue/*.json")):
         events.extend(json.loads(path.read_text())["events"])
     return events
+
+
+def dead_letters(spool: Path) -> list[dict[str, Any]]:
+    return [json.loads(path.read_text()) for path in sorted(spool.glob("*/dead/*.json"))]
 
 
 def posted_ids(server: MeterServer) -> list[list[str]]:
@@ -123,18 +127,23 @@ def test_backoff_grows_while_the_server_keeps_failing(meter_server, tmp_path):
     assert gaps[-1] >= 0.4
 
 
-def test_an_event_the_server_rejects_is_dropped_not_retried(meter_server, tmp_path):
+def test_an_event_the_server_rejects_goes_to_the_dead_letters_not_retried(meter_server, tmp_path):
     rejected = {"id": "a", "status": "rejected", "errors": [{"field": "usage", "message": "x"}]}
     meter_server.script = [httpx2.Response(200, json={"rejected": 1, "results": [rejected]})]
     sender = sender_for(meter_server, tmp_path)
     sender.record(event("a"))
 
-    assert sender.flush(timeout=5)
+    assert not sender.flush(timeout=5)  # left behind, in the dead letters
 
+    [letter] = dead_letters(tmp_path)
     assert (len(meter_server.requests), spooled(tmp_path)) == (1, [])
+    assert ([e["id"] for e in letter["events"]], json.loads(letter["answer"])) == (
+        ["a"],
+        [rejected],
+    )
 
 
-def test_a_refused_batch_is_halved_until_only_the_bad_event_is_dropped(tmp_path):
+def test_a_refused_batch_is_halved_until_only_the_bad_event_is_a_dead_letter(tmp_path):
     server = MeterServer()
 
     def refuse_bad(request: httpx2.Request) -> httpx2.Response:
@@ -147,10 +156,13 @@ def test_a_refused_batch_is_halved_until_only_the_bad_event_is_dropped(tmp_path)
     for event_id in ("a", "b", "bad", "c"):
         sender.record(event(event_id))
 
-    assert sender.flush(timeout=5)
+    assert not sender.flush(timeout=5)
 
     assert sorted(e["id"] for e in server.events) == ["a", "b", "c"]
     assert spooled(tmp_path) == []
+    [letter] = dead_letters(tmp_path)
+    assert ([e["id"] for e in letter["events"]], letter["status"]) == (["bad"], 400)
+    assert json.loads(letter["answer"]) == {"error": {"code": "invalid"}}
 
 
 def test_a_repeated_id_is_sent_once_per_batch(meter_server, tmp_path):
