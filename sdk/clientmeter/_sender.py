@@ -365,8 +365,9 @@ class Sender:
         """Send queued batches oldest first, isolating the ones that fail on their own."""
         waiting = False
         server_errors = 0
+        rounds = 0
         while True:
-            changed = False
+            changed = taken = False
             names = self.spool.names()
             for name in names:
                 hold = self._holds.get(name)
@@ -375,7 +376,7 @@ class Sender:
                     continue
                 with self.spool.claim(name) as events:
                     if events is None:
-                        waiting = True  # another sender holds it (or it just went)
+                        taken = True  # another sender holds it (or it just went)
                         continue
                     answer = self._post(events)
                     if answer.kind is Kind.DELIVERED:
@@ -397,8 +398,15 @@ class Sender:
                             continue
                 self._schedule_retry(answer)  # down, throttled or a bad key: the key waits
                 return
+            rounds += 1
+            if taken and forced and not changed and rounds < 40:
+                # A flush wants an answer: give the other sender a moment to finish its
+                # batch, then look again (it is gone if sent, back if not).
+                time.sleep(0.05)
+                continue
             if not changed:
                 break
+        waiting = waiting or taken
         if self._failures:
             log.info("ClientMeter: delivery to %s works again", self.endpoint)
             self.spool.clear_error()
@@ -432,8 +440,10 @@ class Sender:
         """Count a server error against the batch; isolate it once it looks like poison."""
         now = time.monotonic()
         hold = self._holds.get(name)
-        if hold is None or hold.status != answer.status:
+        if hold is None:
             hold = self._holds[name] = Hold(answer.status, first_failed=now)
+        elif hold.status != answer.status:
+            hold.status, hold.count = answer.status, 1  # "the same 5xx on every retry"
         else:
             hold.count += 1
         hold.not_before = now + min(self.backoff_max, self.backoff_base * 2 ** (hold.count - 1))
@@ -444,20 +454,33 @@ class Sender:
             poisoned = hold.count >= BURY_AFTER and others_went_through
         if poisoned:
             del self._holds[name]
-            self._isolate(name, events, answer)
+            self._isolate(name, events, answer, failing_since=hold.first_failed)
         else:
             self._warn(f"{self.endpoint} answered {answer.status}")
             self.spool.note_error(answer.status, answer.text)
         return poisoned
 
-    def _isolate(self, name: str, events: list[dict[str, Any]], answer: Answer) -> None:
-        """Halve a batch the server will not take, or make a dead letter of its one event."""
+    def _isolate(
+        self,
+        name: str,
+        events: list[dict[str, Any]],
+        answer: Answer,
+        *,
+        failing_since: float | None = None,
+    ) -> None:
+        """Halve a batch the server will not take, or make a dead letter of its one event.
+
+        Halves of a batch that failed with a server error inherit the time it started
+        failing: a delivery since then (even of the other half) shows the server works.
+        """
         if len(events) > 1:
             half = len(events) // 2
             # Written before the original goes: a crash between the two resends, and the
             # server dedupes; the reverse order would lose events.
-            self.spool.put(events[:half], name=f"{name}a")
-            self.spool.put(events[half:], name=f"{name}b")
+            for part, suffix in ((events[:half], "a"), (events[half:], "b")):
+                self.spool.put(part, name=f"{name}{suffix}", force=True)
+                if failing_since is not None:
+                    self._holds[f"{name}{suffix}"] = Hold(None, failing_since, count=0)
         else:
             self._bury(events, name=name, status=answer.status, text=answer.text, reason="refused")
         self.spool.remove(name)

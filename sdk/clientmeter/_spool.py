@@ -182,16 +182,21 @@ class Spool:
 
     # --- the queue -----------------------------------------------------------------
 
-    def put(self, events: list[dict[str, Any]], *, name: str | None = None) -> bool:
-        """Queue a batch; False when it had to be dropped (the bound, or no room at all)."""
+    def put(
+        self, events: list[dict[str, Any]], *, name: str | None = None, force: bool = False
+    ) -> bool:
+        """Queue a batch; False when it had to be dropped (the bound, or no room at all).
+
+        ``force``: the halves of a batch being split, which take no more room than it did.
+        """
         if not events:
             return True
         name = name or new_batch_name()
         queue = self.queue_dir
         if queue is not None:
-            if self._queue_bytes >= self.queue_max_bytes:
+            if not force and self._queue_bytes >= self.queue_max_bytes:
                 self._queue_bytes = _folder_bytes(queue)  # others may have sent some meanwhile
-            if self._queue_bytes >= self.queue_max_bytes:
+            if not force and self._queue_bytes >= self.queue_max_bytes:
                 log.error(
                     "ClientMeter: the spool %s is full (%d MB, CLIENTMETER_SPOOL_MAX_MB); "
                     "%d new events dropped",
