@@ -105,10 +105,10 @@ class Proxy:
             listener.close()
         with self.lock:
             connections, self.connections = self.connections, []
-        for connection in connections:
+        for open_socket in connections:
             with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
-            connection.close()
+                open_socket.shutdown(socket.SHUT_RDWR)
+            open_socket.close()
 
     def _accept(self, listener: socket.socket) -> None:
         while True:
