@@ -53,11 +53,7 @@ def now_rfc3339() -> str:
 
 @dataclass
 class Call:
-    """What is known when the app makes a call: its tags, start time and a fallback id.
-
-    The fallback id is drawn here, before anything is sent, so every resend of the event
-    carries the same id even when the response has none.
-    """
+    """What is known when the app makes a call: its tags and start time."""
 
     tags: Tags
     model: str | None = None
@@ -65,7 +61,6 @@ class Call:
     # TTL a revised cache write belongs to).
     body: Any = None
     started: float = field(default_factory=time.monotonic)
-    fallback_id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
     def elapsed_ms(self) -> int:
         return max(0, int((time.monotonic() - self.started) * 1000))
@@ -87,7 +82,9 @@ def build_event(
     extra_metadata: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     event: dict[str, Any] = {
-        "id": event_id or call.fallback_id,
+        # Without a response id: a UUID drawn once, here, before the event is spooled; every
+        # resend carries the spooled copy, so the same id.
+        "id": event_id or str(uuid.uuid4()),
         "provider": provider,
         "model": model or call.model or "unknown",
         "usage": usage,

@@ -288,23 +288,27 @@ class SSEFilter:
         self._pending = b""
 
     def feed(self, chunk: bytes) -> bytes:
-        self._pending += chunk
-        out = []
-        while True:
-            match = _EVENT_END.search(self._pending)
-            if match is None:
-                break
-            block, self._pending = self._pending[: match.start()], self._pending[match.end() :]
-            kept = self._event(block)
-            if kept is not None:
-                out.append(kept + match.group(0))
-        return b"".join(out)
+        pending = self._pending + chunk
+        if b"\r" in pending:  # CRLF line ends (rare): the general pattern
+            out = []
+            while (match := _EVENT_END.search(pending)) is not None:
+                block, pending = pending[: match.start()], pending[match.end() :]
+                kept = self._event(block)
+                if kept is not None:
+                    out.append(kept + match.group(0))
+            self._pending = pending
+            return b"".join(out)
+        blocks = pending.split(b"\n\n")
+        self._pending = blocks.pop()
+        return b"".join(kept + b"\n\n" for kept in map(self._event, blocks) if kept is not None)
 
     def drain(self) -> bytes:
         rest, self._pending = self._pending, b""
         return rest
 
     def _event(self, block: bytes) -> bytes | None:
+        if b'"usage"' not in block:
+            return block
         lines = block.split(b"\n")
         data_lines = [line for line in lines if line.startswith(b"data:")]
         if len(data_lines) != 1:
