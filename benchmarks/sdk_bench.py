@@ -149,7 +149,11 @@ def main() -> None:
     args = parser.parse_args()
     spool = Path(tempfile.mkdtemp(prefix="clientmeter-bench-"))
     url, stand_in = start_stand_in()
-    options = {"url": url, "api_key": "cm_live_BenchBen_" + "b" * 32, "spool_dir": spool}
+    options: dict[str, Any] = {
+        "url": url,
+        "api_key": "cm_live_BenchBen_" + "b" * 32,
+        "spool_dir": spool,
+    }
 
     plain_a = anthropic.Anthropic(api_key="sk-ant-bench", base_url=url, max_retries=0)
     metered_a = meter.wrap(

@@ -14,12 +14,14 @@ import subprocess
 import sys
 import threading
 import time
+from typing import cast
 
 import clientmeter as meter
 import pytest
 from django.conf import settings
 from django.db import connection
 
+from agency.models import Client
 from tests.factories import ClientFactory
 from tests.sdk.anthropic_api import AnthropicAPI
 from tracking.keys import api_key_create
@@ -140,8 +142,10 @@ class Proxy:
 
 
 def test_two_keys_three_processes_two_meter_restarts_every_event_once(rates, live_server, tmp_path):
-    _, acme_key = api_key_create(name="acme app", client=ClientFactory(slug="acme"))
-    _, globex_key = api_key_create(name="globex app", client=ClientFactory(slug="globex"))
+    _, acme_key = api_key_create(name="acme app", client=cast(Client, ClientFactory(slug="acme")))
+    _, globex_key = api_key_create(
+        name="globex app", client=cast(Client, ClientFactory(slug="globex"))
+    )
     host, port = live_server.thread.host, live_server.thread.port
     proxy = Proxy((host, port))
     proxy.start()
