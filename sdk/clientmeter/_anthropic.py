@@ -140,7 +140,9 @@ def follow_message(meter: Meter, call: Call | None, result: Any, *, is_async: bo
     if content_type.startswith("text/event-stream"):
         observation = MessageStream(meter, call, request_id)
     else:
-        observation = JSONBody(lambda body: record_body(meter, call, body, request_id))
+        observation = JSONBody(
+            lambda body: meter.record_body(call, body, provider=PROVIDER, request_id=request_id)
+        )
     follow(response, observation, is_async=is_async)
 
 
@@ -152,21 +154,6 @@ def record_message(meter: Meter, call: Call, message: Any) -> None:
         model=getattr(message, "model", None),
         usage=usage_dict(message.usage),
         request_id=getattr(message, "_request_id", None),
-        latency_ms=call.elapsed_ms(),
-    )
-
-
-def record_body(meter: Meter, call: Call, body: dict[str, Any], request_id: str | None) -> None:
-    usage = body.get("usage")
-    if not isinstance(usage, dict):
-        return
-    meter.record(
-        call,
-        provider=PROVIDER,
-        event_id=body.get("id"),
-        model=body.get("model"),
-        usage=usage_dict(usage),
-        request_id=request_id,
         latency_ms=call.elapsed_ms(),
     )
 

@@ -117,7 +117,12 @@ def _follow(
             response = getattr(result, "http_response", None)  # APIResponse, LegacyAPIResponse
         if response is None:
             if getattr(result, "usage", None) is not None:
-                _record(meter, call, _as_dict(result), getattr(result, "_request_id", None))
+                meter.record_body(
+                    call,
+                    _as_dict(result),
+                    provider=PROVIDER,
+                    request_id=getattr(result, "_request_id", None),
+                )
             return
         request_id = response.headers.get("x-request-id")
         streamed = response.headers.get("content-type", "").startswith("text/event-stream")
@@ -131,7 +136,9 @@ def _follow(
         elif streamed:
             observation = ResponseStream(meter, call, request_id)
         else:
-            observation = JSONBody(lambda body: _record(meter, call, body, request_id))
+            observation = JSONBody(
+                lambda body: meter.record_body(call, body, provider=PROVIDER, request_id=request_id)
+            )
         follow(response, observation, is_async=is_async)
     except Exception:
         log.exception("ClientMeter: could not follow an OpenAI response")
@@ -144,32 +151,6 @@ def _as_dict(model: Any) -> dict[str, Any]:
         "usage": usage_dict(model.usage),
         "service_tier": getattr(model, "service_tier", None),
     }
-
-
-def _record(
-    meter: Meter,
-    call: Call,
-    body: dict[str, Any],
-    request_id: str | None,
-    *,
-    status_code: int = 200,
-) -> None:
-    """A chat completion or a response (plain, streamed, or read raw), as a dict."""
-    usage = body.get("usage")
-    if not isinstance(usage, dict):
-        return  # e.g. a background response still in progress: no usage yet
-    tier = body.get("service_tier")
-    meter.record(
-        call,
-        provider=PROVIDER,
-        event_id=body.get("id"),
-        model=body.get("model"),
-        usage=drop_none(usage),
-        request_id=request_id,
-        latency_ms=call.elapsed_ms(),
-        status_code=status_code,
-        service_tier=tier if isinstance(tier, str) else None,
-    )
 
 
 class ChatStream(Observation):
@@ -218,7 +199,9 @@ class ChatStream(Observation):
 
     def record(self) -> None:
         if self.body is not None:
-            _record(self.meter, self.call, self.body, self.request_id)
+            self.meter.record_body(
+                self.call, self.body, provider=PROVIDER, request_id=self.request_id
+            )
 
 
 class ResponseStream(Observation):
@@ -263,7 +246,13 @@ class ResponseStream(Observation):
 
     def record(self) -> None:
         if self.body is not None:
-            _record(self.meter, self.call, self.body, self.request_id, status_code=self.status)
+            self.meter.record_body(
+                self.call,
+                self.body,
+                provider=PROVIDER,
+                request_id=self.request_id,
+                status_code=self.status,
+            )
 
 
 def _record_batch_line(meter: Meter, call: Call, line: dict[str, Any]) -> None:

@@ -244,6 +244,8 @@ class Sender:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     break
+                if self._thread is None or not self._thread.is_alive():
+                    break  # no thread to serve it (shutdown): spool what is buffered
                 self._cond.wait(remaining)
             served = self._flush_served >= ticket
             delivered = served and self._flush_ok
@@ -300,10 +302,12 @@ class Sender:
             # would wait for it forever.
             return
         if self._thread is None or not self._thread.is_alive():
-            self._thread = threading.Thread(
-                target=self._run, name="clientmeter-sender", daemon=True
-            )
-            self._thread.start()
+            thread = threading.Thread(target=self._run, name="clientmeter-sender", daemon=True)
+            try:
+                thread.start()
+            except RuntimeError:  # Python 3.12+ refuses new threads once shutdown began
+                return
+            self._thread = thread
 
     def _spool_buffer(self) -> None:
         with self._cond:

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from clientmeter._budget import BudgetGuard
 from clientmeter._events import Call, build_event
+from clientmeter._observe import drop_none
 from clientmeter._sender import Sender
 from clientmeter._tags import EMPTY, Tags, current
 
@@ -61,6 +62,32 @@ class Meter:
         except Exception:
             log.exception("ClientMeter: could not prepare a call record")
             return None
+
+    def record_body(
+        self,
+        call: Call,
+        body: dict[str, Any],
+        *,
+        provider: str,
+        request_id: str | None,
+        status_code: int = 200,
+    ) -> None:
+        """Record a response body read as JSON (a message, a completion, a response)."""
+        usage = body.get("usage")
+        if not isinstance(usage, dict):
+            return  # e.g. an OpenAI background response still in progress: no usage yet
+        tier = body.get("service_tier")
+        self.record(
+            call,
+            provider=provider,
+            event_id=body.get("id"),
+            model=body.get("model"),
+            usage=drop_none(usage),
+            request_id=request_id,
+            latency_ms=call.elapsed_ms(),
+            status_code=status_code,
+            service_tier=tier if isinstance(tier, str) else None,
+        )
 
     def record(self, call: Call | None, **fields: Any) -> None:
         if self.sender is None or call is None:

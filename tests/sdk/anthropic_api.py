@@ -153,6 +153,24 @@ def tool_use_body(message_id: str, *, usage: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# A stream that writes to the cache (148 tokens for 5 minutes, 100 for an hour) before a
+# message_delta revises the write (see stream_events(start_usage=…)).
+START_WITH_CACHE: dict[str, Any] = {
+    "input_tokens": 25,
+    "cache_creation_input_tokens": 248,
+    "cache_read_input_tokens": 0,
+    "cache_creation": {"ephemeral_5m_input_tokens": 148, "ephemeral_1h_input_tokens": 100},
+    "output_tokens": 1,
+}
+
+
+def overloaded_midway() -> list[dict[str, Any]]:
+    """A stream cut by an ``error`` event after message_start and one text delta."""
+    events = stream_events()[:4]
+    events.append({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
+    return events
+
+
 BATCH_ID = "msgbatch_01HkcTjaV5uDC8jWR4ZsDV8d"
 BATCH_ENDED_AT = "2026-11-20T10:15:00Z"
 

@@ -19,8 +19,10 @@ import pytest
 
 from tests.sdk.anthropic_api import (
     MODEL,
+    START_WITH_CACHE,
     USAGE,
     message_body,
+    overloaded_midway,
     stream_events,
     tool_use_body,
 )
@@ -286,13 +288,6 @@ def test_a_half_read_helper_stream_is_recorded_on_exit_of_its_block(wrapped, met
 
 # --- revised cache writes -----------------------------------------------------------------
 
-START_WITH_CACHE = {
-    "input_tokens": 25,
-    "cache_creation_input_tokens": 248,
-    "cache_read_input_tokens": 0,
-    "cache_creation": {"ephemeral_5m_input_tokens": 148, "ephemeral_1h_input_tokens": 100},
-    "output_tokens": 1,
-}
 REVISED = {"output_tokens": 15, "cache_creation_input_tokens": 400}
 
 
@@ -356,12 +351,6 @@ def test_a_delta_with_its_own_split_is_taken_as_sent(wrapped, meter_server, anth
 
 
 # --- streamed errors -----------------------------------------------------------------------
-
-
-def overloaded_midway() -> list[dict[str, Any]]:
-    events = stream_events()[:4]  # message_start, a block start, a ping, one text delta
-    events.append({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
-    return events
 
 
 def test_a_streamed_error_is_recorded_with_its_status(wrapped, meter_server, anthropic_api):

@@ -23,7 +23,14 @@ from django.conf import settings
 from agency.models import Client, Project
 from billing.services.rollups import rollups_rebuild_dirty
 from tests.factories import ClientFactory
-from tests.sdk.anthropic_api import BATCH_ID, MODEL, message_body, stream_events
+from tests.sdk.anthropic_api import (
+    BATCH_ID,
+    MODEL,
+    START_WITH_CACHE,
+    message_body,
+    overloaded_midway,
+    stream_events,
+)
 from tests.sdk.conftest import process_exit
 from tests.sdk.openai_api import BATCH_ID as OPENAI_BATCH_ID
 from tests.sdk.openai_api import BATCH_USAGE, CHAT_USAGE, RESPONSE_USAGE, OpenAIAPI
@@ -373,15 +380,9 @@ def test_spooled_events_of_two_keys_land_each_under_its_own_client(
 def test_a_stream_with_a_revised_cache_write_lands_priced(
     anthropic_api, live_server, acme_key, tmp_path
 ):
-    start = {
-        "input_tokens": 25,
-        "cache_creation_input_tokens": 248,
-        "cache_read_input_tokens": 0,
-        "cache_creation": {"ephemeral_5m_input_tokens": 148, "ephemeral_1h_input_tokens": 100},
-        "output_tokens": 1,
-    }
     anthropic_api.stream = stream_events(
-        start_usage=start, delta_usages=[{"output_tokens": 15, "cache_creation_input_tokens": 400}]
+        start_usage=START_WITH_CACHE,
+        delta_usages=[{"output_tokens": 15, "cache_creation_input_tokens": 400}],
     )
     client = wrap_live(anthropic_api, live_server, acme_key, tmp_path)
     system = [{"type": "text", "text": "Acme", "cache_control": {"type": "ephemeral", "ttl": "1h"}}]
@@ -400,9 +401,7 @@ def test_a_stream_with_a_revised_cache_write_lands_priced(
 
 
 def test_a_streamed_error_lands_with_its_status(anthropic_api, live_server, acme_key, tmp_path):
-    events = stream_events()[:4]
-    events.append({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
-    anthropic_api.stream = events
+    anthropic_api.stream = overloaded_midway()
     client = wrap_live(anthropic_api, live_server, acme_key, tmp_path)
 
     with pytest.raises(anthropic.APIStatusError), client.messages.stream(**ASK) as stream:
