@@ -139,11 +139,41 @@ def follow_message(meter: Meter, call: Call | None, result: Any, *, is_async: bo
     observation: Observation
     if content_type.startswith("text/event-stream"):
         observation = MessageStream(meter, call, request_id)
+    elif hasattr(result, "_iterator"):
+        # A stream in another framing (Bedrock's binary event stream): read the SDK's
+        # parsed events instead of the bytes.
+        stream = MessageStream(meter, call, request_id, read_bytes=False)
+        _observe_events(result, stream, is_async=is_async)
+        observation = stream
     else:
         observation = JSONBody(
             lambda body: meter.record_body(call, body, provider=PROVIDER, request_id=request_id)
         )
     follow(response, observation, is_async=is_async)
+
+
+def _observe_events(result: Any, observation: MessageStream, *, is_async: bool) -> None:
+    """Feed each event the SDK's stream yields to ``observation`` (its iterator, swapped)."""
+    events = result._iterator
+
+    def take(event: Any) -> None:
+        if not observation.done:
+            try:
+                observation.take(event.model_dump(mode="json", by_alias=True, exclude_none=True))
+            except Exception:
+                log.exception("ClientMeter: could not read a stream event")
+
+    def following() -> Iterator[Any]:
+        for event in events:
+            take(event)
+            yield event
+
+    async def afollowing() -> AsyncIterator[Any]:
+        async for event in events:
+            take(event)
+            yield event
+
+    result._iterator = afollowing() if is_async else following()
 
 
 def record_message(meter: Meter, call: Call, message: Any) -> None:
@@ -170,11 +200,14 @@ class MessageStream(Observation):
 
     _WANTED = frozenset({"message_start", "message_delta", "message_stop", "error"})
 
-    def __init__(self, meter: Meter, call: Call, request_id: str | None) -> None:
+    def __init__(
+        self, meter: Meter, call: Call, request_id: str | None, *, read_bytes: bool = True
+    ) -> None:
         super().__init__()
         self.meter = meter
         self.call = call
         self.request_id = request_id
+        self.read_bytes = read_bytes
         self.message_id: str | None = None
         self.model: str | None = None
         self.usage: dict[str, Any] | None = None
@@ -188,12 +221,15 @@ class MessageStream(Observation):
         return data.startswith((b'{"type":"message_', b'{"type": "message_', b'{"type":"error"'))
 
     def feed(self, chunk: bytes) -> bytes:
-        if not self.done:
+        if self.read_bytes and not self.done:
             self._reader.feed(chunk)
         return chunk
 
     def _event(self, event: str | None, data: bytes) -> None:
-        payload = json.loads(data)
+        self.take(json.loads(data), event)
+
+    def take(self, payload: dict[str, Any], event: str | None = None) -> None:
+        """One stream event, as a dict (from the bytes, or from the SDK's parsed event)."""
         kind = payload.get("type") or event
         if kind == "message_start":
             message = payload.get("message") or {}

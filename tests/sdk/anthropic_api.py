@@ -248,6 +248,8 @@ class AnthropicAPI:
         self.error: tuple[int, str] | None = None
         # Messages answered first, one per (non-streamed) call, before ``message``.
         self.replies: list[dict[str, Any]] = []
+        # The streams' content type (Bedrock frames its streams differently).
+        self.stream_content_type = "text/event-stream"
         # When set, a stream stops before its event number ``gate_at`` until the gate opens.
         self.gate: threading.Event | None = None
         self.gate_at = 0
@@ -263,7 +265,7 @@ class AnthropicAPI:
         if request.method == "POST" and path == "/v1/messages":
             params = json.loads(request.content)
             if params.get("stream"):
-                headers["content-type"] = "text/event-stream"
+                headers["content-type"] = self.stream_content_type
                 chunked = ChunkedBody(sse_chunks(self.stream), self.gate, self.gate_at)
                 return httpx2.Response(200, headers=headers, stream=chunked)
             if self.replies:

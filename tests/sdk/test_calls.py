@@ -286,6 +286,33 @@ def test_a_half_read_helper_stream_is_recorded_on_exit_of_its_block(wrapped, met
     assert (event["id"], event["usage"]["output_tokens"]) == (STREAM_ID, 1)
 
 
+def test_a_stream_in_another_framing_is_read_from_the_sdks_events(
+    wrapped, meter_server, anthropic_api
+):
+    # Bedrock frames streams as binary AWS event streams, not SSE: the SDK's own events are
+    # read instead of the bytes (the stand-in keeps SSE bytes, which the client still reads).
+    anthropic_api.stream_content_type = "application/vnd.amazon.eventstream"
+    client = wrapped()
+
+    with client.messages.create(**ASK, stream=True) as stream:
+        read_until(stream, "message_delta")
+
+    event = one_event(meter_server)
+    assert (event["id"], event["usage"]["output_tokens"]) == (STREAM_ID, 15)
+
+
+def test_a_half_read_stream_in_another_framing_records_what_the_app_read(
+    wrapped, meter_server, anthropic_api
+):
+    anthropic_api.stream_content_type = "application/vnd.amazon.eventstream"
+    client = wrapped()
+
+    with client.messages.stream(**ASK) as stream:
+        next(iter(stream))
+
+    assert one_event(meter_server)["usage"]["output_tokens"] == 1
+
+
 # --- revised cache writes -----------------------------------------------------------------
 
 REVISED = {"output_tokens": 15, "cache_creation_input_tokens": 400}
