@@ -1,4 +1,4 @@
-"""ClientMeter SDK: wrap your Anthropic client and every call's usage is recorded.
+"""ClientMeter SDK: wrap your Anthropic or OpenAI client and every call's usage is recorded.
 
     import anthropic
     import clientmeter as meter
@@ -7,27 +7,28 @@
 
 Configuration comes from arguments or the environment: CLIENTMETER_URL,
 CLIENTMETER_API_KEY, CLIENTMETER_SPOOL_DIR (where unsent events wait; default a per-user
-cache directory) and CLIENTMETER_EXIT_TIMEOUT (seconds the exit flush may take; 5).
+cache directory) and CLIENTMETER_EXIT_TIMEOUT (seconds the exit may take; 5).
 """
 
 from __future__ import annotations
 
 import atexit
-import inspect
 import logging
 import os
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from clientmeter import _observe, _sender
 from clientmeter._budget import BudgetExceeded, BudgetGuard
 from clientmeter._sender import Sender, default_spool_dir
 from clientmeter._tags import make_tags, tags
-from clientmeter._wrap import Meter, MeteredClient
+from clientmeter._wrap import Meter, Provider, meter_of, metered_copy
 
 __all__ = ["BudgetExceeded", "flush", "tags", "with_tags", "wrap"]
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 log = logging.getLogger("clientmeter")
 
@@ -51,18 +52,27 @@ def _sender_for(*, url: str, api_key: str, spool_dir: Path, http_client: Any) ->
         return sender
 
 
-def _is_async(anthropic_client: Any) -> bool:
-    """AsyncAnthropic, and the async Bedrock and Vertex clients, share the SDK's async base."""
-    try:
-        from anthropic._base_client import AsyncAPIClient
-    except ImportError:  # pragma: no cover - an SDK that moved its base class
-        create = inspect.unwrap(anthropic_client.messages.create)
-        return inspect.iscoroutinefunction(create)
-    return isinstance(anthropic_client, AsyncAPIClient)
+def _provider_of(provider_client: Any) -> tuple[Provider, bool]:
+    """Which SDK the client comes from (by its classes' modules), and whether it is async."""
+    mro = type(provider_client).__mro__
+    is_async = any(cls.__name__ == "AsyncAPIClient" for cls in mro)
+    for cls in mro:
+        root = cls.__module__.split(".", 1)[0]
+        if root == "anthropic":
+            from clientmeter._anthropic import ANTHROPIC
+
+            return ANTHROPIC, is_async
+        if root == "openai":
+            from clientmeter._openai import OPENAI
+
+            return OPENAI, is_async
+    raise TypeError(
+        f"meter.wrap() takes an anthropic or openai client, not {type(provider_client).__name__}"
+    )
 
 
 def wrap(
-    anthropic_client: C,
+    provider_client: C,
     /,
     *,
     client: str | None = None,
@@ -78,8 +88,10 @@ def wrap(
     spool_dir: str | os.PathLike[str] | None = None,
     http_client: Any = None,
 ) -> C:
-    """Return ``anthropic_client`` with the usage of every call sent to ClientMeter.
+    """A copy of ``provider_client`` that sends the usage of every call to ClientMeter.
 
+    ``provider_client`` is an ``anthropic`` client (``Anthropic``, ``AsyncAnthropic``, the
+    Bedrock and Vertex ones) or an ``openai`` one (``OpenAI``, ``AsyncOpenAI``, Azure).
     ``client`` is the client's slug (required with an agency-wide key), the other tags are
     defaults for every call. ``budget_guard=True`` makes calls raise ``BudgetExceeded``
     while the client's budget status is red. ``http_client`` (an ``httpx2.Client``) is
@@ -87,9 +99,7 @@ def wrap(
     """
     if budget_guard and not client:
         raise ValueError("budget_guard=True needs client=<the client's slug>")
-    inner: Any = anthropic_client
-    if type(inner) is MeteredClient:
-        inner = inner._cm_inner
+    provider, is_async = _provider_of(provider_client)
     url = url or os.environ.get("CLIENTMETER_URL")
     api_key = api_key or os.environ.get("CLIENTMETER_API_KEY")
     sender = guard = None
@@ -112,7 +122,7 @@ def wrap(
         metadata=metadata,
     )
     meter = Meter(sender=sender, client=client, defaults=defaults, guard=guard)
-    metered: Any = MeteredClient(inner, meter, is_async=_is_async(inner))
+    metered: Any = metered_copy(provider_client, meter, provider, is_async=is_async)
     return metered
 
 
@@ -132,8 +142,8 @@ def with_tags(
     ``meter.with_tags(client, user="u-42").messages.create(...)``. These tags win over
     ``tags()`` blocks and the ``wrap`` defaults.
     """
-    proxy: Any = metered_client
-    if type(proxy) is not MeteredClient:
+    meter = meter_of(metered_client)
+    if meter is None:
         log.warning("ClientMeter: with_tags() needs a client returned by wrap(); tags ignored")
         return metered_client
     call_tags = make_tags(
@@ -144,7 +154,9 @@ def with_tags(
         prompt_hash=prompt_hash,
         metadata=metadata,
     )
-    derived: Any = proxy._cm_derive(proxy._cm_inner, proxy._cm_meter.with_tags(call_tags))
+    derived: Any = metered_client
+    derived = derived.copy()
+    derived._cm_meter = meter.with_tags(call_tags)
     return derived
 
 
@@ -152,25 +164,53 @@ def flush(timeout: float | None = 5.0) -> bool:
     """Send everything recorded so far; True when all of it reached ClientMeter.
 
     Whatever could not be sent within ``timeout`` seconds stays in the spool directory and
-    goes out in the background, or at the next start.
+    goes out in the background, or at the next start. False (with one warning) when
+    anything is left behind: still queued, or moved to the dead letters since the last
+    ``flush()``.
     """
     with _registry_lock:
         senders = list(_all_senders)
-    ok = True
-    for sender in senders:
-        ok = sender.flush(timeout) and ok
-    return ok
+    deadline = None if timeout is None else time.monotonic() + timeout
+    tickets = [(sender, sender.request_flush()) for sender in senders]
+    left = [sender for sender, ticket in tickets if not sender.await_flush(ticket, deadline)]
+    if left:
+        queued = sum(sender.queued_batches() for sender in left)
+        folders = ", ".join(str(sender.spool.directory or "memory") for sender in left)
+        log.warning(
+            "ClientMeter: not everything was delivered: %d batch(es) still queued, or events "
+            "moved to the dead letters, in %s; see `python -m clientmeter spool`",
+            queued,
+            folders,
+        )
+    return not left
+
+
+def exit_timeout() -> float:
+    try:
+        return max(0.0, float(os.environ.get("CLIENTMETER_EXIT_TIMEOUT", "5")))
+    except ValueError:
+        return 5.0
 
 
 def _flush_at_exit() -> None:
+    """Bounded: calls still in flight are recorded as seen so far, then one shared deadline."""
     try:
-        timeout = float(os.environ.get("CLIENTMETER_EXIT_TIMEOUT", "5"))
-    except ValueError:
-        timeout = 5.0
-    try:
-        flush(timeout)
+        _observe.finish_all()
+        flush(exit_timeout())
     except Exception:
         log.exception("ClientMeter: flush at exit failed")
+    finally:
+        # From here on (module teardown, a stream collected late) events go straight to
+        # the spool: no thread may start while the interpreter shuts down.
+        _sender.exit_flush_done()
+
+
+def _after_fork_in_child() -> None:
+    global _registry_lock
+    _registry_lock = threading.Lock()
+    _observe.forget_all()
 
 
 atexit.register(_flush_at_exit)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,4 +1,4 @@
-"""Turning Anthropic responses into ClientMeter ingest events."""
+"""Turning provider responses into ClientMeter ingest events."""
 
 from __future__ import annotations
 
@@ -12,21 +12,6 @@ from typing import Any
 from clientmeter._tags import TAG_FIELDS, Tags
 
 log = logging.getLogger("clientmeter")
-
-
-def usage_dict(usage: Any) -> dict[str, Any]:
-    """The usage object with the API's own field names and only the fields the API sent.
-
-    ``exclude_unset`` keeps exactly the keys present in the response (unknown new fields
-    included, as pydantic keeps extras); ``exclude_none`` drops explicit nulls, which mean
-    "not applicable" and would otherwise fail a strict integer check on ingest.
-    """
-    if isinstance(usage, dict):
-        return {key: value for key, value in usage.items() if value is not None}
-    dumped: dict[str, Any] = usage.model_dump(
-        mode="json", by_alias=True, exclude_unset=True, exclude_none=True
-    )
-    return dumped
 
 
 # The ingest API's limits (README, "Raw HTTP"): an event over them would be rejected and its
@@ -68,16 +53,14 @@ def now_rfc3339() -> str:
 
 @dataclass
 class Call:
-    """What is known when the app makes a call: its tags, start time and a fallback id.
-
-    The fallback id is drawn here, before anything is sent, so every resend of the event
-    carries the same id even when the response has none.
-    """
+    """What is known when the app makes a call: its tags and start time."""
 
     tags: Tags
     model: str | None = None
+    # The request's parameters, kept while the call is in flight (Anthropic: which cache
+    # TTL a revised cache write belongs to).
+    body: Any = None
     started: float = field(default_factory=time.monotonic)
-    fallback_id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
     def elapsed_ms(self) -> int:
         return max(0, int((time.monotonic() - self.started) * 1000))
@@ -87,6 +70,7 @@ def build_event(
     *,
     call: Call,
     client: str | None,
+    provider: str = "anthropic",
     event_id: str | None,
     model: str | None,
     usage: dict[str, Any],
@@ -98,8 +82,10 @@ def build_event(
     extra_metadata: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     event: dict[str, Any] = {
-        "id": event_id or call.fallback_id,
-        "provider": "anthropic",
+        # Without a response id: a UUID drawn once, here, before the event is spooled; every
+        # resend carries the spooled copy, so the same id.
+        "id": event_id or str(uuid.uuid4()),
+        "provider": provider,
         "model": model or call.model or "unknown",
         "usage": usage,
         "occurred_at": occurred_at or now_rfc3339(),
@@ -124,32 +110,3 @@ def build_event(
     if metadata:
         event["metadata"] = _fit_metadata(metadata)
     return event
-
-
-class StreamUsage:
-    """Usage of a streamed message, from its raw events.
-
-    ``message_start`` carries preliminary counts; each ``message_delta`` carries cumulative
-    totals for the fields it has (``input_tokens`` may even be revised upward). So each
-    field takes its latest value — never a sum (PRICING.md §1.3).
-    """
-
-    def __init__(self) -> None:
-        self.message_id: str | None = None
-        self.model: str | None = None
-        self.usage: dict[str, Any] | None = None
-        self.stopped = False
-
-    def observe(self, event: Any) -> None:
-        kind = getattr(event, "type", None)
-        if kind == "message_start":
-            message = event.message
-            self.message_id = getattr(message, "id", None)
-            self.model = getattr(message, "model", None)
-            self.usage = usage_dict(message.usage)
-        elif kind == "message_delta":
-            delta_usage = getattr(event, "usage", None)
-            if delta_usage is not None:
-                self.usage = {**(self.usage or {}), **usage_dict(delta_usage)}
-        elif kind == "message_stop":
-            self.stopped = True

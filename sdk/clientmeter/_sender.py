@@ -1,10 +1,15 @@
-"""Background delivery: batches events, spools them to disk, retries with backoff.
+"""Background delivery for one (ClientMeter URL, API key): batches, spool, retries, poison.
 
 The app thread only appends to a list. A daemon thread cuts the list into batches (every
-``interval`` seconds or ``max_batch`` events), writes each batch to the spool directory
-*before* its first send, POSTs it, and deletes the file once ClientMeter answered. So an
-outage or a restart loses nothing that left memory, and every resend carries the same
-event ids (the server dedupes on them).
+``interval`` seconds or ``max_batch`` events), writes each batch to this key's spool folder
+*before* its first send, POSTs it with this key, and deletes the file once ClientMeter
+answered. So an outage or a restart loses nothing that left memory, every resend carries
+the same event ids (the server dedupes on them), and a batch never leaves with another key.
+
+A batch that keeps failing because of what it holds is isolated: a ``4xx`` other than
+401/403/404/408/429 at once, the same ``5xx`` on every retry once other batches went
+through meanwhile. It is halved until the events at fault are alone; those go to the dead
+letters with the server's answer, and everything else goes on being delivered.
 """
 
 from __future__ import annotations
@@ -12,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import enum
-import hashlib
 import json
 import logging
 import os
@@ -20,25 +24,31 @@ import random
 import sys
 import threading
 import time
-import uuid
 import weakref
-from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from clientmeter._http import httpx
-
-try:
-    import fcntl
-except ImportError:
-    # Windows: no flock; two processes may then send the same file, and the server dedupes.
-    fcntl = None  # type: ignore[assignment]
+from clientmeter._spool import Spool
 
 log = logging.getLogger("clientmeter")
 
-USER_AGENT = "clientmeter-python/0.1.0"
+USER_AGENT = "clientmeter-python/0.2.0"
 MAX_RETRY_AFTER = 600.0
+# Same status this many times in a row: a multi-event batch is halved, a single event
+# (once other batches went through meanwhile) is a dead letter.
+SPLIT_AFTER = 2
+BURY_AFTER = 3
+
+_exiting = False  # set by the exit hook once its flush is over: record straight to disk
+
+
+def exit_flush_done() -> None:
+    """From now on events go straight to the spool: no thread will run to send them."""
+    global _exiting
+    _exiting = True
 
 
 def default_spool_dir() -> Path:
@@ -55,14 +65,6 @@ def default_spool_dir() -> Path:
     return base / "clientmeter" / "spool"
 
 
-def spool_namespace(url: str) -> str:
-    """One spool subdirectory per ClientMeter server, so events never go to the wrong one.
-
-    Not per API key: after a key rotation the spooled events still go out, with the new key.
-    """
-    return hashlib.sha256(url.rstrip("/").encode()).hexdigest()[:16]
-
-
 def dedupe(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Drop repeated ids within one batch (the server refuses a batch that repeats an id)."""
     seen: set[str] = set()
@@ -74,98 +76,32 @@ def dedupe(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return unique
 
 
-class Spool:
-    """Batches waiting for delivery, one JSON file each, sent oldest first.
-
-    While a file is being sent it is held with an exclusive ``flock``, so processes sharing
-    the directory do not send the same batch at the same time. If the directory cannot be
-    used the batches stay in memory (and are lost with the process), with a warning.
-    """
-
-    def __init__(self, directory: Path | None) -> None:
-        self.directory = directory
-        self._memory: dict[str, list[dict[str, Any]]] = {}
-        self._lock = threading.Lock()
-        if directory is not None:
-            try:
-                directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            except OSError as exc:
-                log.warning("ClientMeter: cannot use spool directory %s (%s)", directory, exc)
-                self.directory = None
-
-    def after_fork(self) -> None:
-        self._lock = threading.Lock()
-        self._memory = {}
-
-    def put(self, events: list[dict[str, Any]], *, name: str | None = None) -> None:
-        name = name or f"{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        if self.directory is not None:
-            temporary = self.directory / f".{name}.tmp"
-            try:
-                temporary.write_text(json.dumps({"events": events}), encoding="utf-8")
-                # Atomic: a reader sees the whole batch or no file at all.
-                os.replace(temporary, self.directory / f"{name}.json")
-                return
-            except OSError as exc:
-                log.warning("ClientMeter: cannot write the spool (%s); keeping it in memory", exc)
-        with self._lock:
-            self._memory[name] = events
-
-    def names(self) -> list[str]:
-        with self._lock:
-            names = set(self._memory)
-        if self.directory is not None:
-            with contextlib.suppress(OSError):
-                names.update(path.stem for path in self.directory.glob("*.json"))
-        return sorted(names)
-
-    def remove(self, name: str) -> None:
-        with self._lock:
-            if self._memory.pop(name, None) is not None:
-                return
-        if self.directory is not None:
-            with contextlib.suppress(OSError):
-                (self.directory / f"{name}.json").unlink()
-
-    @contextlib.contextmanager
-    def claim(self, name: str) -> Iterator[list[dict[str, Any]] | None]:
-        """The batch's events while this process holds it, or None if it is gone or taken."""
-        with self._lock:
-            in_memory = self._memory.get(name)
-        if in_memory is not None or self.directory is None:
-            yield in_memory
-            return
-        path = self.directory / f"{name}.json"
-        try:
-            handle = path.open("rb")
-        except OSError:
-            yield None
-            return
-        with handle:
-            if fcntl is not None:
-                try:
-                    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except OSError:
-                    yield None
-                    return
-                if os.fstat(handle.fileno()).st_nlink == 0:  # sent and removed meanwhile
-                    yield None
-                    return
-            try:
-                events = json.loads(handle.read())["events"]
-            except (ValueError, KeyError, TypeError):
-                log.error("ClientMeter: unreadable spool file %s, moved aside", path)
-                with contextlib.suppress(OSError):
-                    path.rename(path.with_suffix(".bad"))
-                yield None
-                return
-            yield events
+class Kind(enum.Enum):
+    DELIVERED = "delivered"  # 2xx: every event has its result
+    REFUSED = "refused"  # a 4xx about the batch's content: isolate the bad events
+    SERVER = "server"  # 5xx: the server, or maybe this batch
+    THROTTLED = "throttled"  # 408, 429: later, the same batch
+    KEY = "key"  # 401, 403, 404, redirects: the key or URL is wrong; retry slowly
+    UNREACHABLE = "unreachable"  # no HTTP answer at all
 
 
-class Outcome(enum.Enum):
-    DELIVERED = "delivered"
-    SPLIT = "split"
-    RETRY = "retry"
+@dataclass
+class Answer:
+    kind: Kind
+    status: int | None = None
+    text: str = ""
+    retry_after: float | None = None
+    rejected: list[tuple[dict[str, Any], dict[str, Any]]] = field(default_factory=list)
+
+
+@dataclass
+class Hold:
+    """A batch that failed with a server error: how often, since when, next try."""
+
+    status: int | None
+    first_failed: float
+    count: int = 1
+    not_before: float = 0.0
 
 
 def retry_after_seconds(response: Any) -> float | None:
@@ -185,8 +121,42 @@ def retry_after_seconds(response: Any) -> float | None:
     return max(0.0, (moment - datetime.now(timezone.utc)).total_seconds())
 
 
+def classify(response: Any, events: list[dict[str, Any]]) -> Answer:
+    status = response.status_code
+    if 200 <= status < 300:
+        return Answer(Kind.DELIVERED, status, rejected=_rejections(response, events))
+    text = response.text
+    if status in (408, 429):
+        return Answer(Kind.THROTTLED, status, text, retry_after_seconds(response))
+    if status >= 500:
+        return Answer(Kind.SERVER, status, text, retry_after_seconds(response))
+    if 400 <= status < 500 and status not in (401, 403, 404):
+        return Answer(Kind.REFUSED, status, text)
+    return Answer(Kind.KEY, status, text)
+
+
+def _rejections(
+    response: Any, events: list[dict[str, Any]]
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(event, result) for each event the server rejected; results come in event order."""
+    try:
+        results = response.json().get("results", [])
+    except Exception:
+        return []
+    rejected = []
+    for index, result in enumerate(results):
+        if (
+            isinstance(result, dict)
+            and result.get("status") == "rejected"
+            and index < len(events)
+            and events[index].get("id") == result.get("id")
+        ):
+            rejected.append((events[index], result))
+    return rejected
+
+
 class Sender:
-    """Delivers events to one ClientMeter server from a daemon thread. Never raises."""
+    """Delivers the events of one (URL, key) from a daemon thread. Never raises."""
 
     def __init__(
         self,
@@ -200,11 +170,19 @@ class Sender:
         timeout: float = 10.0,
         backoff_base: float = 0.5,
         backoff_max: float = 60.0,
+        queue_max_bytes: int | None = None,
+        dead_max_bytes: int | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.endpoint = f"{self.url}/api/v1/usage"
         self.api_key = api_key
-        self.spool = Spool(spool_dir / spool_namespace(url) if spool_dir is not None else None)
+        self.spool = Spool(
+            spool_dir,
+            url=self.url,
+            api_key=api_key,
+            queue_max_bytes=queue_max_bytes,
+            dead_max_bytes=dead_max_bytes,
+        )
         self.max_batch = max_batch
         self.interval = interval
         self.timeout = timeout
@@ -221,7 +199,9 @@ class Sender:
         self._pending = True  # a previous run may have left batches in the spool
         self._next_attempt = 0.0
         self._failures = 0
-        self._pid = os.getpid()
+        self._holds: dict[str, Hold] = {}
+        self._last_delivery = float("-inf")
+        self._left_behind = 0  # events dead-lettered or dropped since the last flush()
         self._thread: threading.Thread | None = None
         self._closed = False
         _live_senders.add(self)
@@ -231,6 +211,12 @@ class Sender:
     # --- called from the app's threads -------------------------------------------------
 
     def record(self, event: dict[str, Any]) -> None:
+        if _exiting or self._closed:
+            # The exit flush is over (or the sender was closed): no thread will send this,
+            # so it goes straight to the spool for the next run.
+            if not self.spool.put([event]):
+                self._left_behind += 1
+            return
         with self._cond:
             self._start()
             if not self._buffer:
@@ -240,27 +226,40 @@ class Sender:
             if len(self._buffer) == 1 or len(self._buffer) >= self.max_batch:
                 self._cond.notify_all()
 
-    def flush(self, timeout: float | None = 5.0) -> bool:
-        """Send what is buffered or spooled now; True once nothing is left undelivered.
-
-        On timeout the buffered events are written to the spool, so they survive an exit.
-        """
-        deadline = None if timeout is None else time.monotonic() + timeout
+    def request_flush(self) -> int:
+        """Ask the thread for a delivery round now; returns the ticket to wait for."""
         with self._cond:
             self._start()
             self._flush_wanted += 1
-            goal = self._flush_wanted
             self._cond.notify_all()
-            while self._flush_served < goal:
+            return self._flush_wanted
+
+    def await_flush(self, ticket: int, deadline: float | None) -> bool:
+        """Wait for the round ``ticket``; True once nothing is left undelivered.
+
+        On timeout the buffered events are written to the spool, so they survive an exit.
+        """
+        with self._cond:
+            while self._flush_served < ticket:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     break
+                if self._thread is None or not self._thread.is_alive():
+                    break  # no thread to serve it (shutdown): spool what is buffered
                 self._cond.wait(remaining)
-            served = self._flush_served >= goal
+            served = self._flush_served >= ticket
             delivered = served and self._flush_ok
         if not served:
             self._spool_buffer()
-        return delivered
+        left_behind, self._left_behind = self._left_behind, 0
+        return delivered and not left_behind
+
+    def flush(self, timeout: float | None = 5.0) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        return self.await_flush(self.request_flush(), deadline)
+
+    def queued_batches(self) -> int:
+        return len(self.spool.names())
 
     def close(self, timeout: float | None = 5.0) -> bool:
         """Flush, then stop the thread. Events recorded afterwards are only spooled."""
@@ -279,12 +278,18 @@ class Sender:
         return delivered
 
     def after_fork(self) -> None:
-        """In a forked child: fresh locks, no thread, no copy of the parent's buffer."""
+        """In a forked child: fresh locks, no thread, no copy of the parent's buffer.
+
+        The parent still holds (and will send) what it recorded; the child starts empty
+        and looks at the shared spool like any other process.
+        """
         self._cond = threading.Condition()
         self._buffer = []
         self._thread = None
-        self._pid = os.getpid()
         self._pending = True
+        self._holds = {}
+        self._flush_wanted = self._flush_served = 0
+        self._left_behind = 0
         if self._own_http:
             self._http = None
         self.spool.after_fork()
@@ -292,19 +297,28 @@ class Sender:
     # --- the delivery thread ----------------------------------------------------------
 
     def _start(self) -> None:
-        if self._closed:
+        if self._closed or _exiting or sys.is_finalizing():
+            # A thread started during interpreter shutdown never runs, and its start()
+            # would wait for it forever.
             return
         if self._thread is None or not self._thread.is_alive():
-            self._thread = threading.Thread(
-                target=self._run, name="clientmeter-sender", daemon=True
-            )
-            self._thread.start()
+            thread = threading.Thread(target=self._run, name="clientmeter-sender", daemon=True)
+            try:
+                thread.start()
+            except RuntimeError:  # Python 3.12+ refuses new threads once shutdown began
+                return
+            self._thread = thread
 
     def _spool_buffer(self) -> None:
         with self._cond:
             events, self._buffer = self._buffer, []
+        self._spool(events)
+
+    def _spool(self, events: list[dict[str, Any]]) -> None:
         for start in range(0, len(events), self.max_batch):
-            self.spool.put(dedupe(events[start : start + self.max_batch]))
+            batch = dedupe(events[start : start + self.max_batch])
+            if not self.spool.put(batch):
+                self._left_behind += len(batch)
 
     def _run(self) -> None:
         while not self._closed:
@@ -339,12 +353,11 @@ class Sender:
             events: list[dict[str, Any]] = []
             if buffer_due:
                 events, self._buffer = self._buffer, []
-        for start in range(0, len(events), self.max_batch):
-            self.spool.put(dedupe(events[start : start + self.max_batch]))
+        self._spool(events)
         if events:
             self._pending = True
         if forced or time.monotonic() >= self._next_attempt:
-            self._deliver()
+            self._deliver(forced=forced)
         if forced:
             with self._cond:
                 self._flush_served = goal
@@ -352,41 +365,163 @@ class Sender:
                 self._flush_ok = not self._pending
                 self._cond.notify_all()
 
-    def _deliver(self) -> None:
-        """Send spooled batches oldest first; stop at the first one that must be retried."""
-        busy = False
+    def _deliver(self, *, forced: bool) -> None:
+        """Send queued batches oldest first, isolating the ones that fail on their own."""
+        waiting = False
+        server_errors = 0
+        rounds = 0
         while True:
-            split = False
-            for name in self.spool.names():
+            changed = taken = False
+            names = self.spool.names()
+            for name in names:
+                hold = self._holds.get(name)
+                if hold is not None and not forced and time.monotonic() < hold.not_before:
+                    waiting = True
+                    continue
                 with self.spool.claim(name) as events:
                     if events is None:
-                        busy = True  # another sender holds it (or it just went): look again
+                        taken = True  # another sender holds it (or it just went)
                         continue
-                    outcome, retry_after = self._post(events)
-                    if outcome is Outcome.RETRY:
-                        self._schedule_retry(retry_after)
-                        return
-                    if outcome is Outcome.SPLIT:
-                        half = len(events) // 2
-                        self.spool.put(events[:half], name=f"{name}a")
-                        self.spool.put(events[half:], name=f"{name}b")
-                        split = True
-                    self.spool.remove(name)
-            if not split:
+                    answer = self._post(events)
+                    if answer.kind is Kind.DELIVERED:
+                        self._delivered(name, events, answer)
+                        server_errors = 0
+                        continue
+                    if answer.kind is Kind.REFUSED:
+                        self._isolate(name, events, answer)
+                        changed = True
+                        continue
+                    if answer.kind is Kind.SERVER:
+                        server_errors += 1
+                        if self._suspect(name, events, answer, alone=len(names) == 1):
+                            changed = True
+                            continue
+                        if server_errors < 2:
+                            # One failing batch may be the batch: see whether the next goes.
+                            waiting = True
+                            continue
+                self._schedule_retry(answer)  # down, throttled or a bad key: the key waits
+                return
+            rounds += 1
+            if taken and forced and not changed and rounds < 40:
+                # A flush wants an answer: give the other sender a moment to finish its
+                # batch, then look again (it is gone if sent, back if not).
+                time.sleep(0.05)
+                continue
+            if not changed:
                 break
+        waiting = waiting or taken
         if self._failures:
-            log.info("ClientMeter: delivery works again")
+            log.info("ClientMeter: delivery to %s works again", self.endpoint)
+            self.spool.clear_error()
         self._failures = 0
-        self._pending = busy
-        if busy:
-            self._next_attempt = time.monotonic() + self.interval
+        self._holds = {name: hold for name, hold in self._holds.items() if name in names}
+        self._pending = waiting
+        if waiting:
+            soonest = min((hold.not_before for hold in self._holds.values()), default=0.0)
+            self._next_attempt = max(soonest, time.monotonic() + min(self.interval, 0.1))
 
-    def _schedule_retry(self, retry_after: float | None) -> None:
+    def _delivered(self, name: str, events: list[dict[str, Any]], answer: Answer) -> None:
+        self._last_delivery = time.monotonic()
+        self._holds.pop(name, None)
+        if answer.rejected:
+            for event, result in answer.rejected:
+                log.warning(
+                    "ClientMeter rejected event %s: %s", event.get("id"), result.get("errors")
+                )
+            self._bury(
+                [event for event, _ in answer.rejected],
+                name=f"{name}-rejected",
+                status=answer.status,
+                text=json.dumps([result for _, result in answer.rejected]),
+                reason="rejected",
+            )
+        self.spool.remove(name)
+
+    def _suspect(
+        self, name: str, events: list[dict[str, Any]], answer: Answer, *, alone: bool
+    ) -> bool:
+        """Count a server error against the batch; isolate it once it looks like poison."""
+        now = time.monotonic()
+        hold = self._holds.get(name)
+        if hold is None:
+            hold = self._holds[name] = Hold(answer.status, first_failed=now)
+        elif hold.status != answer.status:
+            hold.status, hold.count = answer.status, 1  # "the same 5xx on every retry"
+        else:
+            hold.count += 1
+        hold.not_before = now + min(self.backoff_max, self.backoff_base * 2 ** (hold.count - 1))
+        others_went_through = self._last_delivery > hold.first_failed
+        if len(events) > 1:
+            poisoned = hold.count >= SPLIT_AFTER and (others_went_through or alone)
+        else:
+            poisoned = hold.count >= BURY_AFTER and others_went_through
+        if poisoned:
+            del self._holds[name]
+            self._isolate(name, events, answer, failing_since=hold.first_failed)
+        else:
+            self._warn(f"{self.endpoint} answered {answer.status}")
+            self.spool.note_error(answer.status, answer.text)
+        return poisoned
+
+    def _isolate(
+        self,
+        name: str,
+        events: list[dict[str, Any]],
+        answer: Answer,
+        *,
+        failing_since: float | None = None,
+    ) -> None:
+        """Halve a batch the server will not take, or make a dead letter of its one event.
+
+        Halves of a batch that failed with a server error inherit the time it started
+        failing: a delivery since then (even of the other half) shows the server works.
+        """
+        if len(events) > 1:
+            half = len(events) // 2
+            # Written before the original goes: a crash between the two resends, and the
+            # server dedupes; the reverse order would lose events.
+            for part, suffix in ((events[:half], "a"), (events[half:], "b")):
+                self.spool.put(part, name=f"{name}{suffix}", force=True)
+                if failing_since is not None:
+                    self._holds[f"{name}{suffix}"] = Hold(None, failing_since, count=0)
+        else:
+            self._bury(events, name=name, status=answer.status, text=answer.text, reason="refused")
+        self.spool.remove(name)
+
+    def _bury(
+        self, events: list[dict[str, Any]], *, name: str, status: int | None, text: str, reason: str
+    ) -> None:
+        self._left_behind += len(events)
+        if self.spool.bury(events, name=name, status=status, answer=text, reason=reason):
+            log.error(
+                "ClientMeter: %d event(s) moved to the dead letters in %s (%s %s): %s",
+                len(events),
+                self.spool.dead_dir,
+                status,
+                text[:300],
+                ", ".join(str(event.get("id")) for event in events[:10]),
+            )
+
+    def _schedule_retry(self, answer: Answer) -> None:
+        if answer.kind is Kind.KEY:
+            log.error(
+                "ClientMeter answered %s at %s: %s; events kept in the spool",
+                answer.status,
+                self.endpoint,
+                answer.text[:500],
+            )
+            self._failures = max(self._failures, 32)  # a configuration problem: retry slowly
+        elif answer.kind is Kind.UNREACHABLE:
+            self._warn(f"cannot reach {self.endpoint} ({answer.text})")
+        else:
+            self._warn(f"{self.endpoint} answered {answer.status}")
+        self.spool.note_error(answer.status, answer.text)
         self._failures += 1
         delay = min(self.backoff_max, self.backoff_base * 2 ** (self._failures - 1))
         delay = random.uniform(delay / 2, delay)  # jitter: spread the retries of many processes
-        if retry_after is not None:
-            delay = max(delay, min(retry_after, MAX_RETRY_AFTER))
+        if answer.retry_after is not None:
+            delay = max(delay, min(answer.retry_after, MAX_RETRY_AFTER))
         self._next_attempt = time.monotonic() + delay
         self._pending = True
 
@@ -395,7 +530,7 @@ class Sender:
             self._http = httpx.Client(timeout=self.timeout)
         return self._http
 
-    def _post(self, events: list[dict[str, Any]]) -> tuple[Outcome, float | None]:
+    def _post(self, events: list[dict[str, Any]]) -> Answer:
         try:
             response = self._client().post(
                 self.endpoint,
@@ -404,56 +539,21 @@ class Sender:
                 timeout=self.timeout,
             )
         except Exception as exc:
-            self._warn(f"cannot reach {self.endpoint} ({exc!r})")
-            return Outcome.RETRY, None
-        status = response.status_code
-        if status == 200:
-            self._log_rejections(response)
-            return Outcome.DELIVERED, None
-        if status in (408, 429) or status >= 500:
-            self._warn(f"{self.endpoint} answered {status}")
-            return Outcome.RETRY, retry_after_seconds(response)
-        if status in (400, 413, 422):
-            if len(events) > 1:  # find the one bad event by halving; the rest goes through
-                return Outcome.SPLIT, None
-            log.error(
-                "ClientMeter refused event %s (%s): %s; dropping it",
-                events[0].get("id"),
-                status,
-                response.text[:500],
-            )
-            return Outcome.DELIVERED, None
-        # 401, 403, 404…: a configuration problem. Keep the events and retry slowly.
-        log.error(
-            "ClientMeter answered %s at %s: %s; events kept in the spool",
-            status,
-            self.endpoint,
-            response.text[:500],
-        )
-        self._failures = max(self._failures, 32)
-        return Outcome.RETRY, None
+            return Answer(Kind.UNREACHABLE, None, repr(exc))
+        return classify(response, events)
 
     def _warn(self, message: str) -> None:
         # One warning per outage, then quiet until delivery works again.
         level = logging.WARNING if self._failures == 0 else logging.DEBUG
         log.log(level, "ClientMeter: %s; events kept in the spool and retried", message)
 
-    def _log_rejections(self, response: Any) -> None:
-        try:
-            results = response.json().get("results", [])
-        except Exception:
-            return
-        for result in results:
-            if isinstance(result, dict) and result.get("status") == "rejected":
-                log.warning(
-                    "ClientMeter rejected event %s: %s", result.get("id"), result.get("errors")
-                )
-
 
 _live_senders: weakref.WeakSet[Sender] = weakref.WeakSet()
 
 
 def _after_fork_in_child() -> None:
+    global _exiting
+    _exiting = False
     for sender in list(_live_senders):
         sender.after_fork()
 

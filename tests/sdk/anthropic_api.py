@@ -9,7 +9,8 @@ client, our wrapper and our sender are the real ones.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import anthropic
@@ -47,11 +48,38 @@ def message_body(
     }
 
 
+def sse_chunks(events: list[dict[str, Any]]) -> list[bytes]:
+    """One network chunk per event, as the API flushes them."""
+    return [f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode() for event in events]
+
+
 def sse(events: list[dict[str, Any]]) -> bytes:
-    lines = []
-    for event in events:
-        lines.append(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n")
-    return "".join(lines).encode()
+    return b"".join(sse_chunks(events))
+
+
+class ChunkedBody(httpx2.SyncByteStream, httpx2.AsyncByteStream):
+    """A body that arrives chunk by chunk (sync or async), so a half-read stream is real.
+
+    ``gate``, when set, is waited on before the chunk at ``gate_at``: the rest of the
+    stream has not arrived yet (a call in flight).
+    """
+
+    def __init__(
+        self, chunks: list[bytes], gate: threading.Event | None = None, gate_at: int = 0
+    ) -> None:
+        self.chunks = chunks
+        self.gate = gate
+        self.gate_at = gate_at
+
+    def __iter__(self) -> Iterator[bytes]:
+        for index, chunk in enumerate(self.chunks):
+            if self.gate is not None and index == self.gate_at:
+                self.gate.wait()
+            yield chunk
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for chunk in self.chunks:
+            yield chunk
 
 
 def stream_events(
@@ -106,6 +134,40 @@ def stream_events(
             }
         )
     events.append({"type": "message_stop"})
+    return events
+
+
+def tool_use_body(message_id: str, *, usage: dict[str, Any]) -> dict[str, Any]:
+    """A reply asking for a tool (``stop_reason: tool_use``), as types/tool_use_block.py."""
+    return {
+        **message_body(message_id, usage=usage),
+        "content": [
+            {
+                "type": "tool_use",
+                "id": "toolu_01A09q90qw90lq917835lq9",
+                "name": "get_weather",
+                "input": {"location": "Paris"},
+            }
+        ],
+        "stop_reason": "tool_use",
+    }
+
+
+# A stream that writes to the cache (148 tokens for 5 minutes, 100 for an hour) before a
+# message_delta revises the write (see stream_events(start_usage=…)).
+START_WITH_CACHE: dict[str, Any] = {
+    "input_tokens": 25,
+    "cache_creation_input_tokens": 248,
+    "cache_read_input_tokens": 0,
+    "cache_creation": {"ephemeral_5m_input_tokens": 148, "ephemeral_1h_input_tokens": 100},
+    "output_tokens": 1,
+}
+
+
+def overloaded_midway() -> list[dict[str, Any]]:
+    """A stream cut by an ``error`` event after message_start and one text delta."""
+    events = stream_events()[:4]
+    events.append({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
     return events
 
 
@@ -184,6 +246,13 @@ class AnthropicAPI:
         self.requests: list[httpx2.Request] = []
         # When set, every Messages API call fails with this status and error type.
         self.error: tuple[int, str] | None = None
+        # Messages answered first, one per (non-streamed) call, before ``message``.
+        self.replies: list[dict[str, Any]] = []
+        # The streams' content type (Bedrock frames its streams differently).
+        self.stream_content_type = "text/event-stream"
+        # When set, a stream stops before its event number ``gate_at`` until the gate opens.
+        self.gate: threading.Event | None = None
+        self.gate_at = 0
 
     def __call__(self, request: httpx2.Request) -> httpx2.Response:
         self.requests.append(request)
@@ -196,8 +265,11 @@ class AnthropicAPI:
         if request.method == "POST" and path == "/v1/messages":
             params = json.loads(request.content)
             if params.get("stream"):
-                headers["content-type"] = "text/event-stream"
-                return httpx2.Response(200, headers=headers, content=sse(self.stream))
+                headers["content-type"] = self.stream_content_type
+                chunked = ChunkedBody(sse_chunks(self.stream), self.gate, self.gate_at)
+                return httpx2.Response(200, headers=headers, stream=chunked)
+            if self.replies:
+                return httpx2.Response(200, headers=headers, json=self.replies.pop(0))
             user_id = params.get("metadata", {}).get("user_id")
             if user_id:  # lets concurrent tests tell their responses apart
                 return httpx2.Response(200, headers=headers, json={**self.message, "id": user_id})

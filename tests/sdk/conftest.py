@@ -19,10 +19,19 @@ class MeterServer:
     """ClientMeter's ingest endpoint as the SDK sees it (the real one is in the live tests).
 
     Answers per the ingest contract: per-event results, ``duplicate`` for a known id.
-    ``script`` holds canned responses used first, e.g. a 503 before recovery.
+    ``script`` holds canned responses used first, e.g. a 503 before recovery. With
+    ``keys`` (bearer key → client slug) it binds keys to clients as the server does: an
+    event naming another client is rejected ``forbidden_client``, one naming none is
+    stored under the key's client (``stored_under``). ``down`` refuses connections;
+    ``poison(request)`` answering a response fails the whole batch with it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, keys: dict[str, str] | None = None) -> None:
+        self.keys = keys or {}
+        self.down = False
+        self.poison: Callable[[httpx2.Request], httpx2.Response | None] | None = None
+        self.stored_under: dict[str, str] = {}
+        self.posts_per_id: dict[str, int] = {}
         self.lock = threading.Lock()
         self.requests: list[httpx2.Request] = []
         self.attempt_times: list[float] = []
@@ -37,17 +46,31 @@ class MeterServer:
         if request.url.path == "/api/v1/budget":
             self.budget_requests.append(request)
             return httpx2.Response(self.budget_status_code, json=self.budget)
+        if self.down:
+            raise httpx2.ConnectError("connection refused", request=request)
         with self.lock:
             self.requests.append(request)
             self.attempt_times.append(time.monotonic())
             if self.script:
                 return self.script.pop(0)
-            results = []
-            for event in json.loads(request.content)["events"]:
-                status = "duplicate" if event["id"] in self.accepted else "accepted"
-                self.accepted.setdefault(event["id"], event)
-                results.append({"id": event["id"], "status": status})
+            refused = self.poison(request) if self.poison is not None else None
+            if refused is not None:
+                return refused
+            key = request.headers["Authorization"].removeprefix("Bearer ")
+            results = [self._take(event, key) for event in json.loads(request.content)["events"]]
         return httpx2.Response(200, json={"results": results})
+
+    def _take(self, event: dict[str, Any], key: str) -> dict[str, Any]:
+        self.posts_per_id[event["id"]] = self.posts_per_id.get(event["id"], 0) + 1
+        owner = self.keys.get(key)
+        if owner is not None and event.get("client", owner) != owner:
+            error = {"code": "forbidden_client", "field": "events[0].client", "message": "no"}
+            return {"id": event["id"], "status": "rejected", "errors": [error]}
+        status = "duplicate" if event["id"] in self.accepted else "accepted"
+        self.accepted.setdefault(event["id"], event)
+        if owner is not None:
+            self.stored_under.setdefault(event["id"], owner)
+        return {"id": event["id"], "status": status}
 
     @property
     def events(self) -> list[dict[str, Any]]:

@@ -131,8 +131,8 @@ def test_streams_are_refused_too(wrapped, meter_server, anthropic_api):
     meter_server.budget = RED
     client = wrapped(budget_guard=True)
 
-    with pytest.raises(meter.BudgetExceeded):
-        client.messages.stream(**ASK)
+    with pytest.raises(meter.BudgetExceeded), client.messages.stream(**ASK) as stream:
+        stream.until_done()
 
     assert anthropic_api.requests == []
 

@@ -6,6 +6,7 @@ side is the real ingest and budget API on a transactional test database, reached
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, cast
 
+import anthropic
 import clientmeter as meter
 import httpx2
 import pytest
@@ -21,10 +23,20 @@ from django.conf import settings
 from agency.models import Client, Project
 from billing.services.rollups import rollups_rebuild_dirty
 from tests.factories import ClientFactory
-from tests.sdk.anthropic_api import BATCH_ID, MODEL, message_body
+from tests.sdk.anthropic_api import (
+    BATCH_ID,
+    MODEL,
+    START_WITH_CACHE,
+    message_body,
+    overloaded_midway,
+    stream_events,
+)
 from tests.sdk.conftest import process_exit
+from tests.sdk.openai_api import BATCH_ID as OPENAI_BATCH_ID
+from tests.sdk.openai_api import BATCH_USAGE, CHAT_USAGE, RESPONSE_USAGE, OpenAIAPI
 from tracking.keys import api_key_create
-from tracking.models import UsageEvent
+from tracking.models import ModelRate, UsageEvent
+from tracking.pricing import RateCard, normalize_usage, price_usage
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -67,7 +79,11 @@ def wrap_live(anthropic_api: Any, live_server: Any, key: str, spool: Path, **kwa
 
 
 def spooled_files(tmp_path: Path) -> list[Path]:
-    return sorted(tmp_path.glob("spool/*/*.json"))
+    return sorted(tmp_path.glob("spool/*/queue/*.json"))
+
+
+def dead_letters(tmp_path: Path) -> list[dict[str, Any]]:
+    return [json.loads(path.read_text()) for path in sorted(tmp_path.glob("spool/*/dead/*.json"))]
 
 
 class Down(httpx2.BaseTransport):
@@ -206,7 +222,7 @@ def test_replaying_a_delivered_spool_file_changes_nothing(
     assert spooled_files(tmp_path) == []
 
 
-def test_an_event_for_another_client_is_rejected_and_dropped(
+def test_an_event_for_another_client_is_a_dead_letter_and_flush_says_so(
     anthropic_api, live_server, acme, tmp_path
 ):
     _, globex_key = api_key_create(name="globex bot", client=client_named("globex"))
@@ -214,9 +230,13 @@ def test_an_event_for_another_client_is_rejected_and_dropped(
 
     client.messages.create(**ASK)
 
-    assert meter.flush(timeout=10)  # delivered: the server answered, per event
+    assert not meter.flush(timeout=10)  # answered, but the event was not taken
     assert UsageEvent.objects.count() == 0
     assert spooled_files(tmp_path) == []
+    [letter] = dead_letters(tmp_path)
+    [result] = json.loads(letter["answer"])
+    assert [error["code"] for error in result["errors"]] == ["forbidden_client"]
+    assert [event["id"] for event in letter["events"]] == [CREATE_ID]
 
 
 def test_budget_guard_refuses_a_client_over_budget(
@@ -309,3 +329,155 @@ def test_a_forked_worker_sends_its_own_events(anthropic_api, live_server, acme_k
         CREATE_ID,
         "msg_from_the_forked_worker",
     }
+
+
+# --- issue 9 on the real app -------------------------------------------------------------
+
+
+def wrap_for(
+    api: Any, live_server: Any, key: str, spool: Path, slug: str | None, **kwargs: Any
+) -> Any:
+    return meter.wrap(
+        api.client(),
+        client=slug,
+        url=live_server.url,
+        api_key=key,
+        spool_dir=spool / "spool",
+        **kwargs,
+    )
+
+
+def stored(client_slug: str) -> set[str]:
+    return set(
+        UsageEvent.objects.filter(client__slug=client_slug).values_list("event_id", flat=True)
+    )
+
+
+@pytest.mark.parametrize("slug", [True, False], ids=["client-tagged", "key-only"])
+def test_spooled_events_of_two_keys_land_each_under_its_own_client(
+    anthropic_api, live_server, acme, acme_key, tmp_path, slug
+):
+    _, globex_key = api_key_create(name="globex bot", client=client_named("globex"))
+    down = {"http_client": httpx2.Client(transport=Down())}
+    apps = {"acme": acme_key, "globex": globex_key}
+    ids: dict[str, set[str]] = {}
+    for name, key in apps.items():
+        client = wrap_for(anthropic_api, live_server, key, tmp_path, name if slug else None, **down)
+        ids[name] = {f"msg_{name}_{n:02}" for n in range(20)}
+        for message_id in sorted(ids[name]):
+            client.messages.create(**ASK, metadata={"user_id": message_id})
+    process_exit()
+
+    wrap_for(anthropic_api, live_server, acme_key, tmp_path, "acme" if slug else None)
+    assert meter.flush(timeout=20)
+    assert (stored("acme"), stored("globex")) == (ids["acme"], set())
+
+    wrap_for(anthropic_api, live_server, globex_key, tmp_path, "globex" if slug else None)
+    assert meter.flush(timeout=20)
+    assert (stored("acme"), stored("globex")) == (ids["acme"], ids["globex"])
+
+
+def test_a_stream_with_a_revised_cache_write_lands_priced(
+    anthropic_api, live_server, acme_key, tmp_path
+):
+    anthropic_api.stream = stream_events(
+        start_usage=START_WITH_CACHE,
+        delta_usages=[{"output_tokens": 15, "cache_creation_input_tokens": 400}],
+    )
+    client = wrap_live(anthropic_api, live_server, acme_key, tmp_path)
+    system = [{"type": "text", "text": "Acme", "cache_control": {"type": "ephemeral", "ttl": "1h"}}]
+
+    with client.messages.stream(**ASK, system=system) as stream:
+        stream.until_done()
+
+    assert meter.flush(timeout=10)
+    event = UsageEvent.objects.get()
+    # Sonnet 4.6: 25 × 3 + 148 × 3.75 + 252 × 6 (the 1h write grew by 152) + 15 × 15 per MTok.
+    assert (event.cache_write_5m_tokens, event.cache_write_1h_tokens, event.cost_usd) == (
+        148,
+        252,
+        Decimal("0.002367"),
+    )
+
+
+def test_a_streamed_error_lands_with_its_status(anthropic_api, live_server, acme_key, tmp_path):
+    anthropic_api.stream = overloaded_midway()
+    client = wrap_live(anthropic_api, live_server, acme_key, tmp_path)
+
+    with pytest.raises(anthropic.APIStatusError), client.messages.stream(**ASK) as stream:
+        stream.until_done()
+
+    assert meter.flush(timeout=10)
+    event = UsageEvent.objects.get()
+    assert (event.status_code, event.input_tokens, event.output_tokens) == (529, 25, 1)
+
+
+# --- OpenAI, priced by the server's rules ---------------------------------------------------
+
+
+def engine_cost(model: str, usage: dict[str, Any], service_tier: str | None = None) -> Decimal:
+    """What tracking/pricing.py's OpenAI rules give for this usage at the shipped rate."""
+    rate = ModelRate.objects.get(provider="openai", model=model)
+    normalized = normalize_usage("openai", usage, service_tier=service_tier)
+    return price_usage(normalized, RateCard.from_rate(rate)).total
+
+
+def wrap_openai(live_server: Any, key: str, tmp_path: Path) -> Any:
+    return wrap_for(OpenAIAPI(), live_server, key, tmp_path, "acme")
+
+
+def test_an_openai_chat_completion_lands_priced(live_server, acme_key, tmp_path):
+    client = wrap_openai(live_server, acme_key, tmp_path)
+
+    client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "Hi"}])
+
+    assert meter.flush(timeout=10)
+    event = UsageEvent.objects.get()
+    # gpt-4o per MTok: 86 uncached × 2.50 + 1,920 cached × 1.25 + 300 output × 10.
+    assert event.cost_usd == Decimal("0.005615") == engine_cost("gpt-4o", CHAT_USAGE)
+    assert (event.provider, event.cache_read_tokens, event.input_tokens) == ("openai", 1920, 86)
+
+
+def test_a_streamed_openai_chat_completion_lands_priced(live_server, acme_key, tmp_path):
+    client = wrap_openai(live_server, acme_key, tmp_path)
+
+    chunks = list(
+        client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "Hi"}], stream=True
+        )
+    )
+
+    assert all(chunk.usage is None for chunk in chunks)
+    assert meter.flush(timeout=10)
+    assert UsageEvent.objects.get().cost_usd == Decimal("0.005615")
+
+
+def test_an_openai_response_lands_priced(live_server, acme_key, tmp_path):
+    client = wrap_openai(live_server, acme_key, tmp_path)
+
+    with client.responses.stream(model="gpt-5", input="A story") as stream:
+        stream.until_done()
+
+    assert meter.flush(timeout=10)
+    event = UsageEvent.objects.get()
+    # gpt-5 per MTok: 1,976 uncached × 1.25 + 1,024 cached × 0.125 + 800 output × 10
+    # (the 512 reasoning tokens are inside the 800, not added).
+    assert event.cost_usd == Decimal("0.010598") == engine_cost("gpt-5", RESPONSE_USAGE)
+    assert event.output_tokens == 800
+
+
+def test_openai_batch_results_land_at_half_price(live_server, acme_key, tmp_path):
+    client = wrap_openai(live_server, acme_key, tmp_path)
+    batch = client.batches.retrieve(OPENAI_BATCH_ID)
+
+    client.files.content(batch.output_file_id).read()
+
+    assert meter.flush(timeout=10)
+    events = UsageEvent.objects.order_by("event_id")
+    # gpt-4o-mini per MTok: (22 × 0.15 + 2 × 0.60) / 2 for each succeeded line.
+    expected = engine_cost("gpt-4o-mini", BATCH_USAGE, service_tier="batch")
+    assert expected == Decimal("0.00000225")
+    assert [(e.event_id, e.service_tier, e.cost_usd) for e in events] == [
+        ("chatcmpl-batch1", "batch", expected),
+        ("chatcmpl-batch2", "batch", expected),
+    ]

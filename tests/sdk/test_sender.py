@@ -50,9 +50,13 @@ def sender_for(server: Any, spool: Path, **options: Any) -> Sender:
 
 def spooled(spool: Path) -> list[dict[str, Any]]:
     events = []
-    for path in sorted(spool.glob("*/*.json")):
+    for path in sorted(spool.glob("*/queue/*.json")):
         events.extend(json.loads(path.read_text())["events"])
     return events
+
+
+def dead_letters(spool: Path) -> list[dict[str, Any]]:
+    return [json.loads(path.read_text()) for path in sorted(spool.glob("*/dead/*.json"))]
 
 
 def posted_ids(server: MeterServer) -> list[list[str]]:
@@ -123,18 +127,23 @@ def test_backoff_grows_while_the_server_keeps_failing(meter_server, tmp_path):
     assert gaps[-1] >= 0.4
 
 
-def test_an_event_the_server_rejects_is_dropped_not_retried(meter_server, tmp_path):
+def test_an_event_the_server_rejects_goes_to_the_dead_letters_not_retried(meter_server, tmp_path):
     rejected = {"id": "a", "status": "rejected", "errors": [{"field": "usage", "message": "x"}]}
     meter_server.script = [httpx2.Response(200, json={"rejected": 1, "results": [rejected]})]
     sender = sender_for(meter_server, tmp_path)
     sender.record(event("a"))
 
-    assert sender.flush(timeout=5)
+    assert not sender.flush(timeout=5)  # left behind, in the dead letters
 
+    [letter] = dead_letters(tmp_path)
     assert (len(meter_server.requests), spooled(tmp_path)) == (1, [])
+    assert ([e["id"] for e in letter["events"]], json.loads(letter["answer"])) == (
+        ["a"],
+        [rejected],
+    )
 
 
-def test_a_refused_batch_is_halved_until_only_the_bad_event_is_dropped(tmp_path):
+def test_a_refused_batch_is_halved_until_only_the_bad_event_is_a_dead_letter(tmp_path):
     server = MeterServer()
 
     def refuse_bad(request: httpx2.Request) -> httpx2.Response:
@@ -147,10 +156,13 @@ def test_a_refused_batch_is_halved_until_only_the_bad_event_is_dropped(tmp_path)
     for event_id in ("a", "b", "bad", "c"):
         sender.record(event(event_id))
 
-    assert sender.flush(timeout=5)
+    assert not sender.flush(timeout=5)
 
     assert sorted(e["id"] for e in server.events) == ["a", "b", "c"]
     assert spooled(tmp_path) == []
+    [letter] = dead_letters(tmp_path)
+    assert ([e["id"] for e in letter["events"]], letter["status"]) == (["bad"], 400)
+    assert json.loads(letter["answer"]) == {"error": {"code": "invalid"}}
 
 
 def test_a_repeated_id_is_sent_once_per_batch(meter_server, tmp_path):
@@ -327,3 +339,120 @@ def test_flush_succeeds_while_other_threads_keep_recording(meter_server, tmp_pat
 
     assert delivered
     assert "before-flush" in {e["id"] for e in meter_server.events}
+
+
+# --- poison isolation (issue 9, finding 2) --------------------------------------------
+
+
+def answer_500_for(bad_id: str, server: MeterServer) -> None:
+    """The server fails every batch that holds ``bad_id`` with the same 500."""
+
+    def poison(request: httpx2.Request) -> httpx2.Response | None:
+        if any(e["id"] == bad_id for e in json.loads(request.content)["events"]):
+            return httpx2.Response(500, json={"error": {"code": "server_error"}})
+        return None
+
+    server.poison = poison
+
+
+def wait_until(condition: Any, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_a_batch_failing_with_the_same_500_is_bisected_to_a_dead_letter(meter_server, tmp_path):
+    answer_500_for("poison", meter_server)
+    sender = sender_for(meter_server, tmp_path, backoff_base=0.01)
+    for event_id in ("a", "b", "poison", "c", "d", "e"):
+        sender.record(event(event_id))
+
+    sender.flush(timeout=5)
+    assert wait_until(lambda: len(dead_letters(tmp_path)) == 1)
+
+    assert sorted(e["id"] for e in meter_server.events) == ["a", "b", "c", "d", "e"]
+    [letter] = dead_letters(tmp_path)
+    assert ([e["id"] for e in letter["events"]], letter["status"]) == (["poison"], 500)
+    assert json.loads(letter["answer"]) == {"error": {"code": "server_error"}}
+    assert spooled(tmp_path) == []
+
+
+def test_a_poisoned_call_does_not_hold_back_the_calls_after_it(
+    anthropic_api, meter_options, meter_server
+):
+    answer_500_for("msg_poisoned", meter_server)
+    client = meter.wrap(anthropic_api.client(), client="acme", **meter_options)
+    client.messages.create(**ASK, metadata={"user_id": "msg_poisoned"})
+    meter.flush(timeout=5)  # the poisoned batch has failed once
+
+    for number in range(5):
+        client.messages.create(**ASK, metadata={"user_id": f"msg_after_{number}"})
+
+    meter_server.wait_for(5, timeout=10)
+    assert sorted(e["id"] for e in meter_server.events) == [f"msg_after_{n}" for n in range(5)]
+
+
+def test_while_the_server_fails_everything_nothing_is_dead_lettered(meter_server, tmp_path):
+    failing = [httpx2.Response(503) for _ in range(30)]
+    meter_server.script = list(failing)
+    sender = sender_for(meter_server, tmp_path, backoff_base=0.01, backoff_max=0.05)
+    for event_id in ("a", "b", "c"):
+        sender.record(event(event_id))
+    sender.flush(timeout=5)
+
+    assert wait_until(lambda: not meter_server.script)  # all 30 failures served
+    meter_server.wait_for(3)
+
+    assert dead_letters(tmp_path) == []
+    assert sorted(e["id"] for e in meter_server.events) == ["a", "b", "c"]
+
+
+def test_flush_says_false_and_logs_once_when_events_are_left_behind(tmp_path, caplog):
+    server = MeterServer()
+    server.script = [httpx2.Response(400, json={"error": {"code": "invalid"}})] * 3
+    sender = sender_for(server, tmp_path)
+    for event_id in ("a", "b"):
+        sender.record(event(event_id))
+
+    with caplog.at_level("WARNING", logger="clientmeter"):
+        assert not meter.flush(timeout=5)
+
+    left_behind = [r for r in caplog.records if "not everything was delivered" in r.message]
+    assert len(left_behind) == 1
+    assert "python -m clientmeter spool" in left_behind[0].message
+    assert meter.flush(timeout=5)  # reported once: nothing new is left behind
+
+
+def test_a_full_spool_refuses_new_batches_and_says_so(tmp_path, caplog):
+    down = MeterServer()
+    down.down = True
+    sender = sender_for(down, tmp_path, queue_max_bytes=1, backoff_base=60)
+    sender.record(event("first"))
+    assert not sender.flush(timeout=5)
+
+    sender.record(event("second"))
+    with caplog.at_level("ERROR", logger="clientmeter"):
+        assert not sender.flush(timeout=5)
+
+    assert [e["id"] for e in spooled(tmp_path)] == ["first"]
+    assert any(
+        "is full" in r.message and "1 new events dropped" in r.message for r in caplog.records
+    )
+
+
+def test_full_dead_letters_drop_with_the_ids_logged(tmp_path, caplog):
+    server = MeterServer()
+    server.script = [httpx2.Response(422, json={"error": {"code": "invalid"}})] * 2
+    sender = sender_for(server, tmp_path, dead_max_bytes=1)
+    sender.record(event("kept"))
+    sender.flush(timeout=5)
+
+    sender.record(event("lost"))
+    with caplog.at_level("ERROR", logger="clientmeter"):
+        assert not sender.flush(timeout=5)
+
+    assert [[e["id"] for e in letter["events"]] for letter in dead_letters(tmp_path)] == [["kept"]]
+    assert any("dropped: lost" in r.message for r in caplog.records)
