@@ -2,6 +2,9 @@ from __future__ import annotations
 
 import pytest
 
+# --instant: run the suite with the clock moved (see tests/instants.py).
+pytest_plugins = ["tests.instants"]
+
 
 @pytest.fixture
 def rates(db):
