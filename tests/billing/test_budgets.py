@@ -15,6 +15,7 @@ from billing.models import BudgetSnapshot, BudgetStatus
 from billing.selectors.budgets import budget_band, budget_status_for, month_hours
 from billing.services.budgets import budgets_recompute
 from billing.tasks import RECOMPUTE_SCHEDULED_KEY, budgets_recompute_task
+from tests.clock import AGENCY_TZ
 from tests.factories import ClientFactory, UsageEventFactory
 from tracking.models import DirtyDay, PricingStatus
 from tracking.services import dirty_days_mark, local_day
@@ -62,8 +63,8 @@ def test_no_budget_means_no_status_not_green() -> None:
 
 def test_client_without_budget_has_no_status_or_percent() -> None:
     client = ClientFactory.create(monthly_budget_usd=None, markup_pct=Decimal("0"))
-    with time_machine.travel(datetime(2026, 11, 11, 12, 0, tzinfo=UTC), tick=False):
-        spend(client, datetime(2026, 11, 2, 12, 0, tzinfo=UTC), "50")
+    with time_machine.travel(datetime(2026, 11, 11, 12, 0, tzinfo=AGENCY_TZ), tick=False):
+        spend(client, datetime(2026, 11, 2, 12, 0, tzinfo=AGENCY_TZ), "50")
         recompute()
         position = budget_status_for(client, NOVEMBER)
 
@@ -74,8 +75,8 @@ def test_client_without_budget_has_no_status_or_percent() -> None:
 
 def test_status_is_on_billed_amount_with_markup() -> None:
     client = ClientFactory.create(monthly_budget_usd=Decimal("100"), markup_pct=Decimal("25"))
-    with time_machine.travel(datetime(2026, 11, 30, 12, 0, tzinfo=UTC), tick=False):
-        spend(client, datetime(2026, 11, 2, 12, 0, tzinfo=UTC), "64")  # billed 80
+    with time_machine.travel(datetime(2026, 11, 30, 12, 0, tzinfo=AGENCY_TZ), tick=False):
+        spend(client, datetime(2026, 11, 2, 12, 0, tzinfo=AGENCY_TZ), "64")  # billed 80
         recompute()
         position = budget_status_for(client, NOVEMBER)
 
@@ -86,8 +87,8 @@ def test_status_is_on_billed_amount_with_markup() -> None:
 def test_burn_rate_projects_to_month_end_by_the_hour() -> None:
     client = ClientFactory.create(monthly_budget_usd=Decimal("1000"), markup_pct=Decimal("0"))
     # 10 days and half an hour into November: 241 hours elapsed (the current one counts).
-    with time_machine.travel(datetime(2026, 11, 11, 0, 30, tzinfo=UTC), tick=False):
-        spend(client, datetime(2026, 11, 3, 12, 0, tzinfo=UTC), "241")
+    with time_machine.travel(datetime(2026, 11, 11, 0, 30, tzinfo=AGENCY_TZ), tick=False):
+        spend(client, datetime(2026, 11, 3, 12, 0, tzinfo=AGENCY_TZ), "241")
         recompute()
         position = budget_status_for(client, NOVEMBER)
 
@@ -98,8 +99,8 @@ def test_burn_rate_projects_to_month_end_by_the_hour() -> None:
 
 def test_projection_turns_red_before_the_budget_is_spent() -> None:
     client = ClientFactory.create(monthly_budget_usd=Decimal("500"), markup_pct=Decimal("0"))
-    with time_machine.travel(datetime(2026, 11, 11, 0, 30, tzinfo=UTC), tick=False):
-        spend(client, datetime(2026, 11, 3, 12, 0, tzinfo=UTC), "241")
+    with time_machine.travel(datetime(2026, 11, 11, 0, 30, tzinfo=AGENCY_TZ), tick=False):
+        spend(client, datetime(2026, 11, 3, 12, 0, tzinfo=AGENCY_TZ), "241")
         recompute()
         snapshot = BudgetSnapshot.objects.get(client=client, month=NOVEMBER)
 
@@ -109,9 +110,9 @@ def test_projection_turns_red_before_the_budget_is_spent() -> None:
 
 def test_first_hour_of_a_month_starts_a_new_month() -> None:
     client = ClientFactory.create(monthly_budget_usd=Decimal("100"), markup_pct=Decimal("0"))
-    with time_machine.travel(datetime(2026, 12, 1, 0, 10, tzinfo=UTC), tick=False):
-        spend(client, datetime(2026, 11, 30, 23, 50, tzinfo=UTC), "90")
-        spend(client, datetime(2026, 12, 1, 0, 5, tzinfo=UTC), "1")
+    with time_machine.travel(datetime(2026, 12, 1, 0, 10, tzinfo=AGENCY_TZ), tick=False):
+        spend(client, datetime(2026, 11, 30, 23, 50, tzinfo=AGENCY_TZ), "90")
+        spend(client, datetime(2026, 12, 1, 0, 5, tzinfo=AGENCY_TZ), "1")
         recompute()
         december = budget_status_for(client, date(2026, 12, 1))
         november = budget_status_for(client, NOVEMBER)
@@ -145,8 +146,8 @@ def test_a_month_with_a_dst_change_has_its_real_hours(settings: object) -> None:
 
 def test_budget_edited_mid_month_applies_at_once() -> None:
     client = ClientFactory.create(monthly_budget_usd=Decimal("100"), markup_pct=Decimal("0"))
-    with time_machine.travel(datetime(2026, 11, 15, 12, 0, tzinfo=UTC), tick=False):
-        spend(client, datetime(2026, 11, 2, 12, 0, tzinfo=UTC), "85")
+    with time_machine.travel(datetime(2026, 11, 15, 12, 0, tzinfo=AGENCY_TZ), tick=False):
+        spend(client, datetime(2026, 11, 2, 12, 0, tzinfo=AGENCY_TZ), "85")
         recompute()
         client.monthly_budget_usd = Decimal("200")
         client.save()
@@ -158,10 +159,10 @@ def test_budget_edited_mid_month_applies_at_once() -> None:
 
 
 def test_a_past_month_keeps_the_budget_in_force_at_its_end() -> None:
-    with time_machine.travel(datetime(2026, 10, 1, 9, 0, tzinfo=UTC), tick=False):
+    with time_machine.travel(datetime(2026, 10, 1, 9, 0, tzinfo=AGENCY_TZ), tick=False):
         client = ClientFactory.create(monthly_budget_usd=Decimal("100"), markup_pct=Decimal("0"))
-    with time_machine.travel(datetime(2026, 11, 5, 9, 0, tzinfo=UTC), tick=False):
-        spend(client, datetime(2026, 10, 20, 12, 0, tzinfo=UTC), "90")
+    with time_machine.travel(datetime(2026, 11, 5, 9, 0, tzinfo=AGENCY_TZ), tick=False):
+        spend(client, datetime(2026, 10, 20, 12, 0, tzinfo=AGENCY_TZ), "90")
         client.monthly_budget_usd = Decimal("1000")
         client.save()
         recompute()
@@ -171,14 +172,14 @@ def test_a_past_month_keeps_the_budget_in_force_at_its_end() -> None:
 
 
 def test_markup_change_mid_month_bills_each_day_at_its_markup() -> None:
-    with time_machine.travel(datetime(2026, 11, 1, 9, 0, tzinfo=UTC), tick=False):
+    with time_machine.travel(datetime(2026, 11, 1, 9, 0, tzinfo=AGENCY_TZ), tick=False):
         client = ClientFactory.create(monthly_budget_usd=Decimal("1000"), markup_pct=Decimal("0"))
-    with time_machine.travel(datetime(2026, 11, 10, 9, 0, tzinfo=UTC), tick=False):
+    with time_machine.travel(datetime(2026, 11, 10, 9, 0, tzinfo=AGENCY_TZ), tick=False):
         client.markup_pct = Decimal("100")
         client.save()
-    with time_machine.travel(datetime(2026, 11, 20, 12, 0, tzinfo=UTC), tick=False):
-        spend(client, datetime(2026, 11, 5, 12, 0, tzinfo=UTC), "100")  # markup 0
-        spend(client, datetime(2026, 11, 15, 12, 0, tzinfo=UTC), "100")  # markup 100
+    with time_machine.travel(datetime(2026, 11, 20, 12, 0, tzinfo=AGENCY_TZ), tick=False):
+        spend(client, datetime(2026, 11, 5, 12, 0, tzinfo=AGENCY_TZ), "100")  # markup 0
+        spend(client, datetime(2026, 11, 15, 12, 0, tzinfo=AGENCY_TZ), "100")  # markup 100
         recompute()
         position = budget_status_for(client, NOVEMBER)
 
@@ -188,13 +189,13 @@ def test_markup_change_mid_month_bills_each_day_at_its_markup() -> None:
 def test_markup_change_later_the_same_day_rebills_that_day_without_new_usage() -> None:
     """Today's rows were built at the old markup; the change alone (no new event) must
     rebill them, and they must equal what a full rebuild gives."""
-    with time_machine.travel(datetime(2026, 11, 1, 9, 0, tzinfo=UTC), tick=False):
+    with time_machine.travel(datetime(2026, 11, 1, 9, 0, tzinfo=AGENCY_TZ), tick=False):
         client = ClientFactory.create(monthly_budget_usd=Decimal("150"), markup_pct=Decimal("0"))
-    with time_machine.travel(datetime(2026, 11, 10, 9, 0, tzinfo=UTC), tick=False):
-        spend(client, datetime(2026, 11, 10, 8, 0, tzinfo=UTC), "100")
+    with time_machine.travel(datetime(2026, 11, 10, 9, 0, tzinfo=AGENCY_TZ), tick=False):
+        spend(client, datetime(2026, 11, 10, 8, 0, tzinfo=AGENCY_TZ), "100")
         recompute()
         assert budget_status_for(client, NOVEMBER).billed_usd == Decimal("100")
-    with time_machine.travel(datetime(2026, 11, 10, 15, 0, tzinfo=UTC), tick=False):
+    with time_machine.travel(datetime(2026, 11, 10, 15, 0, tzinfo=AGENCY_TZ), tick=False):
         client.markup_pct = Decimal("100")
         client.save()
         recompute()
@@ -206,15 +207,15 @@ def test_markup_change_later_the_same_day_rebills_that_day_without_new_usage() -
 
 
 def test_markup_change_just_before_midnight_rebills_the_day_after_it_ended() -> None:
-    with time_machine.travel(datetime(2026, 11, 10, 9, 0, tzinfo=UTC), tick=False):
+    with time_machine.travel(datetime(2026, 11, 10, 9, 0, tzinfo=AGENCY_TZ), tick=False):
         client = ClientFactory.create(monthly_budget_usd=Decimal("1000"), markup_pct=Decimal("0"))
-        spend(client, datetime(2026, 11, 10, 8, 0, tzinfo=UTC), "100")
+        spend(client, datetime(2026, 11, 10, 8, 0, tzinfo=AGENCY_TZ), "100")
         recompute()
-    with time_machine.travel(datetime(2026, 11, 10, 23, 59, tzinfo=UTC), tick=False):
+    with time_machine.travel(datetime(2026, 11, 10, 23, 59, tzinfo=AGENCY_TZ), tick=False):
         client.markup_pct = Decimal("50")
         client.save()
     # The next recompute only runs after midnight: the 10th is a past day by then.
-    with time_machine.travel(datetime(2026, 11, 11, 0, 1, tzinfo=UTC), tick=False):
+    with time_machine.travel(datetime(2026, 11, 11, 0, 1, tzinfo=AGENCY_TZ), tick=False):
         recompute()
         position = budget_status_for(client, NOVEMBER)
 
@@ -222,9 +223,9 @@ def test_markup_change_just_before_midnight_rebills_the_day_after_it_ended() -> 
 
 
 def test_an_edit_that_leaves_the_markup_alone_rebuilds_nothing() -> None:
-    with time_machine.travel(datetime(2026, 11, 10, 9, 0, tzinfo=UTC), tick=False):
+    with time_machine.travel(datetime(2026, 11, 10, 9, 0, tzinfo=AGENCY_TZ), tick=False):
         client = ClientFactory.create(monthly_budget_usd=Decimal("100"), markup_pct=Decimal("10"))
-        spend(client, datetime(2026, 11, 10, 8, 0, tzinfo=UTC), "50")
+        spend(client, datetime(2026, 11, 10, 8, 0, tzinfo=AGENCY_TZ), "50")
         recompute()
         client.monthly_budget_usd = Decimal("120")
         client.save()
@@ -235,10 +236,10 @@ def test_an_edit_that_leaves_the_markup_alone_rebuilds_nothing() -> None:
 
 def test_late_event_counts_once_its_day_is_rebuilt() -> None:
     client = ClientFactory.create(monthly_budget_usd=Decimal("100"), markup_pct=Decimal("0"))
-    with time_machine.travel(datetime(2026, 11, 20, 12, 0, tzinfo=UTC), tick=False):
-        spend(client, datetime(2026, 11, 2, 12, 0, tzinfo=UTC), "70")
+    with time_machine.travel(datetime(2026, 11, 20, 12, 0, tzinfo=AGENCY_TZ), tick=False):
+        spend(client, datetime(2026, 11, 2, 12, 0, tzinfo=AGENCY_TZ), "70")
         recompute()
-        spend(client, datetime(2026, 11, 2, 13, 0, tzinfo=UTC), "15")  # arrives 18 days late
+        spend(client, datetime(2026, 11, 2, 13, 0, tzinfo=AGENCY_TZ), "15")  # arrives 18 days late
         recompute()
         snapshot = BudgetSnapshot.objects.get(client=client)
 
@@ -247,9 +248,9 @@ def test_late_event_counts_once_its_day_is_rebuilt() -> None:
 
 def test_unpriced_events_are_surfaced_as_unknown_spend() -> None:
     client = ClientFactory.create(monthly_budget_usd=Decimal("100"), markup_pct=Decimal("0"))
-    with time_machine.travel(datetime(2026, 11, 20, 12, 0, tzinfo=UTC), tick=False):
-        spend(client, datetime(2026, 11, 2, 12, 0, tzinfo=UTC), "10")
-        spend(client, datetime(2026, 11, 2, 12, 0, tzinfo=UTC), None)
+    with time_machine.travel(datetime(2026, 11, 20, 12, 0, tzinfo=AGENCY_TZ), tick=False):
+        spend(client, datetime(2026, 11, 2, 12, 0, tzinfo=AGENCY_TZ), "10")
+        spend(client, datetime(2026, 11, 2, 12, 0, tzinfo=AGENCY_TZ), None)
         recompute()
         position = budget_status_for(client, NOVEMBER)
 
@@ -259,8 +260,8 @@ def test_unpriced_events_are_surfaced_as_unknown_spend() -> None:
 
 def test_recompute_twice_gives_the_same_snapshot() -> None:
     client = ClientFactory.create(monthly_budget_usd=Decimal("100"), markup_pct=Decimal("0"))
-    with time_machine.travel(datetime(2026, 11, 20, 12, 0, tzinfo=UTC), tick=False):
-        spend(client, datetime(2026, 11, 2, 12, 0, tzinfo=UTC), "42.123456789012345")
+    with time_machine.travel(datetime(2026, 11, 20, 12, 0, tzinfo=AGENCY_TZ), tick=False):
+        spend(client, datetime(2026, 11, 2, 12, 0, tzinfo=AGENCY_TZ), "42.123456789012345")
         recompute()
         first = BudgetSnapshot.objects.values().get()
         budgets_recompute()

@@ -9,12 +9,13 @@ import time_machine
 
 from agency.models import Client
 from billing.selectors import dashboard
+from tests.clock import AGENCY_TZ
 from tests.factories import ClientFactory, DailyRollupFactory, UsageEventFactory
 
 pytestmark = pytest.mark.django_db
 
 TODAY = dt.date(2026, 11, 20)
-NOON = dt.datetime(2026, 11, 20, 12, tzinfo=dt.UTC)
+NOON = dt.datetime(2026, 11, 20, 12, tzinfo=AGENCY_TZ)
 
 
 @pytest.fixture(autouse=True)
@@ -249,7 +250,7 @@ def test_end_users_ranks_by_cost_within_client_and_month():
         client=client,
         end_user="carol",
         cost_usd=Decimal("50"),
-        occurred_at=dt.datetime(2026, 10, 31, 23, 59, tzinfo=dt.UTC),
+        occurred_at=dt.datetime(2026, 10, 31, 23, 59, tzinfo=AGENCY_TZ),
     )
     UsageEventFactory.create(
         client=ClientFactory.create(), end_user="mallory", cost_usd=Decimal("70")
@@ -284,7 +285,7 @@ def test_end_users_stop_at_the_limit():
 @time_machine.travel(NOON, tick=False)
 def test_top_prompts_show_calls_and_time_span():
     client = ClientFactory.create()
-    start = dt.datetime(2026, 11, 20, 10, 0, tzinfo=dt.UTC)
+    start = dt.datetime(2026, 11, 20, 10, 0, tzinfo=AGENCY_TZ)
     for minute in range(10):
         UsageEventFactory.create(
             client=client,

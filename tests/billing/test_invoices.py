@@ -29,6 +29,7 @@ from billing.services.invoices import (
     invoices_finalize_due,
     invoices_generate_month,
 )
+from tests.clock import AGENCY_TZ
 from tests.factories import ClientFactory, ProjectFactory, priced_event
 from tracking.models import ClosedPeriod, ModelRate, UsageEvent
 from tracking.rates import DEFAULT_RATES_CSV, model_rates_load
@@ -42,7 +43,7 @@ DEC = date(2026, 12, 1)
 
 
 def at(month: int, day: int, hour: int = 12) -> datetime:
-    return datetime(2026, month, day, hour, tzinfo=UTC)
+    return datetime(2026, month, day, hour, tzinfo=AGENCY_TZ)
 
 
 @pytest.fixture
@@ -374,7 +375,7 @@ def test_finalized_totals_equal_the_events_raw_cost_plus_markup_per_line(acme, t
         invoice_finalize(invoice_id=pk)
 
     expected: dict[tuple, Decimal] = defaultdict(Decimal)
-    for event in UsageEvent.objects.filter(occurred_at__lt=datetime(2026, 11, 1, tzinfo=UTC)):
+    for event in UsageEvent.objects.filter(occurred_at__lt=datetime(2026, 11, 1, tzinfo=AGENCY_TZ)):
         client = acme if event.client_id == acme.pk else other
         assert event.rate is not None and event.cost_usd is not None
         expected[(event.client_id, event.rate.model)] += apply_markup(
