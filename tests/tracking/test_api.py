@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import pytest
+import time_machine
 from django.core.cache import cache
 
 from agency.models import Client
@@ -21,6 +23,9 @@ def new_client(**fields: Any) -> Client:
 
 
 URL = "/api/v1/usage"
+# Events sent without occurred_at happen now, and are priced at the rates in force now:
+# tests that assert a cost pin the clock to a day the shipped rates cover.
+PRICED_AT = datetime(2026, 11, 20, 12, tzinfo=UTC)
 
 
 @pytest.fixture(autouse=True)
@@ -54,6 +59,7 @@ def event(event_id="e1", **fields):
     }
 
 
+@time_machine.travel(PRICED_AT, tick=False)
 def test_post_usage_returns_results_in_order(client, rates, acme_key):
     UsageEvent.objects.all().delete()
     post(client, acme_key, {"events": [event("b")]})
