@@ -302,6 +302,25 @@ def test_top_prompts_show_calls_and_time_span():
     assert calm.calls_per_minute is None
 
 
+@pytest.mark.xfail(strict=True, reason="the overview projects budgets from the real clock")
+def test_overview_takes_month_today_and_budget_from_one_moment():
+    """The first hour of December, while the real clock is elsewhere: the month, today's
+    live figures and the burn-rate projection all follow the moment given."""
+    client = ClientFactory.create(monthly_budget_usd=Decimal("1000"), markup_pct=Decimal("0"))
+    DailyRollupFactory.create(client=client, day=dt.date(2026, 11, 30), cost_usd=Decimal("900"))
+    DailyRollupFactory.create(client=client, day=dt.date(2026, 12, 1), cost_usd=Decimal("2"))
+    first_hour = dt.datetime(2026, 12, 1, 0, 30, tzinfo=AGENCY_TZ)
+
+    data = dashboard.overview(Client.objects.all(), now=first_hour)  # type: ignore[call-arg]
+
+    [row] = data.rows
+    assert data.month == dt.date(2026, 12, 1)
+    assert (row.billed_usd, row.spark[-1], row.spark[-2]) == (2, 2, 900)
+    assert row.budget is not None
+    assert (row.budget.elapsed_hours, row.budget.month_hours) == (1, 744)
+    assert row.budget.projected_billed_usd == Decimal("1488")
+
+
 def test_overview_reads_today_live():
     client = ClientFactory.create(markup_pct=Decimal("0"))
     DailyRollupFactory.create(client=client, day=TODAY, cost_usd=Decimal("1"))
