@@ -80,13 +80,14 @@ def _budget(request: HttpRequest) -> HttpResponse:
         slug = key.client.slug
     if not slug:
         return api_error(400, "invalid", "Pass ?client=<slug>.", field="client")
+    now = timezone.now()  # read once: the month and its budget position agree
     raw_month = request.GET.get("month", "")
-    month = _parse_month(raw_month) if raw_month else current_month()
+    month = _parse_month(raw_month) if raw_month else current_month(now)
     if month is None:
         return api_error(400, "invalid", "month must be YYYY-MM.", field="month")
     # Not a slug at all (e.g. a NUL byte, which PostgreSQL refuses in a query): no such client.
     client = Client.objects.filter(slug=slug).first() if _SLUG.match(slug) else None
     if client is None or (key.client_id is not None and key.client_id != client.pk):
         return api_error(404, "not_found", "No such client.")
-    position = budget_status_for(client, month, now=timezone.now())
+    position = budget_status_for(client, month, now=now)
     return JsonResponse(budget_payload(client, position))

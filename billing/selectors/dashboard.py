@@ -416,15 +416,16 @@ def unpriced_models(unpriced: dict[UnpricedKey, int]) -> list[UnpricedModel]:
     )
 
 
-def overview(clients: QuerySet[Client], *, today: date, sort: str = "name") -> Overview:
-    """Month-to-date money and budget position per active client, a 30-day billed trend
-    each, and warnings.
+def overview(clients: QuerySet[Client], *, now: datetime, sort: str = "name") -> Overview:
+    """Month-to-date money and budget position per active client at ``now``, a 30-day
+    billed trend each, and warnings.
 
     Past days come summed per client from the cache (``_past_days``), today from one live
     query (``_today``); each client's month becomes a budget position with
-    ``billing.selectors.budgets``.
+    ``billing.selectors.budgets``. One moment gives the month, today and the burn rate:
+    reading the clock again here could project a month the caller is not showing.
     """
-    now = timezone.now()
+    today = timezone.localdate(now, timezone.get_default_timezone())
     month = today.replace(day=1)
     active = list(clients.filter(active=True))
     ids = [c.pk for c in active]

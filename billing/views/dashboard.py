@@ -33,7 +33,7 @@ def overview(request: HtmxHttpRequest) -> HttpResponse:
         raise Http404("No such page")
     data = dashboard.overview(
         clients_for(request.user),
-        today=timezone.localdate(),
+        now=timezone.now(),
         sort=request.GET.get("sort", "name"),
     )
     template = "billing/overview.html"
@@ -46,7 +46,8 @@ def overview(request: HtmxHttpRequest) -> HttpResponse:
 @require_GET
 def client_detail(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     client = client_for(request.user, slug)
-    today = timezone.localdate()
+    now = timezone.now()  # read once: the month shown and its budget position agree
+    today = timezone.localdate(now)
     month = dashboard.parse_month(request.GET.get("month"), today=today)
     data = dashboard.client_month(client, month=month, today=today)
     # Raw-event top lists: from the cache, or computed here only when asked (?top=1, the
@@ -59,7 +60,7 @@ def client_detail(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         "data": data,
         "top": top,
         "show_cost": request.user.is_staff,
-        "budget": budget_status_for(client, month),
+        "budget": budget_status_for(client, month, now=now),
         "spend_chart": charts.stacked_bars(data.days, data.daily_by_model),
         "legend": charts.legend(list(data.daily_by_model)),
         "prompt_chart": charts.line_chart(data.days, data.avg_prompt_tokens),
