@@ -389,12 +389,24 @@ def test_top_lists_are_computed_only_when_asked_then_reused():
 
 
 def test_top_lists_stay_good_while_the_months_rollups_are_unchanged():
-    client = ClientFactory.create()
+    client = ClientFactory.create(markup_pct=Decimal("0"))
     DailyRollupFactory.create(client=client, day=TODAY)
     with time_machine.travel(NOON, tick=False) as traveller:
+        UsageEventFactory.create(client=client, end_user="alice", cost_usd=Decimal("2"))
+        UsageEventFactory.create(client=client, prompt_hash="p-1", cost_usd=Decimal("3"))
         _top(client, compute=True)
         traveller.shift(dt.timedelta(hours=2))
-        assert _top(client, compute=False) is not None
+        served = _top(client, compute=False)
+
+    assert served is not None
+    assert served.computed_at == NOON  # two hours old, and still served
+    assert [(u.name, u.events, u.billed_usd) for u in served.end_users] == [
+        ("", 1, Decimal("3")),
+        ("alice", 1, Decimal("2")),
+    ]
+    assert [(p.prompt_hash, p.calls, p.raw_usd) for p in served.prompts] == [
+        ("p-1", 1, Decimal("3"))
+    ]
 
 
 def test_top_lists_expire_once_rollups_changed_and_the_cache_aged():

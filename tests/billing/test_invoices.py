@@ -173,13 +173,19 @@ def test_tax_is_one_rounded_row_on_the_subtotal(acme, time_machine):
     acme.tax_rate_pct = Decimal("20")
     acme.tax_label = "VAT"
     acme.save()
+    # Sonnet: 100,000 × $3/MTok = 0.30 raw, × 1.25 = 0.375 → 0.38.
     priced_event(acme, at=at(10, 3), input_tokens=100_000, output_tokens=0)
-    priced_event(acme, at=at(10, 3), model="claude-haiku-4-5", input_tokens=10_007)
+    # Haiku: 304,000 × $1 + 200 × $5 per MTok = 0.305 raw, × 1.25 = 0.38125 → 0.38.
+    priced_event(acme, at=at(10, 3), model="claude-haiku-4-5", input_tokens=304_000)
     time_machine.move_to(at(11, 1, 2), tick=False)
     invoice = generate(OCT)
-    # lines: 3.75 and round(0.010007 × 1.25 + 0.001 × 1.25 …) — whatever they are:
-    assert invoice.tax_usd == round_money(invoice.subtotal_usd * Decimal("0.20"))
-    assert invoice.total_usd == invoice.subtotal_usd + invoice.tax_usd
+    assert sorted(invoice.lines.values_list("amount_usd", flat=True)) == [Decimal("0.38")] * 2
+    # 20% of the 0.76 subtotal is 0.152 → 0.15; taxing each line would give 0.08 + 0.08.
+    assert (invoice.subtotal_usd, invoice.tax_usd, invoice.total_usd) == (
+        Decimal("0.76"),
+        Decimal("0.15"),
+        Decimal("0.91"),
+    )
     assert (invoice.tax_label, invoice.tax_rate_pct) == ("VAT", Decimal("20"))
 
 

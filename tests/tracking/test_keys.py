@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import pytest
@@ -91,12 +91,14 @@ def test_a_session_login_is_not_a_key(client, admin_user):
 
 def test_use_records_last_used_at(client):
     key, raw_key = api_key_create(name="app", client=new_client())
-    client.post(
-        USAGE_URL, {"events": []}, content_type="application/json",
-        headers={"Authorization": f"Bearer {raw_key}"},
-    )  # fmt: skip
+    used_at = datetime(2026, 11, 20, 9, 15, tzinfo=UTC)
+    with time_machine.travel(used_at, tick=False):
+        client.post(
+            USAGE_URL, {"events": []}, content_type="application/json",
+            headers={"Authorization": f"Bearer {raw_key}"},
+        )  # fmt: skip
     key.refresh_from_db()
-    assert key.last_used_at is not None
+    assert key.last_used_at == used_at
 
 
 def test_last_used_at_is_written_at_most_once_a_minute(client):
