@@ -305,7 +305,7 @@ def test_failed_delivery_is_recorded_then_retried(alert_settings: Any, webhook: 
     )
     webhook.status = 500
 
-    with pytest.raises(AlertDeliveryError):
+    with pytest.raises(AlertDeliveryError, match=r"^webhook failed: HTTP Error 500"):
         alert_delivery_send(delivery_id=delivery.pk)
     delivery.refresh_from_db()
     assert (delivery.status, delivery.attempts) == (DeliveryStatus.FAILED, 1)

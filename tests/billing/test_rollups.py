@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
@@ -433,11 +434,15 @@ def test_rebuild_rollups_command_for_one_client_leaves_the_others_alone() -> Non
 
 
 @pytest.mark.parametrize(
-    "args",
-    [["--start", "2026-13-01"], ["--end", "yesterday"], ["--client", "nobody"]],
+    ("args", "message"),
+    [
+        (["--start", "2026-13-01"], "not a date (YYYY-MM-DD): '2026-13-01'"),
+        (["--end", "yesterday"], "not a date (YYYY-MM-DD): 'yesterday'"),
+        (["--client", "nobody"], "no client with slug 'nobody'"),
+    ],
 )
-def test_rebuild_rollups_command_refuses_bad_arguments(args: list[str]) -> None:
-    with pytest.raises(CommandError):
+def test_rebuild_rollups_command_refuses_bad_arguments(args: list[str], message: str) -> None:
+    with pytest.raises(CommandError, match=f"^{re.escape(message)}$"):
         call_command("rebuild_rollups", *args)
 
 
