@@ -12,7 +12,13 @@ from django.utils import timezone
 
 from agency.models import Client
 from billing.models import BudgetSnapshot, BudgetStatus
-from billing.selectors.budgets import budget_band, budget_status_for, month_hours
+from billing.selectors.budgets import (
+    budget_band,
+    budget_position,
+    budget_status_for,
+    month_hours,
+)
+from billing.selectors.rollups import MonthTotals
 from billing.services.budgets import budgets_recompute
 from billing.tasks import RECOMPUTE_SCHEDULED_KEY, budgets_recompute_task
 from tests.clock import AGENCY_TZ
@@ -55,6 +61,35 @@ def recompute() -> None:
 )
 def test_status_bands(billed: str, status: str) -> None:
     assert budget_band(Decimal(billed), Decimal("100")) == status
+
+
+@pytest.mark.parametrize(
+    ("budget", "billed", "status", "percent"),
+    [
+        ("0", "0", BudgetStatus.GREEN, None),
+        ("0", "0.01", BudgetStatus.RED, None),
+        ("1", "0.79", BudgetStatus.GREEN, Decimal("79")),
+        ("1", "0.799", BudgetStatus.GREEN, Decimal("79.9")),
+        ("1", "0.80", BudgetStatus.YELLOW, Decimal("80")),
+        ("1", "0.999", BudgetStatus.YELLOW, Decimal("99.9")),
+        ("1", "1.00", BudgetStatus.RED, Decimal("100")),
+    ],
+)
+def test_zero_and_one_dollar_budgets_get_their_status(
+    budget: str, billed: str, status: str, percent: Decimal | None
+) -> None:
+    """A zero budget has no percentage (nothing to divide by) and is red once anything is
+    billed; a $1 budget turns yellow at 80 cents and red at a dollar."""
+    client = ClientFactory.build(pk=1, monthly_budget_usd=Decimal(budget))
+    position = budget_position(
+        client=client,
+        month=NOVEMBER,
+        totals=MonthTotals(client_id=1, billed_usd=Decimal(billed)),
+        now=datetime(2026, 12, 1, 12, tzinfo=AGENCY_TZ),  # November is over: no projection
+        budget=Decimal(budget),
+    )
+    assert (position.status, position.percent_used) == (status, percent)
+    assert (position.projected_status, position.projected_percent) == (status, percent)
 
 
 def test_no_budget_means_no_status_not_green() -> None:

@@ -6,6 +6,7 @@ from decimal import Decimal
 import pytest
 
 from tracking.models import ModelRate
+from tracking.pricing import RateCard, normalize_usage, price_usage
 from tracking.rates import DEFAULT_RATES_CSV, RateBook, RateFileError, model_rates_load
 
 pytestmark = pytest.mark.django_db
@@ -73,3 +74,23 @@ def test_correcting_a_price_updates_the_row_and_keeps_history(rates):
         Decimal("1"),
         Decimal("1.5"),
     ]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # The column left empty, and the column missing altogether.
+        "provider,model,effective_from,input,output,batch_discount_pct\n"
+        "openai,ft-model,2026-01-01,2,8,\n",
+        "provider,model,effective_from,input,output\nopenai,ft-model,2026-01-01,2,8\n",
+    ],
+)
+def test_a_rate_row_without_a_batch_discount_has_none(text):
+    model_rates_load(text=text)
+    rate = ModelRate.objects.get(model="ft-model")
+    assert rate.batch_discount_pct == Decimal("0")
+    usage = {"prompt_tokens": 1_000_000, "completion_tokens": 0}
+    batch = price_usage(
+        normalize_usage("openai", usage, service_tier="batch"), RateCard.from_rate(rate)
+    )
+    assert (batch.discount, batch.total) == (Decimal("0"), Decimal("2"))
