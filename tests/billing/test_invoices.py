@@ -554,3 +554,123 @@ def test_generate_command_refuses_an_unknown_client(acme, time_machine):
     with pytest.raises(CommandError, match="no client 'acme-typo'"):
         call_command("generate_invoices", "--month", "2026-10", "--client", "acme-typo")
     assert not Invoice.objects.exists()
+
+
+# --- what each line carries, and which lines there are ---------------------------------
+
+
+def _lines(invoice: Invoice) -> list[tuple]:
+    return list(
+        invoice.lines.order_by("position").values_list(
+            "position", "kind", "usage_month", "description", "amount_usd"
+        )
+    )
+
+
+def test_late_usage_of_a_split_client_is_one_adjustment_line_per_project(acme, time_machine):
+    acme.invoice_split_by_project = True
+    acme.save()
+    bot, web, idle = (ProjectFactory.create(client=acme, name=n) for n in ("bot", "web", "idle"))
+    for project in (bot, web, idle):
+        priced_event(acme, at=at(10, 3), project=project)  # $0.006 raw, billed 0.0075 → 0.01
+    time_machine.move_to(at(11, 1, 2), tick=False)
+    invoice_finalize(invoice_id=generate(OCT).pk)
+    time_machine.move_to(at(11, 5), tick=False)
+    priced_event(acme, at=at(10, 30), project=bot, input_tokens=100_000, output_tokens=0)
+    priced_event(acme, at=at(10, 30), project=web, input_tokens=200_000, output_tokens=0)
+    priced_event(acme, at=at(11, 6), project=bot)
+    time_machine.move_to(at(12, 1, 2), tick=False)
+
+    november = generate(NOV)
+
+    # October's bot key now bills round(0.306 × 1.25) = 0.38, of which 0.01 was invoiced;
+    # web's round(0.606 × 1.25) = 0.76 less 0.01. Idle had no late usage: no line.
+    assert _lines(november) == [
+        (1, "usage", NOV, "Claude Sonnet 4.5 — bot", Decimal("0.01")),
+        (2, "adjustment", OCT, "Claude Sonnet 4.5 — bot", Decimal("0.37")),
+        (3, "adjustment", OCT, "Claude Sonnet 4.5 — web", Decimal("0.75")),
+    ]
+    assert november.total_usd == Decimal("1.13")
+
+
+def test_an_adjustment_line_carries_only_the_late_quantities(acme, time_machine):
+    priced_event(acme, at=at(10, 3))  # 1,000 in × $3/M + 200 out × $15/M = 0.003 + 0.003
+    priced_event(acme, at=at(10, 3), model="claude-next-9")  # no rate: unpriced
+    time_machine.move_to(at(11, 1, 2), tick=False)
+    invoice_finalize(invoice_id=generate(OCT).pk)
+    time_machine.move_to(at(11, 5), tick=False)
+    priced_event(acme, at=at(10, 30), input_tokens=100_000, output_tokens=0)  # 0.30 input
+    priced_event(acme, at=at(10, 30), model="claude-next-9", input_tokens=7, output_tokens=3)
+    priced_event(acme, at=at(11, 6))
+    time_machine.move_to(at(12, 1, 2), tick=False)
+
+    november = generate(NOV)
+
+    fields = (
+        "position", "kind", "usage_month", "description", "events", "unpriced_events",
+        "input_tokens", "output_tokens", "cost_input_usd", "cost_output_usd", "raw_cost_usd",
+        "billed_usd", "amount_usd",
+    )  # fmt: skip
+    assert list(november.lines.order_by("position").values_list(*fields)) == [
+        (1, "usage", NOV, "Claude Sonnet 4.5", 1, 0, 1000, 200,
+         Decimal("0.003"), Decimal("0.003"), Decimal("0.006"), Decimal("0.0075"), Decimal("0.01")),
+        # October's Sonnet key: 0.306 raw, billed 0.3825 → 0.38, less the 0.01 invoiced.
+        (2, "adjustment", OCT, "Claude Sonnet 4.5", 1, 0, 100_000, 0,
+         Decimal("0.3"), Decimal("0"), Decimal("0.3"), Decimal("0.375"), Decimal("0.37")),
+        (3, "adjustment", OCT, "claude-next-9", 1, 1, 7, 3,
+         Decimal("0"), Decimal("0"), Decimal("0"), Decimal("0"), Decimal("0")),
+    ]  # fmt: skip
+    assert november.unpriced_events == 1
+
+
+@pytest.mark.parametrize(("rate", "tax"), [("1", "0.13"), ("0.5", "0.06"), ("0.25", "0.03")])
+def test_a_tax_rate_of_one_percent_or_less_is_still_charged(acme, time_machine, rate, tax):
+    acme.tax_rate_pct = Decimal(rate)
+    acme.save()
+    # 10M × $1/M + 200 × $5/M = 10.001 raw, × 1.25 = 12.50125 → 12.50.
+    priced_event(acme, at=at(10, 3), model="claude-haiku-4-5", input_tokens=10_000_000)
+    time_machine.move_to(at(11, 1, 2), tick=False)
+
+    invoice = generate(OCT)
+
+    # 1% of 12.50 is 0.125 → 0.13; 0.5% is 0.0625 → 0.06; 0.25% is 0.03125 → 0.03.
+    assert (invoice.subtotal_usd, invoice.tax_usd) == (Decimal("12.50"), Decimal(tax))
+    assert invoice.total_usd == Decimal("12.50") + Decimal(tax)
+
+
+def test_generate_command_for_one_client_leaves_the_others(acme, time_machine, capsys):
+    globex = ClientFactory.create(slug="globex")
+    priced_event(acme, at=at(10, 3))
+    priced_event(globex, at=at(10, 3))
+    time_machine.move_to(at(11, 1, 2), tick=False)
+
+    call_command("generate_invoices", "--month", "2026-10", "--client", "acme")
+
+    assert list(Invoice.objects.values_list("client__slug", "month", "status")) == [
+        ("acme", OCT, "draft")
+    ]
+    assert capsys.readouterr().out == (
+        "2026-10: 1 draft(s) generated, 0 already issued, 0 with nothing to bill\n"
+    )
+
+
+def test_generate_command_counts_generated_issued_and_empty(acme, time_machine, capsys):
+    issued, emptied = ClientFactory.create(slug="issued"), ClientFactory.create(slug="emptied")
+    priced_event(acme, at=at(10, 3))
+    priced_event(issued, at=at(10, 3))
+    gone = priced_event(emptied, at=at(10, 3))
+    time_machine.move_to(at(11, 1, 2), tick=False)
+    invoices_generate_month(month=OCT)
+    invoice_finalize(invoice_id=Invoice.objects.get(client=issued).pk)
+    gone.delete()  # the emptied client's draft has nothing left to bill
+    dirty_days_mark([(emptied.pk, date(2026, 10, 3))])
+
+    call_command("generate_invoices", "--month", "2026-10")
+
+    assert capsys.readouterr().out == (
+        "2026-10: 1 draft(s) generated, 1 already issued, 1 with nothing to bill\n"
+    )
+    assert sorted(Invoice.objects.values_list("client__slug", "status")) == [
+        ("acme", "draft"),
+        ("issued", "finalized"),
+    ]
