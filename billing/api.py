@@ -73,16 +73,17 @@ def _budget(request: HttpRequest) -> HttpResponse:
         slug = key.client.slug
     if not slug:
         return api_error(400, "invalid", "Pass ?client=<slug>.", field="client")
+    now = timezone.now()  # read once: the month and its budget position agree
     try:
         query = msgspec.convert(request.GET.dict(), BudgetQuery)
-        month = parse_month(query.month) if query.month else current_month()
+        month = parse_month(query.month) if query.month else current_month(now)
     except (msgspec.ValidationError, MonthError):
         return api_error(400, "invalid", MONTH_RULE, field="month")
     # Not a slug at all (e.g. a NUL byte, which PostgreSQL refuses in a query): no such client.
     client = Client.objects.filter(slug=slug).first() if _SLUG.match(slug) else None
     if client is None or (key.client_id is not None and key.client_id != client.pk):
         return api_error(404, "not_found", "No such client.")
-    position = budget_status_for(client, month, now=timezone.now())
+    position = budget_status_for(client, month, now=now)
     return HttpResponse(
         msgspec.json.encode(budget_payload(client, position)), content_type="application/json"
     )

@@ -7,6 +7,9 @@ import pytest
 
 from tracking.rates import DEFAULT_RATES_CSV, model_rates_load
 
+# --instant: run the suite with the clock moved (see tests/instants.py).
+pytest_plugins = ["tests.instants"]
+
 
 @pytest.fixture
 def rates(db):

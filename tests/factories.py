@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, cast
 
@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from agency.models import Client, ClientMembership, Project
 from billing.models import DailyRollup
+from tests.clock import AGENCY_TZ
 from tracking.models import PricingStatus, UsageEvent
 from tracking.pricing import normalize_usage
 from tracking.rates import RateBook
@@ -19,8 +20,9 @@ from tracking.services import dirty_days_mark, local_day, pricing_fields, usage_
 
 
 def at(month: int, day: int, hour: int = 12) -> datetime:
-    """A moment of 2026 in UTC: noon of the day unless ``hour`` says otherwise."""
-    return datetime(2026, month, day, hour, tzinfo=UTC)
+    """A moment of 2026 on the agency's clock: noon of the day unless ``hour`` says
+    otherwise (so the day is the same in any CLIENTMETER_TIME_ZONE)."""
+    return datetime(2026, month, day, hour, tzinfo=AGENCY_TZ)
 
 
 # --- agency --------------------------------------------------------------------------

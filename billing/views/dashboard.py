@@ -13,6 +13,7 @@ from datetime import date
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.utils import timezone
 from django.views.decorators.http import require_GET
 from django_htmx.middleware import HtmxDetails
 
@@ -56,7 +57,7 @@ def overview(request: HtmxHttpRequest) -> HttpResponse:
         raise Http404("No such page")
     data = dashboard.overview(
         clients_for(request.user),
-        today=today(),
+        now=timezone.now(),
         sort=request.GET.get("sort", "name"),
     )
     template = "billing/overview.html"
@@ -69,7 +70,8 @@ def overview(request: HtmxHttpRequest) -> HttpResponse:
 @require_GET
 def client_detail(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     client = client_for(request.user, slug)
-    day = today()
+    now = timezone.now()  # read once: the month shown and its budget position agree
+    day = today(now)
     month = month_param(request.GET.get("month"), today=day)
     data = dashboard.client_month(client, month=month, today=day)
     # Raw-event top lists: from the cache, or computed here only when asked (?top=1, the
@@ -82,7 +84,7 @@ def client_detail(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         "data": data,
         "top": top,
         "show_cost": request.user.is_staff,
-        "budget": budget_status_for(client, month),
+        "budget": budget_status_for(client, month, now=now),
         "spend_chart": charts.stacked_bars(data.days, data.daily_by_model),
         "legend": charts.legend(list(data.daily_by_model)),
         "prompt_chart": charts.line_chart(data.days, data.avg_prompt_tokens),

@@ -33,6 +33,11 @@ def test_format_usd_groups_thousands_and_rounds_once():
     assert format_usd(None) == "—"
 
 
+@pytest.mark.parametrize("amount", ["0", "0.00", "-0", "-0.004", "0.004"])
+def test_format_usd_of_nothing_is_zero_dollars_never_negative(amount):
+    assert format_usd(Decimal(amount)) == "$0.00"
+
+
 def test_bad_environment_values_fail_loudly(monkeypatch):
     monkeypatch.setenv("SOME_FLAG", "maybe")
     monkeypatch.setenv("SOME_NUMBER", "12a")

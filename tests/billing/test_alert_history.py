@@ -4,7 +4,7 @@ delivery that failed (visible with its error) and admin's retry."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -17,6 +17,7 @@ from agency.models import Client
 from billing.models import Alert, AlertDelivery, DeliveryChannel, DeliveryStatus
 from billing.services.budgets import budgets_recompute
 from tests.billing.test_alerts import Webhook
+from tests.clock import AGENCY_TZ
 from tests.factories import (
     ClientFactory,
     ClientMembershipFactory,
@@ -26,7 +27,7 @@ from tests.factories import (
 
 pytestmark = pytest.mark.django_db
 
-NOW = datetime(2026, 11, 30, 23, 0, tzinfo=UTC)
+NOW = datetime(2026, 11, 30, 23, 0, tzinfo=AGENCY_TZ)
 
 
 @pytest.fixture(autouse=True)

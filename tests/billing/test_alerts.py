@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
@@ -27,10 +27,11 @@ from billing.services.alerts import (
 )
 from billing.services.budgets import budgets_recompute
 from billing.services.rollups import rollups_rebuild_period
+from tests.clock import AGENCY_TZ
 from tests.factories import ClientFactory, UsageEventFactory
 from tracking.models import UsageEvent
 
-NOW = datetime(2026, 11, 15, 12, 30, tzinfo=UTC)  # 349 of 720 hours into November
+NOW = datetime(2026, 11, 15, 12, 30, tzinfo=AGENCY_TZ)  # 349 of 720 hours into November
 
 
 class Webhook:
@@ -78,7 +79,7 @@ def alert_settings(settings: Any) -> Any:
 
 
 def billed(
-    client: Client, amount: str, *, at: datetime = datetime(2026, 11, 2, 12, tzinfo=UTC)
+    client: Client, amount: str, *, at: datetime = datetime(2026, 11, 2, 12, tzinfo=AGENCY_TZ)
 ) -> None:
     """Raw spend (markup 0 clients: billed = raw), rolled up at once."""
     UsageEventFactory.create(client=client, occurred_at=at, cost_usd=Decimal(amount))
@@ -103,7 +104,7 @@ def test_reaching_thresholds_fires_actual_alerts(alert_settings: Any) -> None:
     client = ClientFactory.create(monthly_budget_usd=Decimal("100"), markup_pct=Decimal("0"))
     billed(client, "85")
 
-    recompute(datetime(2026, 11, 30, 23, 0, tzinfo=UTC))
+    recompute(datetime(2026, 11, 30, 23, 0, tzinfo=AGENCY_TZ))
 
     assert fired(client) == {(AlertKind.ACTUAL, 50), (AlertKind.ACTUAL, 80)}
 
@@ -112,7 +113,7 @@ def test_reaching_thresholds_fires_actual_alerts(alert_settings: Any) -> None:
 def test_an_alert_fires_once_across_recomputes(alert_settings: Any) -> None:
     client = ClientFactory.create(monthly_budget_usd=Decimal("100"), markup_pct=Decimal("0"))
     billed(client, "85")
-    late = datetime(2026, 11, 30, 23, 0, tzinfo=UTC)
+    late = datetime(2026, 11, 30, 23, 0, tzinfo=AGENCY_TZ)
 
     recompute(late)
     recompute(late)
@@ -126,7 +127,7 @@ def test_only_the_highest_new_threshold_is_delivered(alert_settings: Any) -> Non
     client = ClientFactory.create(monthly_budget_usd=Decimal("100"), markup_pct=Decimal("0"))
     billed(client, "120")
 
-    recompute(datetime(2026, 11, 30, 23, 0, tzinfo=UTC))
+    recompute(datetime(2026, 11, 30, 23, 0, tzinfo=AGENCY_TZ))
 
     delivered = AlertDelivery.objects.values_list("alert__threshold", flat=True)
     assert list(delivered) == [100]
@@ -160,7 +161,7 @@ def test_billing_contact_gets_alerts_when_opted_in(alert_settings: Any) -> None:
     )
     billed(client, "60")
 
-    recompute(datetime(2026, 11, 30, 23, 0, tzinfo=UTC))
+    recompute(datetime(2026, 11, 30, 23, 0, tzinfo=AGENCY_TZ))
 
     assert sorted(m.to[0] for m in mail.outbox) == ["ap@client.example", "ops@agency.example"]
 
@@ -178,9 +179,9 @@ def test_projected_spend_fires_projected_alerts(alert_settings: Any) -> None:
 @pytest.mark.django_db
 def test_no_projected_alert_in_the_first_day_of_a_month(alert_settings: Any) -> None:
     client = ClientFactory.create(monthly_budget_usd=Decimal("100"), markup_pct=Decimal("0"))
-    billed(client, "10", at=datetime(2026, 11, 1, 1, tzinfo=UTC))
+    billed(client, "10", at=datetime(2026, 11, 1, 1, tzinfo=AGENCY_TZ))
 
-    recompute(datetime(2026, 11, 1, 5, 0, tzinfo=UTC))
+    recompute(datetime(2026, 11, 1, 5, 0, tzinfo=AGENCY_TZ))
 
     assert fired(client) == set()
 
@@ -202,7 +203,7 @@ def test_thresholds_are_per_client(alert_settings: Any) -> None:
     )
     billed(client, "30")
 
-    recompute(datetime(2026, 11, 30, 23, 0, tzinfo=UTC))
+    recompute(datetime(2026, 11, 30, 23, 0, tzinfo=AGENCY_TZ))
 
     assert fired(client) == {(AlertKind.ACTUAL, 25)}
 
@@ -259,7 +260,7 @@ def test_slack_webhook_receives_the_alert(alert_settings: Any, webhook: Webhook)
     )  # fmt: skip
     billed(client, "100")
 
-    recompute(datetime(2026, 11, 30, 23, 0, tzinfo=UTC))
+    recompute(datetime(2026, 11, 30, 23, 0, tzinfo=AGENCY_TZ))
 
     assert len(webhook.received) == 1
     assert webhook.received[0]["text"].startswith("*Globex reached 100% of its November 2026")
@@ -280,8 +281,8 @@ def test_agency_and_client_webhooks_each_receive_the_alert_once(
         )  # fmt: skip
         billed(client, "100")
 
-        recompute(datetime(2026, 11, 30, 23, 0, tzinfo=UTC))
-        recompute(datetime(2026, 11, 30, 23, 30, tzinfo=UTC))
+        recompute(datetime(2026, 11, 30, 23, 0, tzinfo=AGENCY_TZ))
+        recompute(datetime(2026, 11, 30, 23, 30, tzinfo=AGENCY_TZ))
     finally:
         agency_hook.close()
 
@@ -304,7 +305,7 @@ def test_failed_delivery_is_recorded_then_retried(alert_settings: Any, webhook: 
     )
     webhook.status = 500
 
-    with pytest.raises(AlertDeliveryError):
+    with pytest.raises(AlertDeliveryError, match=r"^webhook failed: HTTP Error 500"):
         alert_delivery_send(delivery_id=delivery.pk)
     delivery.refresh_from_db()
     assert (delivery.status, delivery.attempts) == (DeliveryStatus.FAILED, 1)
@@ -395,9 +396,9 @@ def test_alert_history_lists_newest_first(alert_settings: Any) -> None:
     other = ClientFactory.create(monthly_budget_usd=Decimal("100"), markup_pct=Decimal("0"))
     billed(client, "55")
     billed(other, "55")
-    recompute(datetime(2026, 11, 30, 23, 0, tzinfo=UTC))
+    recompute(datetime(2026, 11, 30, 23, 0, tzinfo=AGENCY_TZ))
     billed(client, "30")
-    recompute(datetime(2026, 11, 30, 23, 30, tzinfo=UTC))
+    recompute(datetime(2026, 11, 30, 23, 30, tzinfo=AGENCY_TZ))
 
     history = list(alerts_for(client, limit=10))
 

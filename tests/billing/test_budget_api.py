@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -16,6 +16,7 @@ from agency.models import Client
 from billing.models import BudgetSnapshot
 from billing.services.rollups import rollups_rebuild_period
 from billing.tasks import RECOMPUTE_SCHEDULED_KEY
+from tests.clock import AGENCY_TZ
 from tests.factories import ClientFactory, ClientMembershipFactory, UsageEventFactory
 from tracking.keys import api_key_create
 from tracking.models import PricingStatus
@@ -23,7 +24,7 @@ from tracking.models import PricingStatus
 pytestmark = pytest.mark.django_db
 
 URL = "/api/v1/budget"
-NOW = datetime(2026, 11, 11, 0, 30, tzinfo=UTC)  # 241 of 720 hours into November
+NOW = datetime(2026, 11, 11, 0, 30, tzinfo=AGENCY_TZ)  # 241 of 720 hours into November
 
 
 @pytest.fixture
@@ -32,11 +33,13 @@ def acme() -> Client:
         slug="acme", monthly_budget_usd=Decimal("900"), markup_pct=Decimal("25")
     )
     UsageEventFactory.create(
-        client=client, occurred_at=datetime(2026, 11, 3, 12, tzinfo=UTC), cost_usd=Decimal("192.8")
+        client=client,
+        occurred_at=datetime(2026, 11, 3, 12, tzinfo=AGENCY_TZ),
+        cost_usd=Decimal("192.8"),
     )
     UsageEventFactory.create(
         client=client,
-        occurred_at=datetime(2026, 10, 20, 12, tzinfo=UTC),
+        occurred_at=datetime(2026, 10, 20, 12, tzinfo=AGENCY_TZ),
         cost_usd=Decimal("800"),
     )
     rollups_rebuild_period(start=date(2026, 10, 1), end=date(2026, 11, 30))
@@ -149,7 +152,7 @@ def test_signed_in_user_without_key_is_401(client: Any, acme: Client) -> None:
 def test_unpriced_events_are_reported(client: Any, acme: Client) -> None:
     UsageEventFactory.create(
         client=acme,
-        occurred_at=datetime(2026, 11, 4, 12, tzinfo=UTC),
+        occurred_at=datetime(2026, 11, 4, 12, tzinfo=AGENCY_TZ),
         pricing_status=PricingStatus.UNPRICED,
         cost_usd=None,
     )
@@ -180,6 +183,8 @@ def test_post_gets_json_405_even_with_csrf_checks_on(acme: Client) -> None:
     )
 
 
+# Priced at the shipped rates in force at NOW (the event has no occurred_at).
+@time_machine.travel(NOW, tick=False)
 def test_ingested_usage_reaches_the_budget_after_the_debounced_recompute(
     client: Any, rates: None
 ) -> None:

@@ -12,9 +12,16 @@ from django.utils import timezone
 
 from agency.models import Client
 from billing.models import BudgetSnapshot, BudgetStatus
-from billing.selectors.budgets import budget_band, budget_status_for, month_hours
+from billing.selectors.budgets import (
+    budget_band,
+    budget_position,
+    budget_status_for,
+    month_hours,
+)
+from billing.selectors.rollups import MonthTotals
 from billing.services.budgets import budgets_recompute
 from billing.tasks import RECOMPUTE_SCHEDULED_KEY, budgets_recompute_task
+from tests.clock import AGENCY_TZ
 from tests.factories import ClientFactory, UsageEventFactory
 from tracking.models import DirtyDay, PricingStatus
 from tracking.services import dirty_days_mark, local_day
@@ -56,14 +63,43 @@ def test_status_bands(billed: str, status: str) -> None:
     assert budget_band(Decimal(billed), Decimal("100")) == status
 
 
+@pytest.mark.parametrize(
+    ("budget", "billed", "status", "percent"),
+    [
+        ("0", "0", BudgetStatus.GREEN, None),
+        ("0", "0.01", BudgetStatus.RED, None),
+        ("1", "0.79", BudgetStatus.GREEN, Decimal("79")),
+        ("1", "0.799", BudgetStatus.GREEN, Decimal("79.9")),
+        ("1", "0.80", BudgetStatus.YELLOW, Decimal("80")),
+        ("1", "0.999", BudgetStatus.YELLOW, Decimal("99.9")),
+        ("1", "1.00", BudgetStatus.RED, Decimal("100")),
+    ],
+)
+def test_zero_and_one_dollar_budgets_get_their_status(
+    budget: str, billed: str, status: str, percent: Decimal | None
+) -> None:
+    """A zero budget has no percentage (nothing to divide by) and is red once anything is
+    billed; a $1 budget turns yellow at 80 cents and red at a dollar."""
+    client = ClientFactory.build(pk=1, monthly_budget_usd=Decimal(budget))
+    position = budget_position(
+        client=client,
+        month=NOVEMBER,
+        totals=MonthTotals(client_id=1, billed_usd=Decimal(billed)),
+        now=datetime(2026, 12, 1, 12, tzinfo=AGENCY_TZ),  # November is over: no projection
+        budget=Decimal(budget),
+    )
+    assert (position.status, position.percent_used) == (status, percent)
+    assert (position.projected_status, position.projected_percent) == (status, percent)
+
+
 def test_no_budget_means_no_status_not_green() -> None:
     assert budget_band(Decimal("0"), None) is None
 
 
 def test_client_without_budget_has_no_status_or_percent() -> None:
     client = ClientFactory.create(monthly_budget_usd=None, markup_pct=Decimal("0"))
-    with time_machine.travel(datetime(2026, 11, 11, 12, 0, tzinfo=UTC), tick=False):
-        spend(client, datetime(2026, 11, 2, 12, 0, tzinfo=UTC), "50")
+    with time_machine.travel(datetime(2026, 11, 11, 12, 0, tzinfo=AGENCY_TZ), tick=False):
+        spend(client, datetime(2026, 11, 2, 12, 0, tzinfo=AGENCY_TZ), "50")
         recompute()
         position = budget_status_for(client, NOVEMBER)
 
@@ -74,8 +110,8 @@ def test_client_without_budget_has_no_status_or_percent() -> None:
 
 def test_status_is_on_billed_amount_with_markup() -> None:
     client = ClientFactory.create(monthly_budget_usd=Decimal("100"), markup_pct=Decimal("25"))
-    with time_machine.travel(datetime(2026, 11, 30, 12, 0, tzinfo=UTC), tick=False):
-        spend(client, datetime(2026, 11, 2, 12, 0, tzinfo=UTC), "64")  # billed 80
+    with time_machine.travel(datetime(2026, 11, 30, 12, 0, tzinfo=AGENCY_TZ), tick=False):
+        spend(client, datetime(2026, 11, 2, 12, 0, tzinfo=AGENCY_TZ), "64")  # billed 80
         recompute()
         position = budget_status_for(client, NOVEMBER)
 
@@ -86,8 +122,8 @@ def test_status_is_on_billed_amount_with_markup() -> None:
 def test_burn_rate_projects_to_month_end_by_the_hour() -> None:
     client = ClientFactory.create(monthly_budget_usd=Decimal("1000"), markup_pct=Decimal("0"))
     # 10 days and half an hour into November: 241 hours elapsed (the current one counts).
-    with time_machine.travel(datetime(2026, 11, 11, 0, 30, tzinfo=UTC), tick=False):
-        spend(client, datetime(2026, 11, 3, 12, 0, tzinfo=UTC), "241")
+    with time_machine.travel(datetime(2026, 11, 11, 0, 30, tzinfo=AGENCY_TZ), tick=False):
+        spend(client, datetime(2026, 11, 3, 12, 0, tzinfo=AGENCY_TZ), "241")
         recompute()
         position = budget_status_for(client, NOVEMBER)
 
@@ -98,8 +134,8 @@ def test_burn_rate_projects_to_month_end_by_the_hour() -> None:
 
 def test_projection_turns_red_before_the_budget_is_spent() -> None:
     client = ClientFactory.create(monthly_budget_usd=Decimal("500"), markup_pct=Decimal("0"))
-    with time_machine.travel(datetime(2026, 11, 11, 0, 30, tzinfo=UTC), tick=False):
-        spend(client, datetime(2026, 11, 3, 12, 0, tzinfo=UTC), "241")
+    with time_machine.travel(datetime(2026, 11, 11, 0, 30, tzinfo=AGENCY_TZ), tick=False):
+        spend(client, datetime(2026, 11, 3, 12, 0, tzinfo=AGENCY_TZ), "241")
         recompute()
         snapshot = BudgetSnapshot.objects.get(client=client, month=NOVEMBER)
 
@@ -109,9 +145,9 @@ def test_projection_turns_red_before_the_budget_is_spent() -> None:
 
 def test_first_hour_of_a_month_starts_a_new_month() -> None:
     client = ClientFactory.create(monthly_budget_usd=Decimal("100"), markup_pct=Decimal("0"))
-    with time_machine.travel(datetime(2026, 12, 1, 0, 10, tzinfo=UTC), tick=False):
-        spend(client, datetime(2026, 11, 30, 23, 50, tzinfo=UTC), "90")
-        spend(client, datetime(2026, 12, 1, 0, 5, tzinfo=UTC), "1")
+    with time_machine.travel(datetime(2026, 12, 1, 0, 10, tzinfo=AGENCY_TZ), tick=False):
+        spend(client, datetime(2026, 11, 30, 23, 50, tzinfo=AGENCY_TZ), "90")
+        spend(client, datetime(2026, 12, 1, 0, 5, tzinfo=AGENCY_TZ), "1")
         recompute()
         december = budget_status_for(client, date(2026, 12, 1))
         november = budget_status_for(client, NOVEMBER)
@@ -145,8 +181,8 @@ def test_a_month_with_a_dst_change_has_its_real_hours(settings: object) -> None:
 
 def test_budget_edited_mid_month_applies_at_once() -> None:
     client = ClientFactory.create(monthly_budget_usd=Decimal("100"), markup_pct=Decimal("0"))
-    with time_machine.travel(datetime(2026, 11, 15, 12, 0, tzinfo=UTC), tick=False):
-        spend(client, datetime(2026, 11, 2, 12, 0, tzinfo=UTC), "85")
+    with time_machine.travel(datetime(2026, 11, 15, 12, 0, tzinfo=AGENCY_TZ), tick=False):
+        spend(client, datetime(2026, 11, 2, 12, 0, tzinfo=AGENCY_TZ), "85")
         recompute()
         client.monthly_budget_usd = Decimal("200")
         client.save()
@@ -158,10 +194,10 @@ def test_budget_edited_mid_month_applies_at_once() -> None:
 
 
 def test_a_past_month_keeps_the_budget_in_force_at_its_end() -> None:
-    with time_machine.travel(datetime(2026, 10, 1, 9, 0, tzinfo=UTC), tick=False):
+    with time_machine.travel(datetime(2026, 10, 1, 9, 0, tzinfo=AGENCY_TZ), tick=False):
         client = ClientFactory.create(monthly_budget_usd=Decimal("100"), markup_pct=Decimal("0"))
-    with time_machine.travel(datetime(2026, 11, 5, 9, 0, tzinfo=UTC), tick=False):
-        spend(client, datetime(2026, 10, 20, 12, 0, tzinfo=UTC), "90")
+    with time_machine.travel(datetime(2026, 11, 5, 9, 0, tzinfo=AGENCY_TZ), tick=False):
+        spend(client, datetime(2026, 10, 20, 12, 0, tzinfo=AGENCY_TZ), "90")
         client.monthly_budget_usd = Decimal("1000")
         client.save()
         recompute()
@@ -171,14 +207,14 @@ def test_a_past_month_keeps_the_budget_in_force_at_its_end() -> None:
 
 
 def test_markup_change_mid_month_bills_each_day_at_its_markup() -> None:
-    with time_machine.travel(datetime(2026, 11, 1, 9, 0, tzinfo=UTC), tick=False):
+    with time_machine.travel(datetime(2026, 11, 1, 9, 0, tzinfo=AGENCY_TZ), tick=False):
         client = ClientFactory.create(monthly_budget_usd=Decimal("1000"), markup_pct=Decimal("0"))
-    with time_machine.travel(datetime(2026, 11, 10, 9, 0, tzinfo=UTC), tick=False):
+    with time_machine.travel(datetime(2026, 11, 10, 9, 0, tzinfo=AGENCY_TZ), tick=False):
         client.markup_pct = Decimal("100")
         client.save()
-    with time_machine.travel(datetime(2026, 11, 20, 12, 0, tzinfo=UTC), tick=False):
-        spend(client, datetime(2026, 11, 5, 12, 0, tzinfo=UTC), "100")  # markup 0
-        spend(client, datetime(2026, 11, 15, 12, 0, tzinfo=UTC), "100")  # markup 100
+    with time_machine.travel(datetime(2026, 11, 20, 12, 0, tzinfo=AGENCY_TZ), tick=False):
+        spend(client, datetime(2026, 11, 5, 12, 0, tzinfo=AGENCY_TZ), "100")  # markup 0
+        spend(client, datetime(2026, 11, 15, 12, 0, tzinfo=AGENCY_TZ), "100")  # markup 100
         recompute()
         position = budget_status_for(client, NOVEMBER)
 
@@ -188,13 +224,13 @@ def test_markup_change_mid_month_bills_each_day_at_its_markup() -> None:
 def test_markup_change_later_the_same_day_rebills_that_day_without_new_usage() -> None:
     """Today's rows were built at the old markup; the change alone (no new event) must
     rebill them, and they must equal what a full rebuild gives."""
-    with time_machine.travel(datetime(2026, 11, 1, 9, 0, tzinfo=UTC), tick=False):
+    with time_machine.travel(datetime(2026, 11, 1, 9, 0, tzinfo=AGENCY_TZ), tick=False):
         client = ClientFactory.create(monthly_budget_usd=Decimal("150"), markup_pct=Decimal("0"))
-    with time_machine.travel(datetime(2026, 11, 10, 9, 0, tzinfo=UTC), tick=False):
-        spend(client, datetime(2026, 11, 10, 8, 0, tzinfo=UTC), "100")
+    with time_machine.travel(datetime(2026, 11, 10, 9, 0, tzinfo=AGENCY_TZ), tick=False):
+        spend(client, datetime(2026, 11, 10, 8, 0, tzinfo=AGENCY_TZ), "100")
         recompute()
         assert budget_status_for(client, NOVEMBER).billed_usd == Decimal("100")
-    with time_machine.travel(datetime(2026, 11, 10, 15, 0, tzinfo=UTC), tick=False):
+    with time_machine.travel(datetime(2026, 11, 10, 15, 0, tzinfo=AGENCY_TZ), tick=False):
         client.markup_pct = Decimal("100")
         client.save()
         recompute()
@@ -206,15 +242,15 @@ def test_markup_change_later_the_same_day_rebills_that_day_without_new_usage() -
 
 
 def test_markup_change_just_before_midnight_rebills_the_day_after_it_ended() -> None:
-    with time_machine.travel(datetime(2026, 11, 10, 9, 0, tzinfo=UTC), tick=False):
+    with time_machine.travel(datetime(2026, 11, 10, 9, 0, tzinfo=AGENCY_TZ), tick=False):
         client = ClientFactory.create(monthly_budget_usd=Decimal("1000"), markup_pct=Decimal("0"))
-        spend(client, datetime(2026, 11, 10, 8, 0, tzinfo=UTC), "100")
+        spend(client, datetime(2026, 11, 10, 8, 0, tzinfo=AGENCY_TZ), "100")
         recompute()
-    with time_machine.travel(datetime(2026, 11, 10, 23, 59, tzinfo=UTC), tick=False):
+    with time_machine.travel(datetime(2026, 11, 10, 23, 59, tzinfo=AGENCY_TZ), tick=False):
         client.markup_pct = Decimal("50")
         client.save()
     # The next recompute only runs after midnight: the 10th is a past day by then.
-    with time_machine.travel(datetime(2026, 11, 11, 0, 1, tzinfo=UTC), tick=False):
+    with time_machine.travel(datetime(2026, 11, 11, 0, 1, tzinfo=AGENCY_TZ), tick=False):
         recompute()
         position = budget_status_for(client, NOVEMBER)
 
@@ -222,9 +258,9 @@ def test_markup_change_just_before_midnight_rebills_the_day_after_it_ended() -> 
 
 
 def test_an_edit_that_leaves_the_markup_alone_rebuilds_nothing() -> None:
-    with time_machine.travel(datetime(2026, 11, 10, 9, 0, tzinfo=UTC), tick=False):
+    with time_machine.travel(datetime(2026, 11, 10, 9, 0, tzinfo=AGENCY_TZ), tick=False):
         client = ClientFactory.create(monthly_budget_usd=Decimal("100"), markup_pct=Decimal("10"))
-        spend(client, datetime(2026, 11, 10, 8, 0, tzinfo=UTC), "50")
+        spend(client, datetime(2026, 11, 10, 8, 0, tzinfo=AGENCY_TZ), "50")
         recompute()
         client.monthly_budget_usd = Decimal("120")
         client.save()
@@ -235,10 +271,10 @@ def test_an_edit_that_leaves_the_markup_alone_rebuilds_nothing() -> None:
 
 def test_late_event_counts_once_its_day_is_rebuilt() -> None:
     client = ClientFactory.create(monthly_budget_usd=Decimal("100"), markup_pct=Decimal("0"))
-    with time_machine.travel(datetime(2026, 11, 20, 12, 0, tzinfo=UTC), tick=False):
-        spend(client, datetime(2026, 11, 2, 12, 0, tzinfo=UTC), "70")
+    with time_machine.travel(datetime(2026, 11, 20, 12, 0, tzinfo=AGENCY_TZ), tick=False):
+        spend(client, datetime(2026, 11, 2, 12, 0, tzinfo=AGENCY_TZ), "70")
         recompute()
-        spend(client, datetime(2026, 11, 2, 13, 0, tzinfo=UTC), "15")  # arrives 18 days late
+        spend(client, datetime(2026, 11, 2, 13, 0, tzinfo=AGENCY_TZ), "15")  # arrives 18 days late
         recompute()
         snapshot = BudgetSnapshot.objects.get(client=client)
 
@@ -247,9 +283,9 @@ def test_late_event_counts_once_its_day_is_rebuilt() -> None:
 
 def test_unpriced_events_are_surfaced_as_unknown_spend() -> None:
     client = ClientFactory.create(monthly_budget_usd=Decimal("100"), markup_pct=Decimal("0"))
-    with time_machine.travel(datetime(2026, 11, 20, 12, 0, tzinfo=UTC), tick=False):
-        spend(client, datetime(2026, 11, 2, 12, 0, tzinfo=UTC), "10")
-        spend(client, datetime(2026, 11, 2, 12, 0, tzinfo=UTC), None)
+    with time_machine.travel(datetime(2026, 11, 20, 12, 0, tzinfo=AGENCY_TZ), tick=False):
+        spend(client, datetime(2026, 11, 2, 12, 0, tzinfo=AGENCY_TZ), "10")
+        spend(client, datetime(2026, 11, 2, 12, 0, tzinfo=AGENCY_TZ), None)
         recompute()
         position = budget_status_for(client, NOVEMBER)
 
@@ -259,8 +295,8 @@ def test_unpriced_events_are_surfaced_as_unknown_spend() -> None:
 
 def test_recompute_twice_gives_the_same_snapshot() -> None:
     client = ClientFactory.create(monthly_budget_usd=Decimal("100"), markup_pct=Decimal("0"))
-    with time_machine.travel(datetime(2026, 11, 20, 12, 0, tzinfo=UTC), tick=False):
-        spend(client, datetime(2026, 11, 2, 12, 0, tzinfo=UTC), "42.123456789012345")
+    with time_machine.travel(datetime(2026, 11, 20, 12, 0, tzinfo=AGENCY_TZ), tick=False):
+        spend(client, datetime(2026, 11, 2, 12, 0, tzinfo=AGENCY_TZ), "42.123456789012345")
         recompute()
         first = BudgetSnapshot.objects.values().get()
         budgets_recompute()

@@ -10,16 +10,17 @@ from agency.models import Client
 from billing.selectors import dashboard
 from billing.templatetags.dashboard import sort_headers
 from billing.views.dashboard import month_param
+from tests.clock import AGENCY_TZ
 from tests.factories import ClientFactory, DailyRollupFactory, UsageEventFactory
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("private_cache")]
 
 TODAY = dt.date(2026, 11, 20)
-NOON = dt.datetime(2026, 11, 20, 12, tzinfo=dt.UTC)
+NOON = dt.datetime(2026, 11, 20, 12, tzinfo=AGENCY_TZ)
 
 
 def _overview(**kwargs):
-    return dashboard.overview(Client.objects.all(), today=TODAY, **kwargs)
+    return dashboard.overview(Client.objects.all(), now=NOON, **kwargs)
 
 
 def test_overview_sums_month_to_date_from_rollups_only():
@@ -113,7 +114,7 @@ def test_overview_lists_models_waiting_for_a_rate():
 def test_overview_unpriced_models_only_count_the_given_clients():
     mine, other = ClientFactory.create(), ClientFactory.create()
     DailyRollupFactory.create(client=other, day=TODAY, unpriced_events=1)
-    data = dashboard.overview(Client.objects.filter(pk=mine.pk), today=TODAY)
+    data = dashboard.overview(Client.objects.filter(pk=mine.pk), now=NOON)
     assert data.unpriced_models == []
 
 
@@ -239,7 +240,7 @@ def test_end_users_ranks_by_cost_within_client_and_month():
         client=client,
         end_user="carol",
         cost_usd=Decimal("50"),
-        occurred_at=dt.datetime(2026, 10, 31, 23, 59, tzinfo=dt.UTC),
+        occurred_at=dt.datetime(2026, 10, 31, 23, 59, tzinfo=AGENCY_TZ),
     )
     UsageEventFactory.create(
         client=ClientFactory.create(), end_user="mallory", cost_usd=Decimal("70")
@@ -274,7 +275,7 @@ def test_end_users_stop_at_the_limit():
 @time_machine.travel(NOON, tick=False)
 def test_top_prompts_show_calls_and_time_span():
     client = ClientFactory.create()
-    start = dt.datetime(2026, 11, 20, 10, 0, tzinfo=dt.UTC)
+    start = dt.datetime(2026, 11, 20, 10, 0, tzinfo=AGENCY_TZ)
     for minute in range(10):
         UsageEventFactory.create(
             client=client,
@@ -289,6 +290,24 @@ def test_top_prompts_show_calls_and_time_span():
     assert storm.span == dt.timedelta(minutes=4, seconds=30)
     assert storm.calls_per_minute is not None and storm.calls_per_minute > 2
     assert calm.calls_per_minute is None
+
+
+def test_overview_takes_month_today_and_budget_from_one_moment():
+    """The first hour of December, while the real clock is elsewhere: the month, today's
+    live figures and the burn-rate projection all follow the moment given."""
+    client = ClientFactory.create(monthly_budget_usd=Decimal("1000"), markup_pct=Decimal("0"))
+    DailyRollupFactory.create(client=client, day=dt.date(2026, 11, 30), cost_usd=Decimal("900"))
+    DailyRollupFactory.create(client=client, day=dt.date(2026, 12, 1), cost_usd=Decimal("2"))
+    first_hour = dt.datetime(2026, 12, 1, 0, 30, tzinfo=AGENCY_TZ)
+
+    data = dashboard.overview(Client.objects.all(), now=first_hour)
+
+    [row] = data.rows
+    assert data.month == dt.date(2026, 12, 1)
+    assert (row.billed_usd, row.spark[-1], row.spark[-2]) == (2, 2, 900)
+    assert row.budget is not None
+    assert (row.budget.elapsed_hours, row.budget.month_hours) == (1, 744)
+    assert row.budget.projected_billed_usd == Decimal("1488")
 
 
 def test_overview_reads_today_live():
@@ -360,12 +379,24 @@ def test_top_lists_are_computed_only_when_asked_then_reused():
 
 
 def test_top_lists_stay_good_while_the_months_rollups_are_unchanged():
-    client = ClientFactory.create()
+    client = ClientFactory.create(markup_pct=Decimal("0"))
     DailyRollupFactory.create(client=client, day=TODAY)
     with time_machine.travel(NOON, tick=False) as traveller:
+        UsageEventFactory.create(client=client, end_user="alice", cost_usd=Decimal("2"))
+        UsageEventFactory.create(client=client, prompt_hash="p-1", cost_usd=Decimal("3"))
         _top(client, compute=True)
         traveller.shift(dt.timedelta(hours=2))
-        assert _top(client, compute=False) is not None
+        served = _top(client, compute=False)
+
+    assert served is not None
+    assert served.computed_at == NOON  # two hours old, and still served
+    assert [(u.name, u.events, u.billed_usd) for u in served.end_users] == [
+        ("", 1, Decimal("3")),
+        ("alice", 1, Decimal("2")),
+    ]
+    assert [(p.prompt_hash, p.calls, p.raw_usd) for p in served.prompts] == [
+        ("p-1", 1, Decimal("3"))
+    ]
 
 
 def test_top_lists_expire_once_rollups_changed_and_the_cache_aged():

@@ -4,6 +4,7 @@ outsider (a user of another client), who must get a 404 on every page and fragme
 from __future__ import annotations
 
 import datetime as dt
+import re
 from decimal import Decimal
 
 import pytest
@@ -254,6 +255,32 @@ def test_overview_shows_budget_status_in_colour_and_in_words(client, staff):
     assert 'data-status="red"' in content
     assert "Over budget" in content
     assert "125.0% of $100.00" in content
+
+
+@pytest.mark.parametrize(
+    ("budget", "cost", "status", "words", "figures"),
+    [
+        ("0", None, "green", "On track", "— of $0.00"),
+        ("0", "0.01", "red", "Over budget", "— of $0.00"),
+        ("1", "0.79", "green", "On track", "79.0% of $1.00"),
+        ("1", "0.80", "yellow", "Near budget", "80.0% of $1.00"),
+        ("1", "1", "red", "Over budget", "100.0% of $1.00"),
+    ],
+)
+def test_overview_colours_zero_and_one_dollar_budgets(
+    client, staff, budget, cost, status, words, figures
+):
+    tiny = ClientFactory.create(
+        slug="tiny", markup_pct=Decimal("0"), monthly_budget_usd=Decimal(budget)
+    )
+    if cost is not None:
+        DailyRollupFactory.create(client=tiny, day=dt.date(2026, 11, 2), cost_usd=Decimal(cost))
+    response = client.get(reverse("overview"))
+    assert response.status_code == 200
+    row = response.content.decode().split('<tr data-client="tiny">')[1].split("</tr>")[0]
+    meter = re.search(r'<div class="meter-wrap status-(\w+) compact" data-status="(\w+)">', row)
+    assert meter is not None and meter.groups() == (status, status)
+    assert f'<span class="status-text status-{status}">{words}</span>\n{figures}' in row
 
 
 # --- every client-scoped URL, for the outsider -------------------------------------------

@@ -29,6 +29,7 @@ from billing.services.invoices import (
     invoices_finalize_due,
     invoices_generate_month,
 )
+from tests.clock import AGENCY_TZ
 from tests.factories import ClientFactory, ProjectFactory, at, priced_event
 from tracking.models import ClosedPeriod, ModelRate, UsageEvent
 from tracking.rates import DEFAULT_RATES_CSV, model_rates_load
@@ -155,13 +156,19 @@ def test_tax_is_one_rounded_row_on_the_subtotal(acme, time_machine):
     acme.tax_rate_pct = Decimal("20")
     acme.tax_label = "VAT"
     acme.save()
+    # Sonnet: 100,000 × $3/MTok = 0.30 raw, × 1.25 = 0.375 → 0.38.
     priced_event(acme, at=at(10, 3), input_tokens=100_000, output_tokens=0)
-    priced_event(acme, at=at(10, 3), model="claude-haiku-4-5", input_tokens=10_007)
+    # Haiku: 304,000 × $1 + 200 × $5 per MTok = 0.305 raw, × 1.25 = 0.38125 → 0.38.
+    priced_event(acme, at=at(10, 3), model="claude-haiku-4-5", input_tokens=304_000)
     time_machine.move_to(at(11, 1, 2), tick=False)
     invoice = generate(OCT)
-    # lines: 3.75 and round(0.010007 × 1.25 + 0.001 × 1.25 …) — whatever they are:
-    assert invoice.tax_usd == round_money(invoice.subtotal_usd * Decimal("0.20"))
-    assert invoice.total_usd == invoice.subtotal_usd + invoice.tax_usd
+    assert sorted(invoice.lines.values_list("amount_usd", flat=True)) == [Decimal("0.38")] * 2
+    # 20% of the 0.76 subtotal is 0.152 → 0.15; taxing each line would give 0.08 + 0.08.
+    assert (invoice.subtotal_usd, invoice.tax_usd, invoice.total_usd) == (
+        Decimal("0.76"),
+        Decimal("0.15"),
+        Decimal("0.91"),
+    )
     assert (invoice.tax_label, invoice.tax_rate_pct) == ("VAT", Decimal("20"))
 
 
@@ -207,7 +214,7 @@ def test_finalizing_twice_is_refused(acme, time_machine):
     priced_event(acme, at=at(10, 3))
     time_machine.move_to(at(11, 1, 2), tick=False)
     invoice = invoice_finalize(invoice_id=generate(OCT).pk)
-    with pytest.raises(InvoiceError):
+    with pytest.raises(InvoiceError, match=r"^INV-2026-00001 is finalized, not a draft$"):
         invoice_finalize(invoice_id=invoice.pk)
 
 
@@ -234,7 +241,7 @@ def test_finalized_invoice_never_changes_after_rate_markup_and_usage_changes(acm
     acme.markup_pct = Decimal("50")
     acme.save()
     priced_event(acme, at=at(10, 20))
-    with pytest.raises(InvoiceError):
+    with pytest.raises(InvoiceError, match=r"^INV-2026-00001 is finalized; it cannot be regen"):
         invoice_generate(client_id=acme.pk, month=OCT)
     invoices_generate_month(month=OCT)
     assert _snapshot(invoice) == before
@@ -249,7 +256,10 @@ def test_model_guard_refuses_changing_a_finalized_invoice(acme, time_machine):
     invoice = invoice_finalize(invoice_id=generate(OCT).pk)
     invoice.total_usd += 1
     invoice.subtotal_usd += 1
-    with pytest.raises(ImmutableInvoiceError):
+    with pytest.raises(
+        ImmutableInvoiceError,
+        match=r"^invoice INV-2026-00001 is finalized: refusing to change subtotal_usd, total_usd$",
+    ):
         invoice.save()
 
 
@@ -259,9 +269,9 @@ def test_model_guard_refuses_changing_a_finalized_invoice_line(acme, time_machin
     invoice = invoice_finalize(invoice_id=generate(OCT).pk)
     line = invoice.lines.get()
     line.amount_usd = Decimal("99")
-    with pytest.raises(ImmutableInvoiceError):
+    with pytest.raises(ImmutableInvoiceError, match=r"^the lines of a finalized invoice cannot"):
         line.save()
-    with pytest.raises(ImmutableInvoiceError):
+    with pytest.raises(ImmutableInvoiceError, match=r"^the lines of a finalized invoice cannot"):
         line.delete()
 
 
@@ -357,7 +367,7 @@ def test_finalized_totals_equal_the_events_raw_cost_plus_markup_per_line(acme, t
         invoice_finalize(invoice_id=pk)
 
     expected: dict[tuple, Decimal] = defaultdict(Decimal)
-    for event in UsageEvent.objects.filter(occurred_at__lt=datetime(2026, 11, 1, tzinfo=UTC)):
+    for event in UsageEvent.objects.filter(occurred_at__lt=datetime(2026, 11, 1, tzinfo=AGENCY_TZ)):
         client = acme if event.client_id == acme.pk else other
         assert event.rate is not None and event.cost_usd is not None
         expected[(event.client_id, event.rate.model)] += apply_markup(
@@ -392,7 +402,7 @@ def test_the_correction_of_a_void_invoice_is_a_new_invoice_that_replaces_it(acme
 
 def test_void_needs_a_reason(acme, time_machine):
     invoice = _finalized_october(acme, time_machine)
-    with pytest.raises(InvoiceError):
+    with pytest.raises(InvoiceError, match=r"^a void needs a reason$"):
         invoice_void(invoice_id=invoice.pk, reason="  ")
 
 
@@ -400,9 +410,10 @@ def test_a_draft_cannot_be_voided_or_sent(acme, time_machine):
     priced_event(acme, at=at(10, 3))
     time_machine.move_to(at(11, 1, 2), tick=False)
     draft = generate(OCT)
-    with pytest.raises(InvoiceError):
+    refused = rf"^invoice {draft.pk} is draft; expected one of \(InvoiceStatus.FINALIZED, "
+    with pytest.raises(InvoiceError, match=refused):
         invoice_void(invoice_id=draft.pk, reason="no")
-    with pytest.raises(InvoiceError):
+    with pytest.raises(InvoiceError, match=refused):
         invoice_send(invoice_id=draft.pk)
 
 
@@ -421,7 +432,10 @@ def test_sending_emails_the_pdf_and_marks_sent(acme, time_machine):
 def test_paid_invoice_cannot_be_paid_again(acme, time_machine):
     invoice = _finalized_october(acme, time_machine)
     assert invoice_mark_paid(invoice_id=invoice.pk).status == InvoiceStatus.PAID
-    with pytest.raises(InvoiceError):
+    with pytest.raises(
+        InvoiceError,
+        match=rf"^invoice {invoice.pk} is paid; expected one of \(InvoiceStatus.FINALIZED, ",
+    ):
         invoice_mark_paid(invoice_id=invoice.pk)
 
 
@@ -500,7 +514,7 @@ def test_a_failed_email_leaves_the_invoice_finalized(acme, time_machine, monkeyp
 
     monkeypatch.setattr(EmailBackend, "send_messages", refuse)
     invoice = _finalized_october(acme, time_machine)
-    with pytest.raises(ConnectionRefusedError):
+    with pytest.raises(ConnectionRefusedError, match=r"^smtp down$"):
         invoice_send(invoice_id=invoice.pk)
     invoice.refresh_from_db()
     assert (invoice.status, invoice.sent_at) == (InvoiceStatus.FINALIZED, None)
@@ -523,3 +537,123 @@ def test_generate_command_refuses_an_unknown_client(acme, time_machine):
     with pytest.raises(CommandError, match="no client 'acme-typo'"):
         call_command("generate_invoices", "--month", "2026-10", "--client", "acme-typo")
     assert not Invoice.objects.exists()
+
+
+# --- what each line carries, and which lines there are ---------------------------------
+
+
+def _lines(invoice: Invoice) -> list[tuple]:
+    return list(
+        invoice.lines.order_by("position").values_list(
+            "position", "kind", "usage_month", "description", "amount_usd"
+        )
+    )
+
+
+def test_late_usage_of_a_split_client_is_one_adjustment_line_per_project(acme, time_machine):
+    acme.invoice_split_by_project = True
+    acme.save()
+    bot, web, idle = (ProjectFactory.create(client=acme, name=n) for n in ("bot", "web", "idle"))
+    for project in (bot, web, idle):
+        priced_event(acme, at=at(10, 3), project=project)  # $0.006 raw, billed 0.0075 → 0.01
+    time_machine.move_to(at(11, 1, 2), tick=False)
+    invoice_finalize(invoice_id=generate(OCT).pk)
+    time_machine.move_to(at(11, 5), tick=False)
+    priced_event(acme, at=at(10, 30), project=bot, input_tokens=100_000, output_tokens=0)
+    priced_event(acme, at=at(10, 30), project=web, input_tokens=200_000, output_tokens=0)
+    priced_event(acme, at=at(11, 6), project=bot)
+    time_machine.move_to(at(12, 1, 2), tick=False)
+
+    november = generate(NOV)
+
+    # October's bot key now bills round(0.306 × 1.25) = 0.38, of which 0.01 was invoiced;
+    # web's round(0.606 × 1.25) = 0.76 less 0.01. Idle had no late usage: no line.
+    assert _lines(november) == [
+        (1, "usage", NOV, "Claude Sonnet 4.5 — bot", Decimal("0.01")),
+        (2, "adjustment", OCT, "Claude Sonnet 4.5 — bot", Decimal("0.37")),
+        (3, "adjustment", OCT, "Claude Sonnet 4.5 — web", Decimal("0.75")),
+    ]
+    assert november.total_usd == Decimal("1.13")
+
+
+def test_an_adjustment_line_carries_only_the_late_quantities(acme, time_machine):
+    priced_event(acme, at=at(10, 3))  # 1,000 in × $3/M + 200 out × $15/M = 0.003 + 0.003
+    priced_event(acme, at=at(10, 3), model="claude-next-9")  # no rate: unpriced
+    time_machine.move_to(at(11, 1, 2), tick=False)
+    invoice_finalize(invoice_id=generate(OCT).pk)
+    time_machine.move_to(at(11, 5), tick=False)
+    priced_event(acme, at=at(10, 30), input_tokens=100_000, output_tokens=0)  # 0.30 input
+    priced_event(acme, at=at(10, 30), model="claude-next-9", input_tokens=7, output_tokens=3)
+    priced_event(acme, at=at(11, 6))
+    time_machine.move_to(at(12, 1, 2), tick=False)
+
+    november = generate(NOV)
+
+    fields = (
+        "position", "kind", "usage_month", "description", "events", "unpriced_events",
+        "input_tokens", "output_tokens", "cost_input_usd", "cost_output_usd", "raw_cost_usd",
+        "billed_usd", "amount_usd",
+    )  # fmt: skip
+    assert list(november.lines.order_by("position").values_list(*fields)) == [
+        (1, "usage", NOV, "Claude Sonnet 4.5", 1, 0, 1000, 200,
+         Decimal("0.003"), Decimal("0.003"), Decimal("0.006"), Decimal("0.0075"), Decimal("0.01")),
+        # October's Sonnet key: 0.306 raw, billed 0.3825 → 0.38, less the 0.01 invoiced.
+        (2, "adjustment", OCT, "Claude Sonnet 4.5", 1, 0, 100_000, 0,
+         Decimal("0.3"), Decimal("0"), Decimal("0.3"), Decimal("0.375"), Decimal("0.37")),
+        (3, "adjustment", OCT, "claude-next-9", 1, 1, 7, 3,
+         Decimal("0"), Decimal("0"), Decimal("0"), Decimal("0"), Decimal("0")),
+    ]  # fmt: skip
+    assert november.unpriced_events == 1
+
+
+@pytest.mark.parametrize(("rate", "tax"), [("1", "0.13"), ("0.5", "0.06"), ("0.25", "0.03")])
+def test_a_tax_rate_of_one_percent_or_less_is_still_charged(acme, time_machine, rate, tax):
+    acme.tax_rate_pct = Decimal(rate)
+    acme.save()
+    # 10M × $1/M + 200 × $5/M = 10.001 raw, × 1.25 = 12.50125 → 12.50.
+    priced_event(acme, at=at(10, 3), model="claude-haiku-4-5", input_tokens=10_000_000)
+    time_machine.move_to(at(11, 1, 2), tick=False)
+
+    invoice = generate(OCT)
+
+    # 1% of 12.50 is 0.125 → 0.13; 0.5% is 0.0625 → 0.06; 0.25% is 0.03125 → 0.03.
+    assert (invoice.subtotal_usd, invoice.tax_usd) == (Decimal("12.50"), Decimal(tax))
+    assert invoice.total_usd == Decimal("12.50") + Decimal(tax)
+
+
+def test_generate_command_for_one_client_leaves_the_others(acme, time_machine, capsys):
+    globex = ClientFactory.create(slug="globex")
+    priced_event(acme, at=at(10, 3))
+    priced_event(globex, at=at(10, 3))
+    time_machine.move_to(at(11, 1, 2), tick=False)
+
+    call_command("generate_invoices", "--month", "2026-10", "--client", "acme")
+
+    assert list(Invoice.objects.values_list("client__slug", "month", "status")) == [
+        ("acme", OCT, "draft")
+    ]
+    assert capsys.readouterr().out == (
+        "2026-10: 1 draft(s) generated, 0 already issued, 0 with nothing to bill\n"
+    )
+
+
+def test_generate_command_counts_generated_issued_and_empty(acme, time_machine, capsys):
+    issued, emptied = ClientFactory.create(slug="issued"), ClientFactory.create(slug="emptied")
+    priced_event(acme, at=at(10, 3))
+    priced_event(issued, at=at(10, 3))
+    gone = priced_event(emptied, at=at(10, 3))
+    time_machine.move_to(at(11, 1, 2), tick=False)
+    invoices_generate_month(month=OCT)
+    invoice_finalize(invoice_id=Invoice.objects.get(client=issued).pk)
+    gone.delete()  # the emptied client's draft has nothing left to bill
+    dirty_days_mark([(emptied.pk, date(2026, 10, 3))])
+
+    call_command("generate_invoices", "--month", "2026-10")
+
+    assert capsys.readouterr().out == (
+        "2026-10: 1 draft(s) generated, 1 already issued, 1 with nothing to bill\n"
+    )
+    assert sorted(Invoice.objects.values_list("client__slug", "status")) == [
+        ("acme", "draft"),
+        ("issued", "finalized"),
+    ]

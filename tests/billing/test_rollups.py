@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
@@ -20,13 +21,14 @@ from billing.services.rollups import (
     rollups_rebuild_dirty,
     rollups_rebuild_period,
 )
+from tests.clock import AGENCY_TZ
 from tests.factories import ClientFactory, ProjectFactory, UsageEventFactory, priced_event
 from tracking.models import DirtyDay, ModelRate, PricingStatus, UsageEvent
 from tracking.services import dirty_days_mark, local_day, usage_events_reprice
 
 pytestmark = pytest.mark.django_db
 
-NOW = datetime(2026, 11, 20, 15, 0, tzinfo=UTC)
+NOW = datetime(2026, 11, 20, 15, 0, tzinfo=AGENCY_TZ)
 
 
 def rate_for_unpriced_model() -> None:
@@ -79,26 +81,26 @@ def settle() -> None:
 
 
 def test_incremental_rollups_equal_a_full_rebuild_to_the_last_decimal(rates: None) -> None:
-    with time_machine.travel(datetime(2026, 11, 3, 9, 0, tzinfo=UTC), tick=False):
+    with time_machine.travel(datetime(2026, 11, 3, 9, 0, tzinfo=AGENCY_TZ), tick=False):
         acme = ClientFactory.create(markup_pct=Decimal("17.5"))
         other = ClientFactory.create(markup_pct=Decimal("0"))
         bot = ProjectFactory.create(client=acme, name="support-bot")
         for hour in range(6):
-            at = datetime(2026, 11, 2, 8 + hour, 7, tzinfo=UTC)
+            at = datetime(2026, 11, 2, 8 + hour, 7, tzinfo=AGENCY_TZ)
             add_event(acme, at, "0.000000000000001", project=bot, feature="chat")
             add_event(acme, at, "1.333333333333333", feature="search")
             add_event(other, at, "0.100000000000007")
-        priced_event(acme, at=datetime(2026, 11, 2, 20, 0, tzinfo=UTC), input_tokens=1234567)
-        add_event(acme, datetime(2026, 11, 2, 21, 0, tzinfo=UTC), None, model="claude-next-9")
+        priced_event(acme, at=datetime(2026, 11, 2, 20, 0, tzinfo=AGENCY_TZ), input_tokens=1234567)
+        add_event(acme, datetime(2026, 11, 2, 21, 0, tzinfo=AGENCY_TZ), None, model="claude-next-9")
         settle()
         rollups_rebuild_dirty()
-    with time_machine.travel(datetime(2026, 11, 10, 9, 0, tzinfo=UTC), tick=False):
+    with time_machine.travel(datetime(2026, 11, 10, 9, 0, tzinfo=AGENCY_TZ), tick=False):
         # The markup changes on the 10th; the 2nd keeps its markup.
         acme.markup_pct = Decimal("40")
         acme.save()
-        add_event(acme, datetime(2026, 11, 10, 8, 0, tzinfo=UTC), "2.000000000000009")
+        add_event(acme, datetime(2026, 11, 10, 8, 0, tzinfo=AGENCY_TZ), "2.000000000000009")
         # A late event for the 2nd, and the unknown model gets a rate (re-priced).
-        add_event(acme, datetime(2026, 11, 2, 23, 59, tzinfo=UTC), "0.5", feature="chat")
+        add_event(acme, datetime(2026, 11, 2, 23, 59, tzinfo=AGENCY_TZ), "0.5", feature="chat")
         rate_for_unpriced_model()
         settle()
         rollups_rebuild_dirty()
@@ -113,7 +115,7 @@ def test_incremental_rollups_equal_a_full_rebuild_to_the_last_decimal(rates: Non
 
 def test_sums_are_exact_to_fifteen_places() -> None:
     client = ClientFactory.create(markup_pct=Decimal("10"))
-    at = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)
+    at = datetime(2026, 11, 2, 12, 0, tzinfo=AGENCY_TZ)
     for _ in range(3):
         add_event(client, at, "0.100000000000001")
 
@@ -142,14 +144,14 @@ def rollups_rebuild_dirty_now() -> None:
 
 
 def test_markup_change_applies_from_the_day_it_is_made() -> None:
-    with time_machine.travel(datetime(2026, 11, 1, 9, 0, tzinfo=UTC), tick=False):
+    with time_machine.travel(datetime(2026, 11, 1, 9, 0, tzinfo=AGENCY_TZ), tick=False):
         client = ClientFactory.create(markup_pct=Decimal("20"))
-    with time_machine.travel(datetime(2026, 11, 10, 9, 0, tzinfo=UTC), tick=False):
+    with time_machine.travel(datetime(2026, 11, 10, 9, 0, tzinfo=AGENCY_TZ), tick=False):
         client.markup_pct = Decimal("50")
         client.save()
     with time_machine.travel(NOW, tick=False):
-        add_event(client, datetime(2026, 11, 9, 23, 0, tzinfo=UTC), "10")
-        add_event(client, datetime(2026, 11, 10, 1, 0, tzinfo=UTC), "10")
+        add_event(client, datetime(2026, 11, 9, 23, 0, tzinfo=AGENCY_TZ), "10")
+        add_event(client, datetime(2026, 11, 10, 1, 0, tzinfo=AGENCY_TZ), "10")
         rollups_rebuild_dirty_now()
 
     billed = dict(DailyRollup.objects.values_list("day", "billed_usd"))
@@ -246,16 +248,16 @@ def test_period_rebuild_of_one_client_leaves_others_alone() -> None:
 
 def test_hourly_rollups_bucket_by_utc_hour() -> None:
     client = ClientFactory.create()
-    add_event(client, datetime(2026, 11, 20, 14, 5, tzinfo=UTC), "1")
-    add_event(client, datetime(2026, 11, 20, 14, 55, tzinfo=UTC), "2")
-    add_event(client, datetime(2026, 11, 20, 15, 0, tzinfo=UTC), "4")
+    add_event(client, datetime(2026, 11, 20, 14, 5, tzinfo=AGENCY_TZ), "1")
+    add_event(client, datetime(2026, 11, 20, 14, 55, tzinfo=AGENCY_TZ), "2")
+    add_event(client, datetime(2026, 11, 20, 15, 0, tzinfo=AGENCY_TZ), "4")
 
     rollups_rebuild_dirty_now()
 
     hours = dict(HourlyRollup.objects.values_list("hour", "cost_usd"))
     assert hours == {
-        datetime(2026, 11, 20, 14, tzinfo=UTC): Decimal("3"),
-        datetime(2026, 11, 20, 15, tzinfo=UTC): Decimal("4"),
+        datetime(2026, 11, 20, 14, tzinfo=AGENCY_TZ): Decimal("3"),
+        datetime(2026, 11, 20, 15, tzinfo=AGENCY_TZ): Decimal("4"),
     }
 
 
@@ -266,14 +268,14 @@ def test_month_bounds_are_first_and_last_day() -> None:
 def test_per_client_rebuild_equals_the_all_clients_rebuild(rates: None) -> None:
     """On PostgreSQL the period and dirty-day rebuilds are one INSERT … SELECT per day;
     the per-client rebuild is the ORM aggregation. Same rows, to the last decimal."""
-    with time_machine.travel(datetime(2026, 11, 1, 9, 0, tzinfo=UTC), tick=False):
+    with time_machine.travel(datetime(2026, 11, 1, 9, 0, tzinfo=AGENCY_TZ), tick=False):
         acme = ClientFactory.create(markup_pct=Decimal("12.5"))
         globex = ClientFactory.create(markup_pct=Decimal("-3.25"))
         bot = ProjectFactory.create(client=acme, name="bot")
     days = [date(2026, 11, 2), date(2026, 11, 3)]
     with time_machine.travel(NOW, tick=False):
         for day in days:
-            at = datetime(day.year, day.month, day.day, 10, tzinfo=UTC)
+            at = datetime(day.year, day.month, day.day, 10, tzinfo=AGENCY_TZ)
             priced_event(acme, at=at, project=bot, input_tokens=777_777, output_tokens=3_333)
             priced_event(acme, at=at, model="claude-haiku-4-5", output_tokens=12_345)
             priced_event(globex, at=at + timedelta(hours=5), model="claude-opus-4-1")
@@ -403,8 +405,8 @@ def test_rollups_kept_by_ingest_equal_the_rebuild_command_to_the_last_decimal(
 def test_rebuild_rollups_command_restores_a_period_from_the_raw_events(capsys) -> None:
     acme = ClientFactory.create(slug="acme", markup_pct=Decimal("10"))
     globex = ClientFactory.create(slug="globex")
-    add_event(acme, datetime(2026, 11, 2, 12, 0, tzinfo=UTC), "1.000000000000001")
-    add_event(globex, datetime(2026, 11, 2, 12, 0, tzinfo=UTC), "2")
+    add_event(acme, datetime(2026, 11, 2, 12, 0, tzinfo=AGENCY_TZ), "1.000000000000001")
+    add_event(globex, datetime(2026, 11, 2, 12, 0, tzinfo=AGENCY_TZ), "2")
     rollups_rebuild_dirty_now()
     good = every_rollup_column()
     DailyRollup.objects.update(cost_usd=Decimal("999"), billed_usd=Decimal("999"))
@@ -419,8 +421,8 @@ def test_rebuild_rollups_command_restores_a_period_from_the_raw_events(capsys) -
 def test_rebuild_rollups_command_for_one_client_leaves_the_others_alone() -> None:
     acme = ClientFactory.create(slug="acme")
     globex = ClientFactory.create(slug="globex")
-    add_event(acme, datetime(2026, 11, 2, 12, 0, tzinfo=UTC), "1")
-    add_event(globex, datetime(2026, 11, 2, 12, 0, tzinfo=UTC), "2")
+    add_event(acme, datetime(2026, 11, 2, 12, 0, tzinfo=AGENCY_TZ), "1")
+    add_event(globex, datetime(2026, 11, 2, 12, 0, tzinfo=AGENCY_TZ), "2")
     rollups_rebuild_dirty_now()
     DailyRollup.objects.update(cost_usd=Decimal("999"))
 
@@ -433,17 +435,21 @@ def test_rebuild_rollups_command_for_one_client_leaves_the_others_alone() -> Non
 
 
 @pytest.mark.parametrize(
-    "args",
-    [["--start", "2026-13-01"], ["--end", "yesterday"], ["--client", "nobody"]],
+    ("args", "message"),
+    [
+        (["--start", "2026-13-01"], "not a date (YYYY-MM-DD): '2026-13-01'"),
+        (["--end", "yesterday"], "not a date (YYYY-MM-DD): 'yesterday'"),
+        (["--client", "nobody"], "no client with slug 'nobody'"),
+    ],
 )
-def test_rebuild_rollups_command_refuses_bad_arguments(args: list[str]) -> None:
-    with pytest.raises(CommandError):
+def test_rebuild_rollups_command_refuses_bad_arguments(args: list[str], message: str) -> None:
+    with pytest.raises(CommandError, match=f"^{re.escape(message)}$"):
         call_command("rebuild_rollups", *args)
 
 
 def test_rebuild_rollups_dirty_consumes_the_marks() -> None:
     acme = ClientFactory.create()
-    add_event(acme, datetime(2026, 11, 2, 12, 0, tzinfo=UTC), "1")
+    add_event(acme, datetime(2026, 11, 2, 12, 0, tzinfo=AGENCY_TZ), "1")
     settle()
 
     call_command("rebuild_rollups", "--dirty")

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
+import time_machine
 from django.utils import timezone
 
 from agency.calendar import shift_month
 from billing.services.invoices import invoice_finalize, invoice_generate
+from tests.clock import AGENCY_TZ
 from tests.factories import (
     ClientFactory,
     ClientMembershipFactory,
@@ -23,6 +27,15 @@ from tests.factories import (
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 PASSWORD = "pw-for-tests"
+
+
+@pytest.fixture(autouse=True)
+def pinned_clock() -> Iterator[None]:
+    """Mid-month for the app (the live server runs in this process), so a run that starts
+    just before midnight on a month's last day does not seed one month and show the next.
+    Chromium keeps the real clock; cookies still work, as they carry a Max-Age."""
+    with time_machine.travel(datetime(2026, 11, 20, 12, tzinfo=AGENCY_TZ), tick=True):
+        yield
 
 
 @pytest.fixture

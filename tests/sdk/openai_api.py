@@ -11,7 +11,7 @@ the API documents.
 from __future__ import annotations
 
 import json
-import time
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx2
@@ -50,9 +50,10 @@ BATCH_ID = "batch_abc123"
 OUTPUT_FILE_ID = "file-cvaTdG"
 BATCH_MODEL = "gpt-4o-mini"
 BATCH_USAGE: dict[str, Any] = {"prompt_tokens": 22, "completion_tokens": 2, "total_tokens": 24}
-# When the batch's requests ran: an hour before this test session (the meter refuses
-# events older than its backfill window from a client key).
-BATCH_CREATED = int(time.time()) - 3600
+# When the batch's requests ran: a fixed moment, an hour before the live tests' pinned
+# clock (tests/sdk/test_live.py, PINNED_AT), so the meter neither finds it in the future
+# nor older than its backfill window, on any day the suite runs.
+BATCH_CREATED = int(datetime(2026, 11, 20, 11, tzinfo=UTC).timestamp())
 
 
 def chat_completion(usage: dict[str, Any] | None = None) -> dict[str, Any]:

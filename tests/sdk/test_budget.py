@@ -19,6 +19,11 @@ ASK: dict[str, Any] = {
     "max_tokens": 1024,
     "messages": [{"role": "user", "content": "Hello, Claude"}],
 }
+# What BudgetExceeded says about RED below.
+OVER_BUDGET = (
+    r"^ClientMeter: client 'acme' is over its budget for 2026-11: "
+    r"billed 504\.00 USD of 500\.00 USD \(100\.8%\)$"
+)
 RED = {
     "client": "acme",
     "month": "2026-11",
@@ -46,7 +51,7 @@ def test_budget_exceeded_carries_the_status(wrapped, meter_server):
     meter_server.budget = RED
     client = wrapped(budget_guard=True)
 
-    with pytest.raises(meter.BudgetExceeded) as refused:
+    with pytest.raises(meter.BudgetExceeded, match=OVER_BUDGET) as refused:
         client.messages.create(**ASK)
 
     assert (refused.value.client, refused.value.budget) == ("acme", RED)
@@ -123,7 +128,7 @@ def test_the_cached_status_expires(meter_server):
     meter_server.budget = RED
     time.sleep(0.1)
 
-    with pytest.raises(meter.BudgetExceeded):
+    with pytest.raises(meter.BudgetExceeded, match=OVER_BUDGET):
         guard.check()
 
 
@@ -131,7 +136,10 @@ def test_streams_are_refused_too(wrapped, meter_server, anthropic_api):
     meter_server.budget = RED
     client = wrapped(budget_guard=True)
 
-    with pytest.raises(meter.BudgetExceeded), client.messages.stream(**ASK) as stream:
+    with (
+        pytest.raises(meter.BudgetExceeded, match=OVER_BUDGET),
+        client.messages.stream(**ASK) as stream,
+    ):
         stream.until_done()
 
     assert anthropic_api.requests == []
@@ -141,7 +149,7 @@ def test_batch_creation_is_refused_too(wrapped, meter_server, anthropic_api):
     meter_server.budget = RED
     client = wrapped(budget_guard=True)
 
-    with pytest.raises(meter.BudgetExceeded):
+    with pytest.raises(meter.BudgetExceeded, match=OVER_BUDGET):
         client.messages.batches.create(requests=[])
 
     assert anthropic_api.requests == []
@@ -168,7 +176,7 @@ def test_async_red_client_is_refused(anthropic_api, meter_options, meter_server)
         anthropic_api.async_client(), client="acme", budget_guard=True, **meter_options
     )
 
-    with pytest.raises(meter.BudgetExceeded):
+    with pytest.raises(meter.BudgetExceeded, match=OVER_BUDGET):
         asyncio.run(client.messages.create(**ASK))
 
     assert anthropic_api.requests == []
@@ -184,7 +192,7 @@ def test_async_stream_of_a_red_client_is_refused(anthropic_api, meter_options, m
         async with client.messages.stream(**ASK) as stream:
             await stream.until_done()
 
-    with pytest.raises(meter.BudgetExceeded):
+    with pytest.raises(meter.BudgetExceeded, match=OVER_BUDGET):
         asyncio.run(chat())
     assert anthropic_api.requests == []
 

@@ -10,6 +10,8 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, cast
@@ -18,6 +20,7 @@ import anthropic
 import clientmeter as meter
 import httpx2
 import pytest
+import time_machine
 from django.conf import settings
 
 from agency.models import Client, Project
@@ -49,6 +52,21 @@ CREATE_ID = "msg_01XFDUDYJgAACzvnptvVoYEL"
 # PRICING.md §2.1, Sonnet 4.6 per MTok: input 3, output 15, 5m write 3.75, 1h write 6, read 0.30.
 # 2048×3 + 148×3.75 + 100×6 + 1800×0.30 + 503×15 = 15,384 USD per million calls.
 CREATE_COST = Decimal("0.015384")
+
+
+# The live server runs in this process, so it keeps this clock; the SDK stamps calls with it
+# too. After the batch ended (BATCH_ENDED_AT) and within the backfill window of it, and
+# priced by the shipped rates in force that day.
+PINNED_AT = datetime(2026, 11, 20, 12, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def pinned_clock(request: pytest.FixtureRequest) -> Iterator[None]:
+    if request.node.get_closest_marker("real_clock"):
+        yield
+        return
+    with time_machine.travel(PINNED_AT, tick=True):
+        yield
 
 
 def client_named(slug: str) -> Client:
@@ -291,6 +309,9 @@ client.messages.create(model="claude-sonnet-4-6", max_tokens=64, messages=[])
 """
 
 
+# The app is another process, on the real clock: so is the server, or it would see the
+# app's call as coming from the future.
+@pytest.mark.real_clock
 def test_an_app_that_exits_without_flushing_still_delivers(
     anthropic_api, live_server, acme_key, tmp_path
 ):

@@ -451,7 +451,9 @@ def test_anthropic_errors_reach_the_app_unchanged(wrapped, anthropic_api, meter_
     anthropic_api.error = (529, "overloaded_error")
     client = wrapped()
 
-    with pytest.raises(anthropic.InternalServerError):
+    with pytest.raises(
+        anthropic.InternalServerError, match=r"^Error code: 529 .*'overloaded_error'"
+    ):
         client.messages.create(**ASK)
     assert sent(meter_server) == []
 

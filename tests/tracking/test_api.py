@@ -5,10 +5,12 @@ from __future__ import annotations
 import http.client
 import json
 import re
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+import time_machine
 from django.core.cache import cache
 
 from tests.factories import new_client
@@ -19,6 +21,9 @@ pytestmark = pytest.mark.django_db
 
 
 URL = "/api/v1/usage"
+# Events sent without occurred_at happen now, and are priced at the rates in force now:
+# tests that assert a cost pin the clock to a day the shipped rates cover.
+PRICED_AT = datetime(2026, 11, 20, 12, tzinfo=UTC)
 
 
 @pytest.fixture(autouse=True)
@@ -52,6 +57,7 @@ def event(event_id="e1", **fields):
     }
 
 
+@time_machine.travel(PRICED_AT, tick=False)
 def test_post_usage_returns_results_in_order(client, rates, acme_key):
     UsageEvent.objects.all().delete()
     post(client, acme_key, {"events": [event("b")]})
@@ -142,11 +148,20 @@ def test_non_json_content_type_is_415(client, acme_key):
     assert response.json()["error"]["code"] == "unsupported_media_type"
 
 
-def test_json_content_type_with_charset_is_accepted(client, rates, acme_key):
+@time_machine.travel(PRICED_AT, tick=False)
+def test_json_content_type_with_charset_is_accepted(client, rates, acme, acme_key):
     response = post(
         client, acme_key, {"events": [event()]}, content_type="application/json; charset=utf-8"
     )
     assert response.status_code == 200
+    assert response.json() == {
+        "accepted": 1,
+        "duplicates": 0,
+        "rejected": 0,
+        "results": [{"id": "e1", "status": "accepted", "cost_usd": "0.01035"}],
+    }
+    stored = UsageEvent.objects.get(client=acme, event_id="e1")
+    assert (stored.input_tokens, stored.output_tokens) == (1200, 450)
 
 
 def test_get_is_405_with_json_body(client, acme_key):
@@ -165,11 +180,21 @@ def test_too_many_requests_is_429_with_retry_after(client, rates, acme_key, sett
     assert response.json()["error"]["code"] == "rate_limited"
 
 
+@time_machine.travel(PRICED_AT, tick=False)
 def test_rate_limit_is_per_key(client, rates, acme, acme_key, settings):
     settings.INGEST_RATE_LIMIT_PER_MINUTE = 1
     other_key = api_key_create(name="second", client=acme)[1]
-    post(client, acme_key, {"events": [event()]})
-    assert post(client, other_key, {"events": [event()]}).status_code == 200
+    assert post(client, acme_key, {"events": [event("e1")]}).json()["accepted"] == 1
+    spent = post(client, acme_key, {"events": [event("e2")]})
+    assert (spent.status_code, spent.json()["error"]["code"]) == (429, "rate_limited")
+
+    response = post(client, other_key, {"events": [event("e2")]})
+
+    assert (response.status_code, response.json()["accepted"]) == (200, 1)
+    assert sorted(UsageEvent.objects.filter(client=acme).values_list("event_id", flat=True)) == [
+        "e1",
+        "e2",
+    ]
 
 
 def test_agency_key_posts_for_a_named_client(client, rates, acme):

@@ -162,6 +162,19 @@ def test_bad_token_counts_are_rejected(rates, bad):
                 "cache_creation_input_tokens": 99_999_999,
             },
         ),
+        # 1-hour cache writes count too.
+        (
+            "anthropic",
+            {
+                "input_tokens": 1,
+                "output_tokens": 1,
+                "cache_creation_input_tokens": 99_999_999,
+                "cache_creation": {
+                    "ephemeral_5m_input_tokens": 0,
+                    "ephemeral_1h_input_tokens": 99_999_999,
+                },
+            },
+        ),
         # Compaction iterations add to the top-level counts.
         (
             "anthropic",
@@ -182,6 +195,34 @@ def test_more_than_100_million_tokens_in_one_call_is_rejected(rates, provider, u
     assert errors(outcome)[0]["field"] == "events[0].usage"
     assert "at most 100,000,000 in one call" in errors(outcome)[0]["message"]
     assert not UsageEvent.objects.filter(client=acme).exists()
+
+
+@pytest.mark.parametrize(
+    ("usage", "field", "message"),
+    [
+        ({"server_tool_use": "web_search"}, "usage.server_tool_use", "must be an object"),
+        (
+            {"server_tool_use": [{"web_search_requests": 1}]},
+            "usage.server_tool_use",
+            "must be an object",
+        ),
+        ({"service_tier": 5}, "usage.service_tier", "must be a string"),
+        ({"service_tier": ["batch"]}, "usage.service_tier", "must be a string"),
+    ],
+)
+def test_a_malformed_usage_field_rejects_its_event_only(rates, usage, field, message):
+    acme = new_client()
+    bad = event("bad", usage={"input_tokens": 10, "output_tokens": 10, **usage})
+
+    outcome = ingest(acme, bad, event("good"))
+
+    assert statuses(outcome) == ["rejected", "accepted"]
+    assert errors(outcome) == [
+        {"code": "invalid", "field": f"events[0].{field}", "message": message}
+    ]
+    assert list(UsageEvent.objects.filter(client=acme).values_list("event_id", flat=True)) == [
+        "good"
+    ]
 
 
 def test_exactly_100_million_tokens_in_one_call_is_accepted(rates):

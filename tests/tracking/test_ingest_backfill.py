@@ -90,15 +90,16 @@ def test_rejected_rows_are_listed_by_line_and_fail_the_command(rates, tmp_path, 
     assert UsageEvent.objects.count() == 2
 
 
-def test_client_backfill_refuses_rows_of_another_client(rates, tmp_path):
+def test_client_backfill_refuses_rows_of_another_client(rates, tmp_path, capsys):
     new_client(slug="acme")
     globex = new_client(slug="globex")
     text = (
         "id,client,occurred_at,model,usage.input_tokens,usage.output_tokens\n"
         "a,globex,2026-11-20T10:00:00Z,claude-sonnet-4-5,10,10\n"
     )
-    with pytest.raises(CommandError):
+    with pytest.raises(CommandError, match=r"^1 rows rejected \(listed above\)$"):
         call_command("backfill_usage", write_csv(tmp_path, text), "--client", "acme")
+    assert capsys.readouterr().err == "line 2: client: this key may only post for its own client\n"
     assert not UsageEvent.objects.filter(client=globex).exists()
 
 

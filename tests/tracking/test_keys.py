@@ -4,7 +4,7 @@ import os
 import re
 import subprocess
 import sys
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import time_machine
@@ -96,12 +96,14 @@ def test_a_session_login_is_not_a_key(client, admin_user):
 
 def test_use_records_last_used_at(client):
     key, raw_key = api_key_create(name="app", client=new_client())
-    client.post(
-        USAGE_URL, {"events": []}, content_type="application/json",
-        headers={"Authorization": f"Bearer {raw_key}"},
-    )  # fmt: skip
+    used_at = datetime(2026, 11, 20, 9, 15, tzinfo=UTC)
+    with time_machine.travel(used_at, tick=False):
+        client.post(
+            USAGE_URL, {"events": []}, content_type="application/json",
+            headers={"Authorization": f"Bearer {raw_key}"},
+        )  # fmt: skip
     key.refresh_from_db()
-    assert key.last_used_at is not None
+    assert key.last_used_at == used_at
 
 
 def test_last_used_at_is_written_at_most_once_a_minute(client):

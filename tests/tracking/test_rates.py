@@ -7,6 +7,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from tracking.models import ModelRate
+from tracking.pricing import RateCard, normalize_usage, price_usage
 from tracking.rates import (
     DEFAULT_RATES_CSV,
     LoadResult,
@@ -263,3 +264,23 @@ def test_admin_saves_an_ordinary_price_change_without_asking(admin_client):
     )
     assert response.status_code == 302
     assert ModelRate.objects.count() == 2
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # The column left empty, and the column missing altogether.
+        "provider,model,effective_from,input,output,batch_discount_pct\n"
+        "openai,ft-model,2026-01-01,2,8,\n",
+        "provider,model,effective_from,input,output\nopenai,ft-model,2026-01-01,2,8\n",
+    ],
+)
+def test_a_rate_row_without_a_batch_discount_has_none(text):
+    model_rates_load(text=text)
+    rate = ModelRate.objects.get(model="ft-model")
+    assert rate.batch_discount_pct == Decimal("0")
+    usage = {"prompt_tokens": 1_000_000, "completion_tokens": 0}
+    batch = price_usage(
+        normalize_usage("openai", usage, service_tier="batch"), RateCard.from_rate(rate)
+    )
+    assert (batch.discount, batch.total) == (Decimal("0"), Decimal("2"))

@@ -5,15 +5,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from django.core.cache import cache
 from django.db.models import Case, F, Q, QuerySet, Sum, Value, When
-from django.utils import timezone
 
-from agency.calendar import month_start
+from agency.calendar import local_day, month_start
 from agency.db import ExactSum
 from agency.models import Client
 from billing.models import DailyRollup
@@ -263,15 +262,16 @@ def unpriced_models(unpriced: dict[UnpricedKey, int]) -> list[UnpricedModel]:
     )
 
 
-def overview(clients: QuerySet[Client], *, today: date, sort: str = "name") -> Overview:
-    """Month-to-date money and budget position per active client, a 30-day billed trend
-    each, and warnings.
+def overview(clients: QuerySet[Client], *, now: datetime, sort: str = "name") -> Overview:
+    """Month-to-date money and budget position per active client at ``now``, a 30-day
+    billed trend each, and warnings.
 
     Past days come summed per client from the cache (``_past_days``), today from one live
     query (``_today``); each client's month becomes a budget position with
-    ``billing.selectors.budgets``.
+    ``billing.selectors.budgets``. One moment gives the month, today and the burn rate:
+    reading the clock again here could project a month the caller is not showing.
     """
-    now = timezone.now()
+    today = local_day(now)
     month = month_start(today)
     active = list(clients.filter(active=True))
     ids = [c.pk for c in active]
