@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import date
+from datetime import UTC, date
 from decimal import Decimal
 
 import pytest
@@ -168,7 +168,7 @@ def test_month_events_csv_streams_every_event_without_floats(issued, owner, clie
     assert "cost_usd" not in data[0]  # the agency's raw cost is not the client's business
     # 0.006 raw × 1.25, exact
     assert data[0]["billed_usd"] == "0.0075"
-    assert data[0]["occurred_at"] == "2026-10-03T12:00:00+00:00"
+    assert data[0]["occurred_at"] == at(10, 3).astimezone(UTC).isoformat()
 
 
 def test_staff_see_raw_cost_and_markup_in_the_events_csv(issued, staff, client):

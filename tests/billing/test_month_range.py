@@ -21,6 +21,13 @@ NOW = dt.datetime(2026, 11, 20, 12, tzinfo=dt.UTC)
 EDGES = ["9999-12", "0001-01", "1999-12", "2101-01"]
 
 
+@pytest.fixture(autouse=True)
+def pinned_clock(time_machine: Any) -> None:
+    """The whole test at NOW, sign-in included: a session started at another instant
+    (bin/instants) may have expired by NOW."""
+    time_machine.move_to(NOW, tick=False)
+
+
 @pytest.fixture
 def acme() -> Client:
     client: Client = ClientFactory.create(slug="acme", monthly_budget_usd=Decimal("100"))
