@@ -7,7 +7,8 @@ mode customers expect on an invoice.
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal
+from collections.abc import Sequence
+from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
 
 CENT = Decimal("0.01")
 ONE_HUNDRED = Decimal("100")
@@ -20,6 +21,28 @@ COST_PLACES = Decimal("1e-15")
 def round_money(amount: Decimal) -> Decimal:
     """Round a USD amount to the cent, half-up. The only rounding helper for money."""
     return amount.quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+def split_cents(parts: Sequence[Decimal]) -> list[Decimal]:
+    """Round each part to the cent so that the rounded parts add up to the rounded sum.
+
+    For figures printed one above another with their total below them (an invoice line
+    and its token-kind sub-rows, a table and its total row): ``round_money`` of each part
+    alone can disagree with the rounded total by a cent or more. Largest remainder: every
+    part is first rounded down, then the cents still missing go, one each, to the parts
+    that lost the most (ties to the earlier part). Each part moves by less than a cent.
+    """
+    if not parts:
+        return []
+    target = round_money(sum(parts, ZERO))
+    floors = [part.quantize(CENT, rounding=ROUND_FLOOR) for part in parts]
+    # 0 <= missing <= the number of parts with a remainder: see the tests' property.
+    missing = int((target - sum(floors, ZERO)) / CENT)
+    order = sorted(range(len(parts)), key=lambda i: (floors[i] - parts[i], i))
+    result = list(floors)
+    for i in order[:missing]:
+        result[i] += CENT
+    return result
 
 
 def apply_markup(raw_usd: Decimal, markup_pct: Decimal) -> Decimal:

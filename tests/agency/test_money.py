@@ -3,9 +3,11 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agency.env import EnvError, env_bool, env_int
-from agency.money import apply_markup, format_usd, round_money
+from agency.money import apply_markup, format_usd, round_money, split_cents
 
 
 @pytest.mark.parametrize(
@@ -45,3 +47,41 @@ def test_bad_environment_values_fail_loudly(monkeypatch):
         env_bool("SOME_FLAG")
     with pytest.raises(EnvError, match="SOME_NUMBER"):
         env_int("SOME_NUMBER", 1)
+
+
+def test_split_cents_keeps_the_total_of_the_rounded_parts():
+    # Three parts of 1/3 dollar: each alone rounds to 0.33, the total to 1.00.
+    third = Decimal("1") / 3
+    assert split_cents([third, third, third]) == [Decimal("0.34"), Decimal("0.33"), Decimal("0.33")]
+    # The cent goes to the part that lost most in rounding, not to the first.
+    assert split_cents([Decimal("0.101"), Decimal("0.109"), Decimal("0.005")]) == [
+        Decimal("0.10"),
+        Decimal("0.11"),
+        Decimal("0.01"),
+    ]
+    assert split_cents([]) == []
+
+
+def test_split_cents_of_negative_parts_keeps_their_total():
+    third = Decimal("-1") / 3
+    assert split_cents([third, third, third]) == [
+        Decimal("-0.33"),
+        Decimal("-0.33"),
+        Decimal("-0.34"),
+    ]
+
+
+@given(
+    st.lists(
+        st.decimals(
+            min_value=-1000, max_value=1000, places=6, allow_nan=False, allow_infinity=False
+        ),
+        max_size=30,
+    )
+)
+def test_split_cents_sums_to_the_rounded_total_and_moves_no_part_by_a_cent(parts):
+    rounded = split_cents(parts)
+    assert sum(rounded, Decimal(0)) == round_money(sum(parts, Decimal(0)))
+    for part, cents in zip(parts, rounded, strict=True):
+        assert cents == cents.quantize(Decimal("0.01"))
+        assert abs(cents - part) < Decimal("0.01")
