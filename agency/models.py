@@ -83,6 +83,16 @@ class Client(models.Model):
     )
     tax_label = models.CharField(max_length=40, default="Tax", blank=True)
 
+    # The client portal.
+    show_pricing_details = models.BooleanField(
+        "show pricing details",
+        default=False,
+        help_text=(
+            "Let this client's users see per-token unit prices, the markup, usage without a"
+            " project and models not yet priced. Off: amounts per line only."
+        ),
+    )
+
     # Alerts.
     alert_thresholds = models.CharField(
         max_length=100,
