@@ -467,7 +467,7 @@ def test_api_reference_bodies_parse(anthropic_api: AnthropicAPI):
 
 
 def test_beta_create_records_the_usage_with_its_iterations(wrapped, meter_server, anthropic_api):
-    # PRICING.md §1.2: a beta usage object with one iteration per sampling step.
+    # As Anthropic documents it: a beta usage object with one iteration per sampling step.
     usage = {
         "input_tokens": 8,
         "cache_creation_input_tokens": 5120,
