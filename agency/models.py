@@ -72,7 +72,10 @@ class Client(models.Model):
     )
     invoice_show_markup = models.BooleanField(
         default=False,
-        help_text="Show the raw provider cost and the markup on invoices (most agencies don't).",
+        help_text=(
+            "Show the raw provider cost and the markup on invoices (most agencies don't)."
+            " Takes effect only with show pricing details on."
+        ),
     )
     tax_rate_pct = models.DecimalField(
         "tax rate %",
@@ -82,6 +85,13 @@ class Client(models.Model):
         validators=[MinValueValidator(Decimal("0"))],
     )
     tax_label = models.CharField(max_length=40, default="Tax", blank=True)
+    invoice_note = models.TextField(
+        blank=True,
+        help_text=(
+            "Printed on every invoice and in its CSV, e.g. a reverse-charge statement:"
+            ' "Reverse charge: VAT to be accounted for by the recipient."'
+        ),
+    )
 
     # The client portal.
     show_pricing_details = models.BooleanField(

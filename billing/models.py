@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 from django.core.files.storage import Storage, storages
 from django.db import models
 
+from agency.calendar import local_day
 from agency.db import CostField
 from agency.models import Client
 from tracking.models import InvoiceBuckets, RollupBuckets, TrailingFields
@@ -255,7 +258,8 @@ class InvoiceNumberCounter(models.Model):
 # Fields frozen once an invoice leaves draft; Invoice.save() refuses to change them.
 INVOICE_FROZEN_FIELDS = (
     "client_id", "kind", "month", "number", "year", "seq", "issue_date", "due_date",
-    "markup_pct", "tax_rate_pct", "tax_label", "show_markup", "split_by_project",
+    "markup_pct", "tax_rate_pct", "tax_label", "show_markup", "show_pricing_details",
+    "invoice_note", "split_by_project",
     "raw_cost_usd", "subtotal_usd", "tax_usd", "total_usd",
     "client_name", "billing_name", "billing_email", "billing_address", "billing_tax_id",
     "agency_name", "agency_address", "agency_tax_id", "agency_email", "agency_logo",
@@ -293,7 +297,14 @@ class Invoice(models.Model):
     markup_pct = models.DecimalField(max_digits=7, decimal_places=2, default=0)
     tax_rate_pct = models.DecimalField(max_digits=6, decimal_places=3, default=0)
     tax_label = models.CharField(max_length=40, blank=True)
-    show_markup = models.BooleanField(default=False)
+    show_markup = models.BooleanField(
+        default=False, help_text="Cost and markup columns: the client's choice, with details on."
+    )
+    show_pricing_details = models.BooleanField(
+        default=False,
+        help_text="Tokens, unit prices and unpriced calls printed; off: amounts per line only.",
+    )
+    invoice_note = models.TextField(blank=True, help_text="The client's note, e.g. reverse charge.")
     split_by_project = models.BooleanField(default=False)
     client_name = models.CharField(max_length=200, blank=True)
     billing_name = models.CharField(max_length=200, blank=True)
@@ -323,6 +334,9 @@ class Invoice(models.Model):
     finalized_at = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     paid_at = models.DateTimeField(null=True, blank=True)
+    paid_on = models.DateField(
+        null=True, blank=True, help_text="The day the payment was received, as printed."
+    )
     voided_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -365,6 +379,14 @@ class Invoice(models.Model):
     @property
     def is_draft(self) -> bool:
         return self.status == InvoiceStatus.DRAFT
+
+    @property
+    def paid_day(self) -> date | None:
+        """The day printed as "Paid on": ``paid_on``, or for invoices paid before it
+        existed, the agency-local day they were marked paid. None unless paid."""
+        if self.status != InvoiceStatus.PAID:
+            return None
+        return self.paid_on or (local_day(self.paid_at) if self.paid_at else None)
 
 
 class InvoiceLine(UsageCounts, InvoiceBuckets):

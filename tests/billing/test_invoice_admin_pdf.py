@@ -107,7 +107,7 @@ def test_pdf_hides_raw_cost_and_markup_by_default(draft):
 
 
 def test_pdf_shows_raw_cost_and_markup_when_the_client_wants(acme, draft):
-    acme.invoice_show_markup = True
+    acme.invoice_show_markup = acme.show_pricing_details = True
     acme.save()
     html = invoice_pdf_html(invoice_finalize(invoice_id=draft.pk))
     assert "Provider cost" in html
