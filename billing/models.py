@@ -102,16 +102,18 @@ class BudgetSnapshot(models.Model):
 
     client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="budget_snapshots")
     month = models.DateField(help_text="First day of the month, agency time zone.")
-    budget_usd = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
-    cost_usd = CostField(default=0)
-    billed_usd = CostField(default=0)
+    budget_usd = models.DecimalField(
+        "budget (USD)", max_digits=14, decimal_places=2, null=True, blank=True
+    )
+    cost_usd = CostField("cost (USD)", default=0)
+    billed_usd = CostField("billed (USD)", default=0)
     events = models.BigIntegerField(default=0)
     unpriced_events = models.BigIntegerField(
         default=0, help_text="Events with no rate yet: spend not counted (unknown spend)."
     )
     percent_used = models.DecimalField(max_digits=12, decimal_places=4, null=True, blank=True)
     status = models.CharField(max_length=8, choices=BudgetStatus, blank=True)
-    projected_billed_usd = CostField(default=0)
+    projected_billed_usd = CostField("projected billed (USD)", default=0)
     projected_percent = models.DecimalField(max_digits=12, decimal_places=4, null=True, blank=True)
     projected_status = models.CharField(max_length=8, choices=BudgetStatus, blank=True)
     computed_at = models.DateTimeField()
@@ -145,9 +147,11 @@ class Alert(models.Model):
     key = models.CharField(
         max_length=32, blank=True, help_text="Anomalies: the local day (one per client per day)."
     )
-    budget_usd = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
-    billed_usd = CostField(default=0)
-    projected_billed_usd = CostField(default=0)
+    budget_usd = models.DecimalField(
+        "budget (USD)", max_digits=14, decimal_places=2, null=True, blank=True
+    )
+    billed_usd = CostField("billed (USD)", default=0)
+    projected_billed_usd = CostField("projected billed (USD)", default=0)
     subject = models.CharField(max_length=200)
     message = models.TextField()
     created_at = models.DateTimeField()
@@ -294,8 +298,8 @@ class Invoice(models.Model):
     due_date = models.DateField(null=True, blank=True)
 
     # Snapshot of the client's settings and details (refreshed while a draft).
-    markup_pct = models.DecimalField(max_digits=7, decimal_places=2, default=0)
-    tax_rate_pct = models.DecimalField(max_digits=6, decimal_places=3, default=0)
+    markup_pct = models.DecimalField("markup %", max_digits=7, decimal_places=2, default=0)
+    tax_rate_pct = models.DecimalField("tax rate %", max_digits=6, decimal_places=3, default=0)
     tax_label = models.CharField(max_length=40, blank=True)
     show_markup = models.BooleanField(
         default=False, help_text="Cost and markup columns: the client's choice, with details on."
@@ -310,24 +314,26 @@ class Invoice(models.Model):
     billing_name = models.CharField(max_length=200, blank=True)
     billing_email = models.EmailField(blank=True)
     billing_address = models.TextField(blank=True)
-    billing_tax_id = models.CharField(max_length=64, blank=True)
+    billing_tax_id = models.CharField("billing tax ID", max_length=64, blank=True)
     # Snapshot of the agency's details, taken at finalization.
     agency_name = models.CharField(max_length=200, blank=True)
     agency_address = models.TextField(blank=True)
-    agency_tax_id = models.CharField(max_length=64, blank=True)
+    agency_tax_id = models.CharField("agency tax ID", max_length=64, blank=True)
     agency_email = models.EmailField(blank=True)
     agency_logo = models.CharField(max_length=255, blank=True, help_text="Storage name.")
     payment_terms_days = models.PositiveIntegerField(default=30)
     payment_instructions = models.TextField(blank=True)
 
-    raw_cost_usd = CostField(default=0, help_text="Sum of the lines' raw cost, unrounded.")
+    raw_cost_usd = CostField(
+        "raw cost (USD)", default=0, help_text="Sum of the lines' raw cost, unrounded."
+    )
     subtotal_usd = _money("subtotal (USD)", default=0)
     tax_usd = _money("tax (USD)", default=0)
     total_usd = _money("total (USD)", default=0)
     unpriced_events = models.BigIntegerField(default=0)
 
-    pdf = models.FileField(upload_to="invoices/", blank=True, storage=invoice_storage)
-    pdf_sha256 = models.CharField(max_length=64, blank=True)
+    pdf = models.FileField("PDF", upload_to="invoices/", blank=True, storage=invoice_storage)
+    pdf_sha256 = models.CharField("PDF SHA-256", max_length=64, blank=True)
     void_reason = models.TextField(blank=True)
 
     generated_at = models.DateTimeField(null=True, blank=True)
@@ -405,11 +411,16 @@ class InvoiceLine(UsageCounts, InvoiceBuckets):
     project = models.CharField(max_length=200, blank=True)
     description = models.CharField(max_length=300)
     # events, unpriced_events: UsageCounts; token and cost columns: InvoiceBuckets.
-    raw_cost_usd = CostField(default=0)
+    raw_cost_usd = CostField("raw cost (USD)", default=0)
     markup_pct = models.DecimalField(
-        max_digits=7, decimal_places=2, null=True, blank=True, help_text="Empty: it varied."
+        "markup %",
+        max_digits=7,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        help_text="Empty: it varied.",
     )
-    billed_usd = CostField(default=0, help_text="Raw cost with markup, unrounded.")
+    billed_usd = CostField("billed (USD)", default=0, help_text="Raw cost with markup, unrounded.")
     amount_usd = _money("amount (USD)")
 
     class Meta:

@@ -41,4 +41,30 @@ class Migration(migrations.Migration):
                 help_text="Show the raw provider cost and the markup on invoices (most agencies don't). Takes effect only with show pricing details on.",
             ),
         ),
+
+        migrations.AlterField(
+            model_name='agencyprofile',
+            name='tax_id',
+            field=models.CharField(blank=True, max_length=64, verbose_name='tax ID'),
+        ),
+        migrations.AlterField(
+            model_name='client',
+            name='billing_tax_id',
+            field=models.CharField(blank=True, max_length=64, verbose_name='tax ID'),
+        ),
+        migrations.AlterField(
+            model_name='client',
+            name='slack_webhook_url',
+            field=models.URLField(blank=True, help_text="Slack-compatible incoming webhook for this client's alerts.", verbose_name='Slack webhook URL'),
+        ),
+        migrations.AlterField(
+            model_name='historicalclient',
+            name='billing_tax_id',
+            field=models.CharField(blank=True, max_length=64, verbose_name='tax ID'),
+        ),
+        migrations.AlterField(
+            model_name='historicalclient',
+            name='slack_webhook_url',
+            field=models.URLField(blank=True, help_text="Slack-compatible incoming webhook for this client's alerts.", verbose_name='Slack webhook URL'),
+        ),
     ]

@@ -9,6 +9,8 @@ voiding does with the VOID copy. Only that one line of the trigger function chan
 
 import importlib
 
+import agency.db
+import billing.models
 from django.db import migrations, models
 
 _0007 = importlib.import_module("billing.migrations.0007_invoice_frozen_everything")
@@ -67,4 +69,160 @@ class Migration(migrations.Migration):
             ),
         ),
         migrations.RunPython(forward, reverse),
+
+        migrations.AlterField(
+            model_name='alert',
+            name='billed_usd',
+            field=agency.db.CostField(decimal_places=15, default=0, max_digits=30, verbose_name='billed (USD)'),
+        ),
+        migrations.AlterField(
+            model_name='alert',
+            name='budget_usd',
+            field=models.DecimalField(blank=True, decimal_places=2, max_digits=14, null=True, verbose_name='budget (USD)'),
+        ),
+        migrations.AlterField(
+            model_name='alert',
+            name='projected_billed_usd',
+            field=agency.db.CostField(decimal_places=15, default=0, max_digits=30, verbose_name='projected billed (USD)'),
+        ),
+        migrations.AlterField(
+            model_name='budgetsnapshot',
+            name='billed_usd',
+            field=agency.db.CostField(decimal_places=15, default=0, max_digits=30, verbose_name='billed (USD)'),
+        ),
+        migrations.AlterField(
+            model_name='budgetsnapshot',
+            name='budget_usd',
+            field=models.DecimalField(blank=True, decimal_places=2, max_digits=14, null=True, verbose_name='budget (USD)'),
+        ),
+        migrations.AlterField(
+            model_name='budgetsnapshot',
+            name='cost_usd',
+            field=agency.db.CostField(decimal_places=15, default=0, max_digits=30, verbose_name='cost (USD)'),
+        ),
+        migrations.AlterField(
+            model_name='budgetsnapshot',
+            name='projected_billed_usd',
+            field=agency.db.CostField(decimal_places=15, default=0, max_digits=30, verbose_name='projected billed (USD)'),
+        ),
+        migrations.AlterField(
+            model_name='dailyrollup',
+            name='cost_cache_read_usd',
+            field=agency.db.CostField(decimal_places=15, default=0, max_digits=30, verbose_name='cache read (USD)'),
+        ),
+        migrations.AlterField(
+            model_name='dailyrollup',
+            name='cost_cache_write_1h_usd',
+            field=agency.db.CostField(decimal_places=15, default=0, max_digits=30, verbose_name='cache write (1 h) (USD)'),
+        ),
+        migrations.AlterField(
+            model_name='dailyrollup',
+            name='cost_cache_write_5m_usd',
+            field=agency.db.CostField(decimal_places=15, default=0, max_digits=30, verbose_name='cache write (5 min) (USD)'),
+        ),
+        migrations.AlterField(
+            model_name='dailyrollup',
+            name='cost_discount_usd',
+            field=agency.db.CostField(decimal_places=15, default=0, max_digits=30, verbose_name='batch discount (USD)'),
+        ),
+        migrations.AlterField(
+            model_name='dailyrollup',
+            name='cost_input_usd',
+            field=agency.db.CostField(decimal_places=15, default=0, max_digits=30, verbose_name='input (USD)'),
+        ),
+        migrations.AlterField(
+            model_name='dailyrollup',
+            name='cost_output_usd',
+            field=agency.db.CostField(decimal_places=15, default=0, max_digits=30, verbose_name='output (USD)'),
+        ),
+        migrations.AlterField(
+            model_name='dailyrollup',
+            name='cost_web_search_usd',
+            field=agency.db.CostField(decimal_places=15, default=0, max_digits=30, verbose_name='web searches (USD)'),
+        ),
+        migrations.AlterField(
+            model_name='invoice',
+            name='agency_tax_id',
+            field=models.CharField(blank=True, max_length=64, verbose_name='agency tax ID'),
+        ),
+        migrations.AlterField(
+            model_name='invoice',
+            name='billing_tax_id',
+            field=models.CharField(blank=True, max_length=64, verbose_name='billing tax ID'),
+        ),
+        migrations.AlterField(
+            model_name='invoice',
+            name='markup_pct',
+            field=models.DecimalField(decimal_places=2, default=0, max_digits=7, verbose_name='markup %'),
+        ),
+        migrations.AlterField(
+            model_name='invoice',
+            name='pdf',
+            field=models.FileField(blank=True, storage=billing.models.invoice_storage, upload_to='invoices/', verbose_name='PDF'),
+        ),
+        migrations.AlterField(
+            model_name='invoice',
+            name='pdf_sha256',
+            field=models.CharField(blank=True, max_length=64, verbose_name='PDF SHA-256'),
+        ),
+        migrations.AlterField(
+            model_name='invoice',
+            name='raw_cost_usd',
+            field=agency.db.CostField(decimal_places=15, default=0, help_text="Sum of the lines' raw cost, unrounded.", max_digits=30, verbose_name='raw cost (USD)'),
+        ),
+        migrations.AlterField(
+            model_name='invoice',
+            name='tax_rate_pct',
+            field=models.DecimalField(decimal_places=3, default=0, max_digits=6, verbose_name='tax rate %'),
+        ),
+        migrations.AlterField(
+            model_name='invoiceline',
+            name='billed_usd',
+            field=agency.db.CostField(decimal_places=15, default=0, help_text='Raw cost with markup, unrounded.', max_digits=30, verbose_name='billed (USD)'),
+        ),
+        migrations.AlterField(
+            model_name='invoiceline',
+            name='cost_cache_read_usd',
+            field=agency.db.CostField(decimal_places=15, default=0, max_digits=30, verbose_name='cache read (USD)'),
+        ),
+        migrations.AlterField(
+            model_name='invoiceline',
+            name='cost_cache_write_1h_usd',
+            field=agency.db.CostField(decimal_places=15, default=0, max_digits=30, verbose_name='cache write (1 h) (USD)'),
+        ),
+        migrations.AlterField(
+            model_name='invoiceline',
+            name='cost_cache_write_5m_usd',
+            field=agency.db.CostField(decimal_places=15, default=0, max_digits=30, verbose_name='cache write (5 min) (USD)'),
+        ),
+        migrations.AlterField(
+            model_name='invoiceline',
+            name='cost_discount_usd',
+            field=agency.db.CostField(decimal_places=15, default=0, max_digits=30, verbose_name='batch discount (USD)'),
+        ),
+        migrations.AlterField(
+            model_name='invoiceline',
+            name='cost_input_usd',
+            field=agency.db.CostField(decimal_places=15, default=0, max_digits=30, verbose_name='input (USD)'),
+        ),
+        migrations.AlterField(
+            model_name='invoiceline',
+            name='cost_output_usd',
+            field=agency.db.CostField(decimal_places=15, default=0, max_digits=30, verbose_name='output (USD)'),
+        ),
+        migrations.AlterField(
+            model_name='invoiceline',
+            name='cost_web_search_usd',
+            field=agency.db.CostField(decimal_places=15, default=0, max_digits=30, verbose_name='web searches (USD)'),
+        ),
+        migrations.AlterField(
+            model_name='invoiceline',
+            name='markup_pct',
+            field=models.DecimalField(blank=True, decimal_places=2, help_text='Empty: it varied.', max_digits=7, null=True, verbose_name='markup %'),
+        ),
+        migrations.AlterField(
+            model_name='invoiceline',
+            name='raw_cost_usd',
+            field=agency.db.CostField(decimal_places=15, default=0, max_digits=30, verbose_name='raw cost (USD)'),
+        ),
     ]
