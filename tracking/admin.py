@@ -4,10 +4,12 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.db.models import Min, OuterRef, QuerySet, Subquery
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponseRedirect
 from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils.html import format_html
 from simple_history.admin import SimpleHistoryAdmin
 
@@ -196,6 +198,10 @@ class UsageEventAdmin(admin.ModelAdmin):
         return False
 
 
+# Session entry holding keys just created, until the page that shows them once.
+_CREATED_SESSION_KEY = "tracking_apikeys_created"
+
+
 @admin.register(ApiKey)
 class ApiKeyAdmin(SimpleHistoryAdmin):
     """Keys are created through ``api_key_create``; the full key is shown once, on the page
@@ -234,9 +240,27 @@ class ApiKeyAdmin(SimpleHistoryAdmin):
         obj.raw_key = raw_key
 
     def response_add(self, request, obj, post_url_continue=None):
-        return self._show_once(request, [(obj, obj.raw_key)], "API key created")
+        return self._show_once(request, [(obj, obj.raw_key)])
 
-    def _show_once(self, request, created, title):
+    def get_urls(self):
+        created = self.admin_site.admin_view(self.created_view)
+        return [
+            path("created/", created, name="tracking_apikey_created"),
+            *super().get_urls(),
+        ]
+
+    def _show_once(self, request, created):
+        # POST/redirect/GET: the new keys wait in the session for the one page that shows
+        # them, so reloading that page never posts the form again (no second key) and
+        # never shows the key again either.
+        request.session[_CREATED_SESSION_KEY] = [(key.pk, raw) for key, raw in created]
+        return HttpResponseRedirect(reverse("admin:tracking_apikey_created"))
+
+    def created_view(self, request):
+        pending = request.session.pop(_CREATED_SESSION_KEY, [])
+        keys = ApiKey.objects.select_related("client").in_bulk([pk for pk, _ in pending])
+        created = [(keys[pk], raw) for pk, raw in pending if pk in keys]
+        title = "API key created" if len(created) == 1 else "API keys created"
         return TemplateResponse(
             request,
             "admin/tracking/apikey/key_created.html",
@@ -244,7 +268,8 @@ class ApiKeyAdmin(SimpleHistoryAdmin):
                 **self.admin_site.each_context(request),
                 "opts": self.opts,
                 "created": created,
-                "title": title,
+                "title": title if created else "API key already shown",
+                "site_url": settings.SITE_URL,
             },
         )
 
@@ -265,4 +290,4 @@ class ApiKeyAdmin(SimpleHistoryAdmin):
                 self.message_user(request, str(exc), messages.WARNING)
         if not created:
             return None
-        return self._show_once(request, created, "API keys rotated")
+        return self._show_once(request, created)
