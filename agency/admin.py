@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.db import models
 from simple_history.admin import SimpleHistoryAdmin
 
-from agency.admin_display import pct, usd
+from agency.admin_display import TEXTAREA_OVERRIDES, pct, usd
 from agency.models import AgencyProfile, Client, ClientMembership, Project
 
 
@@ -31,7 +31,10 @@ class ClientAdmin(SimpleHistoryAdmin):
     inlines = [ProjectInline, MembershipInline]
     history_list_display = ["markup_pct", "monthly_budget_usd"]
     # A webhook typed without a scheme is an https one (Django 6's default, asked for now).
-    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
+    formfield_overrides = {
+        models.URLField: {"assume_scheme": "https"},
+        **TEXTAREA_OVERRIDES,
+    }
     fieldsets = [
         (None, {"fields": ["name", "slug", "active", "currency"]}),
         ("Money", {"fields": ["markup_pct", "monthly_budget_usd"]}),
@@ -87,6 +90,7 @@ class ClientMembershipAdmin(admin.ModelAdmin):
 @admin.register(AgencyProfile)
 class AgencyProfileAdmin(admin.ModelAdmin):
     list_display = ["name", "email", "payment_terms_days"]
+    formfield_overrides = TEXTAREA_OVERRIDES
 
     def has_add_permission(self, request):
         return not AgencyProfile.objects.exists()

@@ -12,7 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from django import forms
 from django.contrib import admin
+from django.db import models
 from django.utils.html import format_html
 
 from agency.money import format_pct, format_usd, format_usd_exact
@@ -44,7 +46,18 @@ def month(field: str = "month", description: str = "month") -> Display:
     @admin.display(description=description, ordering=field)
     def display(self: Any, obj: Any) -> str:
         value = getattr(obj, field)
-        return "—" if value is None else f"{value:%B %Y}"
+        return "—" if value is None else nowrap(f"{value:%B %Y}")
+
+    return display
+
+
+def day(field: str, description: str) -> Display:
+    """A date as the invoice prints it: ``20 Nov 2026``, on one line."""
+
+    @admin.display(description=description, ordering=field)
+    def display(self: Any, obj: Any) -> str:
+        value = getattr(obj, field)
+        return "—" if value is None else nowrap(f"{value.day} {value:%b %Y}")
 
     return display
 
@@ -69,3 +82,22 @@ class MonthFilter(admin.SimpleListFilter):
     def queryset(self, request: Any, queryset: Any) -> Any:
         value = self.value()
         return queryset.filter(month=value) if value else queryset
+
+
+class TextareaField(forms.CharField):
+    """A textarea's text with the line breaks it was stored with.
+
+    Browsers submit a textarea's line breaks as CRLF; stored as typed, every save of an
+    unchanged address would look like an edit (a phantom row in the client's history) and
+    change what invoices print. Plain ``\\n`` it is, as the data was entered elsewhere.
+    """
+
+    def to_python(self, value: Any) -> str | None:
+        text = super().to_python(value)
+        return text.replace("\r\n", "\n").replace("\r", "\n") if text else text
+
+
+# ModelAdmin.formfield_overrides for every text field edited in admin.
+TEXTAREA_OVERRIDES: dict[type[models.Field[Any, Any]], dict[str, Any]] = {
+    models.TextField: {"form_class": TextareaField}
+}

@@ -11,7 +11,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
-from agency.admin_display import MonthFilter, month, nowrap, pct, usd
+from agency.admin_display import MonthFilter, day, month, nowrap, pct, usd
 from agency.calendar import today
 from agency.money import format_usd
 from billing.models import (
@@ -154,12 +154,11 @@ class InvoiceAdmin(admin.ModelAdmin):
 
     list_display = [
         "number_or_draft", "client", "month_name", "status", "subtotal", "tax", "total",
-        "issue_date", "due_date", "pdf_link",
+        "issued", "due", "pdf_link",
     ]  # fmt: skip
     list_filter = ["status", MonthFilter, "client"]
     search_fields = ["number", "client__name", "client__slug"]
     list_select_related = ["client"]
-    date_hierarchy = "month"
     inlines = [InvoiceLineInline]
     actions = ["regenerate", "finalize", "send", "mark_paid", "void"]
     fieldsets = [
@@ -179,6 +178,8 @@ class InvoiceAdmin(admin.ModelAdmin):
     ]  # fmt: skip
 
     month_name = month()
+    issued = day("issue_date", "issue date")
+    due = day("due_date", "due date")
     raw_cost = usd("raw_cost_usd", "raw cost", exact=True)
     markup = pct("markup_pct", "markup")
     tax_rate = pct("tax_rate_pct", "tax rate")

@@ -13,6 +13,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from simple_history.admin import SimpleHistoryAdmin
 
+from agency.admin_display import TEXTAREA_OVERRIDES
 from tracking.keys import ApiKeyError, api_key_create, api_key_revoke, api_key_rotate
 from tracking.models import ApiKey, ModelRate, UsageEvent
 from tracking.rates import rate_price_warnings
@@ -63,6 +64,8 @@ class ModelRateForm(forms.ModelForm):
 @admin.register(ModelRate)
 class ModelRateAdmin(SimpleHistoryAdmin):
     form = ModelRateForm
+    # Notes keep their line breaks as typed: no phantom edits in the rate's history.
+    formfield_overrides = TEXTAREA_OVERRIDES
     list_display = [
         "model", "provider", "effective_from", "in_force", "aliases", "input", "output",
         "cache_write_5m", "cache_write_1h", "cache_read", "long_context_threshold",

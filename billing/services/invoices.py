@@ -585,6 +585,8 @@ def invoice_mark_paid(
     (default: today, agency time). Its PDF is re-rendered marked PAID, with that day and
     "Amount due $0.00"; the original file is kept, as voiding keeps it."""
     moment = now or timezone.now()
+    if paid_on is not None and paid_on > local_day(moment):
+        raise InvoiceError(f"a payment received on {paid_on} is in the future")
     allowed = (InvoiceStatus.FINALIZED, InvoiceStatus.SENT)
     invoice = Invoice.objects.select_for_update().select_related("client").get(pk=invoice_id)
     if invoice.status not in allowed:

@@ -24,6 +24,7 @@ class _Form(HTMLParser):
         self._select: str | None = None
         self._textarea: str | None = None
         self._in_form = False
+        self.textareas: set[str] = set()
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = {k: v or "" for k, v in attrs}
@@ -45,6 +46,7 @@ class _Form(HTMLParser):
             self._select = name
         elif tag == "textarea":
             self._textarea = name
+            self.textareas.add(name)
             self.data.setdefault(name, []).append("")
 
     def handle_endtag(self, tag: str) -> None:
@@ -63,8 +65,13 @@ class _Form(HTMLParser):
 def form_as_rendered(html: str) -> dict[str, list[str]]:
     parser = _Form()
     parser.feed(html)
-    # A textarea's first newline is not part of its value (the HTML parsing rules).
-    return {k: [v.removeprefix("\n") for v in vs] for k, vs in parser.data.items()}
+    # A textarea's first newline is not part of its value (the HTML parsing rules), and a
+    # browser submits its line breaks as CRLF.
+    textareas = parser.textareas
+    return {
+        k: [v.removeprefix("\n").replace("\n", "\r\n") if k in textareas else v for v in vs]
+        for k, vs in parser.data.items()
+    }
 
 
 @pytest.fixture
@@ -98,6 +105,16 @@ def test_saving_an_unchanged_client_records_no_history(client, staff, acme):
     response = client.post(url, data)
     assert response.status_code == 302, response.content.decode()[:2000]
     assert acme.history.count() == before
+
+
+def test_line_breaks_sent_by_a_browser_are_stored_as_they_were(client, staff, acme):
+    url = f"/admin/agency/client/{acme.pk}/change/"
+    data = form_as_rendered(client.get(url).content.decode())
+    assert data["billing_address"] == ["1 Main Street\r\nSpringfield"]
+    data["billing_name"] = ["Acme AP"]
+    assert client.post(url, data).status_code == 302
+    acme.refresh_from_db()
+    assert (acme.billing_name, acme.billing_address) == ("Acme AP", "1 Main Street\nSpringfield")
 
 
 def test_a_real_change_is_still_recorded(client, staff, acme):

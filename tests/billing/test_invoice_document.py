@@ -20,6 +20,7 @@ from billing.csv_export import invoice_lines_rows
 from billing.models import Invoice, InvoiceStatus
 from billing.pdf import invoice_pdf_html, invoice_sections
 from billing.services.invoices import (
+    InvoiceError,
     invoice_finalize,
     invoice_mark_paid,
     invoice_void,
@@ -87,11 +88,11 @@ def _csv_rows(invoice: Invoice) -> list[list[str]]:
 
 
 def test_a_paid_invoice_says_paid_with_its_day_and_nothing_due(issued):
-    paid = invoice_mark_paid(invoice_id=issued.pk, paid_on=date(2026, 11, 20))
-    assert (paid.status, paid.paid_on) == (InvoiceStatus.PAID, date(2026, 11, 20))
+    paid = invoice_mark_paid(invoice_id=issued.pk, paid_on=date(2026, 11, 1))
+    assert (paid.status, paid.paid_on) == (InvoiceStatus.PAID, date(2026, 11, 1))
     text = _text(invoice_pdf_html(paid))
     assert "PAID" in text
-    assert "Paid on 20 Nov 2026" in text
+    assert "Paid on 1 Nov 2026" in text
     assert "Amount due $0.00" in text
     assert f"Total {paid.total_usd:,}" not in text  # the total is still printed, as total
     assert f"Amount due ${paid.total_usd:,.2f}" not in text
@@ -106,10 +107,17 @@ def test_marking_paid_stores_a_paid_copy_and_keeps_the_original(issued):
     assert b"%PDF" in paid.pdf.open("rb").read(8)
 
 
+def test_a_payment_cannot_be_received_in_the_future(issued):
+    with pytest.raises(InvoiceError, match="in the future"):
+        invoice_mark_paid(invoice_id=issued.pk, paid_on=date(2026, 11, 2))
+    issued.refresh_from_db()
+    assert issued.status == InvoiceStatus.FINALIZED
+
+
 def test_the_lines_csv_of_a_paid_invoice_ends_with_the_payment(issued):
-    paid = invoice_mark_paid(invoice_id=issued.pk, paid_on=date(2026, 11, 20))
+    paid = invoice_mark_paid(invoice_id=issued.pk, paid_on=date(2026, 11, 1))
     tail = [(row[2], row[4], row[-1]) for row in _csv_rows(paid)[-2:]]
-    assert tail == [("paid", "Paid on 2026-11-20", f"{-paid.total_usd}"), ("amount_due", "", "0")]
+    assert tail == [("paid", "Paid on 2026-11-01", f"{-paid.total_usd}"), ("amount_due", "", "0")]
 
 
 def test_a_void_invoice_says_void_and_nothing_is_due(issued):
