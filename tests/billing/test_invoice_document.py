@@ -15,9 +15,9 @@ from django.conf import settings
 from django.http import StreamingHttpResponse
 from django.urls import reverse
 
-from agency.models import Client
+from agency.models import AgencyProfile, Client
 from billing.csv_export import invoice_lines_rows
-from billing.models import Invoice, InvoiceStatus
+from billing.models import Invoice, InvoiceLine, InvoiceStatus
 from billing.pdf import invoice_pdf_html, invoice_sections
 from billing.services.invoices import (
     InvoiceError,
@@ -34,6 +34,7 @@ from tests.factories import (
     at,
     priced_event,
 )
+from tracking.buckets import Reach, cost_columns, token_columns
 
 pytestmark = pytest.mark.django_db
 
@@ -150,6 +151,39 @@ def test_a_small_invoice_fits_on_one_page(issued):
     from weasyprint import HTML
 
     document = HTML(string=invoice_pdf_html(issued), base_url=str(settings.BASE_DIR)).render()
+    assert len(document.pages) == 1
+
+
+def test_five_models_with_every_kind_of_token_fit_on_one_page(acme):
+    """The demo's smallest invoice: five models, each with all seven sub-rows, an agency
+    address of four lines and payment instructions, pricing details on."""
+    from weasyprint import HTML
+
+    profile = AgencyProfile.load()
+    profile.name, profile.address = "Northwind AI Agency", "12 Harbour Street\nBristol\nUK"
+    profile.tax_id, profile.email = "GB 123 4567 89", "billing@northwind.example"
+    profile.payment_instructions = "Bank transfer to IBAN GB00 NWBK 0000 0000 0000 00."
+    profile.save()
+    invoice = Invoice.objects.create(
+        client=acme, month=OCT, show_pricing_details=True, agency_name=profile.name,
+        agency_address=profile.address, agency_tax_id=profile.tax_id,
+        agency_email=profile.email, payment_instructions=profile.payment_instructions,
+        billing_name="Acme AP", billing_address="1 Main Street\nSpringfield",
+        billing_email="ap@acme.example",
+    )  # fmt: skip
+    costs = {name: Decimal("0.50") for name in cost_columns(Reach.INVOICE)}
+    costs["cost_discount_usd"] = Decimal("-0.20")
+    for position in range(1, 6):
+        InvoiceLine.objects.create(
+            invoice=invoice, position=position, usage_month=OCT, provider="anthropic",
+            model=f"claude-{position}", description=f"Claude {position}", events=500,
+            **{name: 123_456 for name in token_columns(Reach.INVOICE)}, **costs,
+            raw_cost_usd=Decimal("2.80"), billed_usd=Decimal("3.50"), amount_usd=Decimal("3.50"),
+        )  # fmt: skip
+    invoice.refresh_from_db()
+    html = invoice_pdf_html(invoice)
+    assert html.count('class="detail"') == 35
+    document = HTML(string=html, base_url=str(settings.BASE_DIR)).render()
     assert len(document.pages) == 1
 
 
