@@ -4,7 +4,7 @@ warning prefilled with the model and the day of its first unpriced call."""
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -20,17 +20,24 @@ def _in_force(page: str) -> list[str]:
     return [re.sub(r"<[^>]+>", "", cell).strip() for cell in cells]
 
 
-def test_superseded_rows_are_marked(admin_client, time_machine):
-    time_machine.move_to(datetime(2026, 11, 20, 12, tzinfo=UTC), tick=False)
+def test_superseded_rows_are_marked(admin_client):
+    # Days around today (UTC, as effective_from is), whatever instant the suite runs at:
+    # the admin's session was opened at that instant, so the clock is not moved.
+    today = datetime.now(UTC).date()
+    old, current, future = today - timedelta(200), today - timedelta(30), today + timedelta(30)
     model_rates_load(
         text="provider,model,effective_from,input,output\n"
-        "anthropic,claude-x,2026-01-01,3,15\n"
-        "anthropic,claude-x,2026-06-01,2.5,12.5\n"
-        "anthropic,claude-x,2027-01-01,2,10\n"
+        f"anthropic,claude-x,{old},3,15\n"
+        f"anthropic,claude-x,{current},2.5,12.5\n"
+        f"anthropic,claude-x,{future},2,10\n"
     )
     page = admin_client.get("/admin/tracking/modelrate/?q=claude-x").content.decode()
     # Newest first: the future row, the current one, the one it superseded.
-    assert _in_force(page) == ["from 1 Jan 2027", "current", "superseded 1 Jun 2026"]
+    assert _in_force(page) == [
+        f"from {future.day} {future:%b %Y}",
+        "current",
+        f"superseded {current.day} {current:%b %Y}",
+    ]
 
 
 def test_add_a_model_rate_prefills_the_model_and_its_first_unpriced_day(admin_client):
