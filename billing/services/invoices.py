@@ -209,7 +209,7 @@ def _line(
         provider=provider,
         model=model,
         project=project,
-        description=f"{label} — {project or 'untagged'}" if split else label,
+        description=f"{label} — {project or 'No project'}" if split else label,
         events=events,
         unpriced_events=current.unpriced_events - billed.unpriced_events,
         **tokens,
@@ -279,7 +279,10 @@ def _client_snapshot(client: Client) -> dict[str, Any]:
         "markup_pct": client.markup_pct,
         "tax_rate_pct": client.tax_rate_pct,
         "tax_label": client.tax_label or "Tax",
-        "show_markup": client.invoice_show_markup,
+        # Pricing details off: amounts per line only, so no markup either (README).
+        "show_markup": client.invoice_show_markup and client.show_pricing_details,
+        "show_pricing_details": client.show_pricing_details,
+        "invoice_note": client.invoice_note.strip(),
         "split_by_project": client.invoice_split_by_project,
         "client_name": client.name,
         "billing_name": client.billing_name or client.name,
@@ -574,13 +577,28 @@ def invoice_send(*, invoice_id: int, now: datetime | None = None) -> Invoice:
     return invoice
 
 
-def invoice_mark_paid(*, invoice_id: int, now: datetime | None = None) -> Invoice:
-    return _move(
-        invoice_id,
-        allowed=(InvoiceStatus.FINALIZED, InvoiceStatus.SENT),
-        status=InvoiceStatus.PAID,
-        paid_at=now or timezone.now(),
-    )
+@transaction.atomic
+def invoice_mark_paid(
+    *, invoice_id: int, paid_on: date | None = None, now: datetime | None = None
+) -> Invoice:
+    """Record the payment of an issued invoice: ``paid_on`` is the day it was received
+    (default: today, agency time). Its PDF is re-rendered marked PAID, with that day and
+    "Amount due $0.00"; the original file is kept, as voiding keeps it."""
+    moment = now or timezone.now()
+    if paid_on is not None and paid_on > local_day(moment):
+        raise InvoiceError(f"a payment received on {paid_on} is in the future")
+    allowed = (InvoiceStatus.FINALIZED, InvoiceStatus.SENT)
+    invoice = Invoice.objects.select_for_update().select_related("client").get(pk=invoice_id)
+    if invoice.status not in allowed:
+        raise InvoiceError(f"invoice {invoice_id} is {invoice.status}; expected one of {allowed}")
+    fields: dict[str, Any] = {
+        "status": InvoiceStatus.PAID,
+        "paid_at": moment,
+        "paid_on": paid_on or local_day(moment),
+    }
+    for name, value in fields.items():
+        setattr(invoice, name, value)
+    return _move(invoice_id, allowed=allowed, **fields, **_write_pdf(invoice, suffix="-paid"))
 
 
 @transaction.atomic

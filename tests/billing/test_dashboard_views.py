@@ -160,7 +160,9 @@ def test_overview_warns_about_unpriced_models_with_a_link_to_add_a_rate(client, 
     )
     content = client.get(reverse("overview")).content.decode()
     assert "claude-experimental-9" in content
-    assert 'href="/admin/tracking/modelrate/add/"' in content
+    # The link prefills the model on the rate form (see tests/tracking/test_rate_admin.py).
+    link = "/admin/tracking/modelrate/add/?provider=anthropic&amp;model=claude-experimental-9"
+    assert f'href="{link}"' in content
 
 
 def test_overview_warns_about_untagged_usage(client, staff, acme):
