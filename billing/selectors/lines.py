@@ -363,20 +363,25 @@ def _issued_lines(clients: list[Client], month: date) -> dict[int, tuple[Invoice
 
 
 def month_bills(
-    clients: Iterable[Client], month: date, *, figures: dict[int, dict[Key, Figures]] | None = None
+    clients: Iterable[Client],
+    month: date,
+    *,
+    figures: dict[int, dict[Key, Figures]] | None = None,
+    labels: bool = True,
 ) -> dict[int, MonthBill]:
     """Each client's bill for ``month``: the issued invoice's lines, or else the lines
     its invoice would have today (the month's own usage, by the invoice's rule).
 
     ``figures`` (rollup sums per client and key, as ``month_figures`` returns them) lets
-    a caller that already summed the month (the overview, from its cache) skip the query.
+    a caller that already summed the month (the overview, from its cache) skip the query;
+    without ``labels`` estimated lines are labelled by model id (no rate-table query).
     """
     client_list = list(clients)
     issued = _issued_lines(client_list, month)
     pending = [c for c in client_list if c.pk not in issued]
     if figures is None:
         figures = month_figures(pending, month)
-    names = _display_names() if pending else {}
+    names = _display_names() if pending and labels else {}
     bills: dict[int, MonthBill] = {}
     for client in client_list:
         if client.pk in issued:

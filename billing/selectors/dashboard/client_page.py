@@ -12,11 +12,11 @@ from django.db.models import Count, FloatField, Max, Min, Q, QuerySet, Sum
 from django.db.models.functions import Cast
 from django.utils import timezone
 
-from agency.calendar import month_bounds, month_range, month_start
+from agency.calendar import month_bounds, month_range, month_start, next_month
 from agency.db import ExactSum
 from agency.models import Client
-from agency.money import apply_markup
-from billing.models import DailyRollup
+from agency.money import apply_markup, split_cents
+from billing.models import DailyRollup, Invoice
 from billing.selectors.dashboard.usage import (
     ROLLUP_FIELDS,
     TOKEN_COLUMNS,
@@ -138,8 +138,8 @@ def client_month(client: Client, *, month: date, today: date) -> ClientMonth:
         days=days,
         totals=totals,
         by_model=by_model,
-        by_project=group_totals(month_rows, lambda r: r["project"]),
-        by_feature=group_totals(month_rows, lambda r: r["feature"]),
+        by_project=rounded_shares(group_totals(month_rows, lambda r: r["project"])),
+        by_feature=rounded_shares(group_totals(month_rows, lambda r: r["feature"])),
         daily_by_model=daily_by_model,
         avg_prompt_tokens=avg_prompt_tokens,
         week_over_week=WeekOverWeek(
@@ -264,7 +264,34 @@ def top_prompts(client: Client, *, month: date, limit: int = 10) -> list[PromptH
 
 
 def months_with_usage(client: Client, *, today: date) -> list[date]:
-    """Months to offer in the picker: every month with rollups, and the current one."""
-    months = set(DailyRollup.objects.filter(client=client).dates("day", "month"))
-    months.add(month_start(today))
+    """Months to offer in the picker: every month with usage or an invoice, never one after
+    the current month (the page adds the month it shows, should it have none)."""
+    current = month_start(today)
+    months = set(
+        DailyRollup.objects.filter(client=client, day__lt=next_month(current)).dates("day", "month")
+    )
+    months |= set(
+        Invoice.objects.filter(client=client, month__lte=current).values_list("month", flat=True)
+    )
     return sorted(months, reverse=True)
+
+
+def months_with_data(clients: QuerySet[Client], *, today: date) -> list[date]:
+    """The overview's picker: months in which any of these clients has usage."""
+    current = month_start(today)
+    months = set(
+        DailyRollup.objects.filter(client__in=clients, day__lt=next_month(current)).dates(
+            "day", "month"
+        )
+    )
+    return sorted(months, reverse=True)
+
+
+def rounded_shares(groups: list[UsageTotals]) -> list[UsageTotals]:
+    """The groups with raw and billed rounded by ``split_cents``, so a table of shares adds
+    up to its rounded total, and raw + margin = billed on every row."""
+    raw = split_cents([g.raw_usd for g in groups])
+    billed = split_cents([g.billed_usd for g in groups])
+    for group, raw_usd, billed_usd in zip(groups, raw, billed, strict=True):
+        group.raw_usd, group.billed_usd = raw_usd, billed_usd
+    return groups
