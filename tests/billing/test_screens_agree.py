@@ -16,7 +16,6 @@ import pytest
 import time_machine
 from django.urls import reverse
 
-from billing.models import Invoice
 from billing.selectors.lines import month_bill
 from billing.services.invoices import invoice_finalize, invoice_generate
 from tests.factories import (
