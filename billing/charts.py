@@ -117,7 +117,7 @@ def stacked_bars(
     peak = max(totals, default=Decimal(0))
     ticks = axis_ticks(peak)
     ceiling = ticks[-1]
-    colours = series_colours(list(series))
+    colours = series_colours([name for name, values in series.items() if any(values)])
     parts = [
         f'<svg class="chart chart-bars" viewBox="0 0 {width} {height}" role="img" '
         f'aria-label="{escape(label)}: total {escape(value_format(sum(totals, Decimal(0))))} '

@@ -150,7 +150,10 @@ def client_detail(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         "budget": budget,
         "history": month_alert_history(client, budget),
         "spend_chart": charts.stacked_bars(data.days, data.daily_by_model),
-        "legend": charts.legend(list(data.daily_by_model)),
+        # Models with something billed: one without a rate has no bar (and is never $0).
+        "legend": charts.legend(
+            [name for name, values in data.daily_by_model.items() if any(values)]
+        ),
         "prompt_chart": charts.line_chart(data.days, data.avg_prompt_tokens),
         "previous_month": shift_month(month, -1) if month > FIRST_MONTH else None,
         "next_month": shift_month(month, 1) if month < month_start(day) else None,
