@@ -6,6 +6,7 @@ invoices in every state, and an API key for the README's curl example. Seeding t
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from io import StringIO
 
 import pytest
@@ -14,7 +15,7 @@ from django.core.management import call_command
 from django.test import Client as HttpClient
 from django.utils import timezone
 
-from agency.calendar import month_start, previous_month, today
+from agency.calendar import local_moment, month_start, previous_month, today
 from agency.models import Client
 from billing.models import Alert, Invoice, InvoiceStatus
 from billing.selectors.budgets import budget_status_for
@@ -44,7 +45,7 @@ def test_the_demo_shows_everything_on_any_day(db, settings, tmp_path, moment):
         statuses = {c.slug: budget_status_for(c, month, now=now) for c in Client.objects.all()}
         assert {s.status for s in statuses.values()} == {"green", "yellow", "red", None}
         projectable = [s for s in statuses.values() if s.projectable and s.status]
-        early = now - month_start_moment(month) < __import__("datetime").timedelta(hours=24)
+        early = now - local_moment(month) < timedelta(hours=24)
         assert bool(projectable) is not early
         # Alerts this month, and in the past months the demo loaded after the fact.
         assert Alert.objects.filter(month=month).exists()
@@ -65,9 +66,3 @@ def test_the_demo_shows_everything_on_any_day(db, settings, tmp_path, moment):
         assert response.status_code == 200
         assert response.json()["client"] == "acme"
         assert response.json()["status"] == "yellow"
-
-
-def month_start_moment(month):
-    from agency.calendar import local_moment
-
-    return local_moment(month)
