@@ -130,13 +130,13 @@ def client_detail(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     now = timezone.now()  # read once: the month shown and its budget position agree
     day = today(now)
     month = month_param(request.GET.get("month"), today=day)
-    data = dashboard.client_month(client, month=month, today=day)
+    bill = month_bill(client, month)
+    data = dashboard.client_month(client, month=month, today=day, bill=bill)
     # Raw-event top lists: from the cache, or computed here only when asked (?top=1, the
     # no-JavaScript link); otherwise the page loads them through client_top_lists.
     top = dashboard.top_lists(
         client, month=month, watermark=data.watermark, compute=request.GET.get("top") == "1"
     )
-    bill = month_bill(client, month)
     budget = budget_status_for(client, month, now=now, bill=bill)
     context = {
         "client": client,

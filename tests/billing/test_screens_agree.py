@@ -221,3 +221,22 @@ def test_a_projection_after_the_first_day(client, acme):
     with time_machine.travel(at(12, 2, 12), tick=False):
         body = _budget_api(client, acme, month="2026-12")
         assert body["projected_billed_usd"] is not None
+
+
+def test_project_and_feature_tables_add_up_to_the_bill(acme, frozen):
+    from billing.selectors import dashboard
+
+    for feature, project in (("chat", "a"), ("search", "b"), ("", "")):
+        DailyRollupFactory.create(
+            client=acme,
+            day=dt.date(2026, 11, 5),
+            model="claude-sonnet-4-5",
+            project=project,
+            feature=feature,
+            cost_usd=Decimal("0.3333"),
+        )
+    bill = month_bill(acme, NOVEMBER)
+    data = dashboard.client_month(acme, month=NOVEMBER, today=NOW.date(), bill=bill)
+    for table in (data.by_project, data.by_feature):
+        assert sum(g.billed_usd for g in table) == bill.billed_usd
+        assert sum(g.raw_usd for g in table) == bill.raw_usd
