@@ -261,8 +261,13 @@ def test_client_page_estimate_lines_sorting_badges_and_favicon(view, world):
     if size == "phone":
         no_sideways_scroll(page)
         # The chart is drawn across the screen, its labels still readable.
-        box = page.locator("svg.chart-bars").bounding_box()
+        chart = page.locator("svg.chart-bars")
+        box = chart.bounding_box()
         assert box is not None and box["width"] >= 330
+        font = chart.locator("text.axis").first.evaluate("el => el.getBoundingClientRect().height")
+        assert font >= 9  # pixels on screen: readable
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.locator("section.card", has=chart).screenshot(path=str(SHOTS / "23-chart-phone.png"))
     shot(page, "20-client-page", size)
 
 
