@@ -27,6 +27,12 @@ def _money(text: str) -> Decimal:
     return Decimal(text.replace("$", "").replace(",", "").strip())
 
 
+def _figure(pattern: str, html: str) -> Decimal:
+    match = re.search(pattern, html)
+    assert match is not None, pattern
+    return _money(match.group(1))
+
+
 @pytest.mark.parametrize("moment", ["2026-11-23T10:00:00Z", "2026-12-01T00:30:00Z"])
 def test_page_api_csv_and_invoice_agree_for_every_client_and_month(db, settings, tmp_path, moment):
     settings.MEDIA_ROOT = tmp_path
@@ -60,12 +66,8 @@ def test_page_api_csv_and_invoice_agree_for_every_client_and_month(db, settings,
                 page = http.get(
                     reverse("client_detail", args=[client.slug]) + f"?month={label}"
                 ).content.decode()
-                page_billed = _money(
-                    re.search(r'data-testid="billed-total">([^<]+)<', page).group(1)
-                )
-                lines_billed = _money(
-                    re.search(r'data-testid="lines-billed">([^<]+)<', page).group(1)
-                )
+                page_billed = _figure(r'data-testid="billed-total">([^<]+)<', page)
+                lines_billed = _figure(r'data-testid="lines-billed">([^<]+)<', page)
                 api = http.get(
                     "/api/v1/budget",
                     {"client": client.slug, "month": label},
