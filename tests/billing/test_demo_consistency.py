@@ -52,7 +52,8 @@ def test_page_api_csv_and_invoice_agree_for_every_client_and_month(db, settings,
         for month in months:
             label = f"{month:%Y-%m}"
             response = http.get(reverse("overview_csv") + f"?month={label}")
-            rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
+            streamed = b"".join(response.streaming_content)  # type: ignore[attr-defined]
+            rows = list(csv.reader(io.StringIO(streamed.decode())))
             header, body = rows[0], rows[1:]
             by_slug = {r[header.index("slug")]: r for r in body if r[0] != "Total"}
             total = next(r for r in body if r[0] == "Total")
