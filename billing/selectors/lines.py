@@ -306,6 +306,12 @@ class MonthBill:
         return sum(line.events for line in self.lines)
 
     @property
+    def events_of_priced_lines(self) -> int:
+        """Calls on lines with an amount: the total under a table that leaves out the
+        lines not priced (a client's view without pricing details)."""
+        return sum(line.events for line in self.lines if not line.not_priced)
+
+    @property
     def unpriced_events(self) -> int:
         """Calls without a rate: in no figure yet (shown as "not priced", never $0)."""
         return sum(line.unpriced_events for line in self.lines)

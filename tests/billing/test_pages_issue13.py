@@ -87,6 +87,10 @@ def test_a_clients_user_sees_no_markup_no_untagged_and_no_unpriced_gaps(client, 
         assert "claude-experimental-9" not in text
         assert "per mtok" not in text and "/ mtok" not in text
     assert "No project" in _visible(_page(client, month="2026-09"))
+    # The lines' total counts the lines shown: 1 priced call here, not the 4 unpriced.
+    lines = re.search(r'data-testid="bill-lines">.*?</table>', _page(client), re.S)
+    assert lines is not None
+    assert re.search(r"<th scope=\"row\">Total</th>\s*<td class=\"num\">1</td>", lines.group(0))
 
 
 def test_a_client_set_to_see_pricing_details_sees_the_gaps(client, acme):
