@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin
 from django.db import models
 from simple_history.admin import SimpleHistoryAdmin
@@ -31,7 +33,7 @@ class ClientAdmin(SimpleHistoryAdmin):
     inlines = [ProjectInline, MembershipInline]
     history_list_display = ["markup_pct", "monthly_budget_usd"]
     # A webhook typed without a scheme is an https one (Django 6's default, asked for now).
-    formfield_overrides = {
+    formfield_overrides: dict[type[models.Field[Any, Any]], dict[str, Any]] = {
         models.URLField: {"assume_scheme": "https"},
         **TEXTAREA_OVERRIDES,
     }
