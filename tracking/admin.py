@@ -5,8 +5,8 @@ from decimal import Decimal
 from django import forms
 from django.contrib import admin, messages
 from django.template.response import TemplateResponse
-from simple_history.admin import SimpleHistoryAdmin
 
+from agency.admin import HistoryAdmin
 from tracking.keys import ApiKeyError, api_key_create, api_key_revoke, api_key_rotate
 from tracking.models import ApiKey, ModelRate, UsageEvent
 from tracking.rates import rate_price_warnings
@@ -55,7 +55,7 @@ class ModelRateForm(forms.ModelForm):
 
 
 @admin.register(ModelRate)
-class ModelRateAdmin(SimpleHistoryAdmin):
+class ModelRateAdmin(HistoryAdmin):
     form = ModelRateForm
     list_display = [
         "model", "provider", "effective_from", "aliases", "input", "output", "cache_write_5m",
@@ -147,7 +147,7 @@ class UsageEventAdmin(admin.ModelAdmin):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(SimpleHistoryAdmin):
+class ApiKeyAdmin(HistoryAdmin):
     """Keys are created through ``api_key_create``; the full key is shown once, on the page
     that follows the add form, and is stored nowhere."""
 

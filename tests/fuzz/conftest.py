@@ -33,7 +33,9 @@ class World:
     acme: Client
     globex: Client
     keys: dict[str, str]  # "acme" (client-bound), "globex" (client-bound), "agency"
-    users: dict[str, Any] = field(default_factory=dict)  # "staff", "acme", "globex", "none"
+    users: dict[str, Any] = field(
+        default_factory=dict
+    )  # "staff", "admin", "acme", "globex", "none"
     invoices: dict[str, list[int]] = field(default_factory=dict)  # "<slug>-issued/-draft"
 
 
@@ -41,10 +43,11 @@ def _world(clock: Any, *, invoices: bool) -> World:
     clock.move_to(at(9, 20), tick=False)
     acme = ClientFactory.create(slug="acme", name="Acme", monthly_budget_usd=Decimal("900"))
     globex = ClientFactory.create(slug="globex", name="Globex", monthly_budget_usd=Decimal("5"))
-    priced_event(acme, at=at(9, 10))
+    for client in (acme, globex):
+        priced_event(client, at=at(9, 10))
     if invoices:
         # Acme's September is issued, its October stays a draft (staff only); Globex's
-        # October is issued.
+        # October is issued, its September a draft.
         clock.move_to(at(10, 1, 2), tick=False)
         invoices_generate_month(month=SEP)
         invoice_finalize(invoice_id=Invoice.objects.get(client=acme, month=SEP).pk)
@@ -66,6 +69,7 @@ def _world(clock: Any, *, invoices: bool) -> World:
     }
     users = {
         "staff": StaffFactory.create(username="fuzz-staff"),
+        "admin": StaffFactory.create(username="fuzz-admin", is_superuser=True),
         "acme": ClientMembershipFactory.create(client=acme).user,
         "globex": ClientMembershipFactory.create(client=globex).user,
         "none": UserFactory.create(username="fuzz-nobody"),

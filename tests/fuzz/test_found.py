@@ -57,3 +57,23 @@ def test_lone_surrogate_anywhere_in_an_event_rejects_that_event_alone(
         UsageEvent.objects.filter(client=fuzz_world.acme).values_list("event_id", flat=True)
     ) >= {"ok"}
     assert not UsageEvent.objects.filter(event_id="bad").exists()
+
+
+@pytest.mark.parametrize("model", ["agency/client", "tracking/modelrate", "tracking/apikey"])
+@pytest.mark.parametrize("object_id", ["abc", "1.5", "%00"])
+def test_admin_history_of_an_id_that_is_not_a_number_is_404(
+    client, fuzz_world: World, model, object_id
+):
+    # django-simple-history's history page filtered by the raw id: ValueError, a 500.
+    client.force_login(fuzz_world.users["admin"])
+    response = client.get(f"/admin/{model}/{object_id}/history/")
+
+    assert response.status_code == 404
+
+
+def test_admin_history_of_a_real_object_still_shows(client, fuzz_world: World):
+    client.force_login(fuzz_world.users["admin"])
+    response = client.get(f"/admin/agency/client/{fuzz_world.acme.pk}/history/")
+
+    assert response.status_code == 200
+    assert b"Acme" in response.content
