@@ -279,7 +279,7 @@ def check_batch(http: Any, world: World, key_name: str, events: list[Any], kinds
 
 
 @pytest.mark.parametrize("key_name", ["acme", "agency"])
-@fuzz_settings(60)
+@fuzz_settings(120)
 @given(batch=batches(agency=False), agency_batch=batches(agency=True))
 def test_ingest_stores_exactly_the_accepted_events(
     client, fuzz_world, key_name, batch, agency_batch
@@ -326,7 +326,7 @@ authorizations = st.sampled_from(
 )  # fmt: skip
 
 
-@fuzz_settings(80)
+@fuzz_settings(150)
 @given(
     body=whole_bodies,
     content_type=content_types,
@@ -364,7 +364,7 @@ budget_values = st.one_of(
 )
 
 
-@fuzz_settings(100)
+@fuzz_settings(200)
 @given(
     query=queries(["client", "month"], budget_values),
     key_name=st.sampled_from(["acme", "globex", "agency", "none"]),
