@@ -1,0 +1,41 @@
+"""Tests that kill the mutants of tracking/rates.py the first mutation run left (bin/mutate;
+README, "Mutation testing"): the words of a sanity refusal."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from tracking.rates import PriceWarning, RateSanityError, model_rates_load
+
+pytestmark = pytest.mark.django_db
+
+HEADER = "provider,model,effective_from,input,output\n"
+
+
+def test_a_warning_without_a_line_names_only_its_column():
+    # Admin's form has no line: its warning starts at the column.
+    warning = PriceWarning(
+        "input", Decimal("300"), Decimal("100"), "the reference price", Decimal("3.000")
+    )
+
+    assert str(warning) == "input: 300 differs 100× from the reference price (3)"
+
+
+def test_a_refusal_keeps_and_lists_every_warning():
+    model_rates_load(text=HEADER + "anthropic,claude-x,2026-01-01,3,15\n")
+    with pytest.raises(RateSanityError) as refused:
+        model_rates_load(text=HEADER + "anthropic,claude-x,2026-06-01,300,1500\n")
+
+    first = (
+        "line 2, column input: 300 differs 100× from anthropic claude-x's row from 2026-01-01 (3)"
+    )
+    second = (
+        "line 2, column output: 1500 differs 100× from anthropic claude-x's row from "
+        "2026-01-01 (15)"
+    )
+    assert [str(w) for w in refused.value.warnings] == [first, second]
+    assert str(refused.value) == (
+        f"{first}; if it is right, load with --force; {second}; if it is right, load with --force"
+    )
