@@ -3,11 +3,12 @@ README, "Mutation testing"): the words of a sanity refusal."""
 
 from __future__ import annotations
 
+from datetime import date
 from decimal import Decimal
 
 import pytest
 
-from tracking.rates import PriceWarning, RateSanityError, model_rates_load
+from tracking.rates import PriceWarning, RateBook, RateSanityError, model_rates_load
 
 pytestmark = pytest.mark.django_db
 
@@ -39,3 +40,23 @@ def test_a_refusal_keeps_and_lists_every_warning():
     assert str(refused.value) == (
         f"{first}; if it is right, load with --force; {second}; if it is right, load with --force"
     )
+
+
+def test_a_row_is_compared_with_the_latest_earlier_row_of_its_model():
+    # 3 → 30 → 300: each 10× its predecessor (allowed), 100× the first (refused if it were
+    # compared with that one).
+    result = model_rates_load(
+        text=HEADER
+        + "anthropic,claude-x,2026-01-01,3,15\n"
+        + "anthropic,claude-x,2026-03-01,30,15\n"
+        + "anthropic,claude-x,2026-06-01,300,15\n"
+    )
+
+    assert (result.created, result.forced) == (3, ())
+
+
+def test_an_exact_model_id_resolves_as_the_model(rates):
+    resolution = RateBook.load().resolve("anthropic", "claude-sonnet-4-5", date(2026, 11, 2))
+
+    assert resolution is not None
+    assert (resolution.rate.model, resolution.matched_by) == ("claude-sonnet-4-5", "model")
