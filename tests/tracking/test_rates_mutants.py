@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import pytest
 
+from tracking.models import ModelRate
 from tracking.rates import PriceWarning, RateBook, RateSanityError, model_rates_load
 
 pytestmark = pytest.mark.django_db
@@ -60,3 +61,10 @@ def test_an_exact_model_id_resolves_as_the_model(rates):
 
     assert resolution is not None
     assert (resolution.rate.model, resolution.matched_by) == ("claude-sonnet-4-5", "model")
+
+
+def test_a_price_with_as_many_decimal_places_as_its_column_loads_exactly():
+    # Prices are stored with 9 decimal places: 9 fit, 10 are refused (test_rates.py).
+    model_rates_load(text=HEADER + "anthropic,claude-x,2026-01-01,3.123456789,15\n")
+
+    assert ModelRate.objects.get(model="claude-x").input_usd_per_mtok == Decimal("3.123456789")
