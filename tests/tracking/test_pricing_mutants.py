@@ -4,11 +4,12 @@ refusal naming its field and saying why."""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import pytest
 
-from tracking.pricing import UsageError, normalize_usage
+from tracking.pricing import CostBreakdown, UsageError, normalize_usage
 
 
 @pytest.mark.parametrize(
@@ -106,3 +107,26 @@ def test_gemini_usage_reads_every_bucket():
         normalized.reasoning_tokens,
         normalized.context_tokens,
     ) == (7, 100, 42, 12, 100)
+
+
+def test_a_cost_breakdown_as_text_per_component_and_total():
+    breakdown = CostBreakdown(
+        input=Decimal("0.003"),
+        output=Decimal("0.015"),
+        cache_write_5m=Decimal("0.00375"),
+        cache_write_1h=Decimal("0.006"),
+        cache_read=Decimal("0.0003"),
+        web_search=Decimal("0.01"),
+        discount=Decimal("-0.001"),
+    )
+
+    assert breakdown.as_dict() == {
+        "input": "0.003",
+        "output": "0.015",
+        "cache_write_5m": "0.00375",
+        "cache_write_1h": "0.006",
+        "cache_read": "0.0003",
+        "web_search": "0.01",
+        "discount": "-0.001",
+        "total": "0.03705",
+    }
