@@ -25,6 +25,12 @@ pytestmark = pytest.mark.django_db
 NOV = date(2026, 11, 1)
 
 
+@pytest.fixture(autouse=True)
+def _clock(time_machine):
+    """Clients are created (and their first history recorded) well before November."""
+    time_machine.move_to(datetime(2026, 9, 1, tzinfo=UTC), tick=False)
+
+
 def _alert(client, n: int, created_at: datetime) -> Alert:
     return Alert.objects.create(
         client=client,
