@@ -9,6 +9,7 @@ from django.db import models
 from django.http import Http404, HttpRequest, HttpResponse
 from simple_history.admin import SimpleHistoryAdmin
 
+from agency.admin_display import TEXTAREA_OVERRIDES, pct, usd
 from agency.models import AgencyProfile, Client, ClientMembership, Project
 
 
@@ -42,14 +43,17 @@ class MembershipInline(admin.TabularInline):
 
 @admin.register(Client)
 class ClientAdmin(HistoryAdmin):
-    list_display = ["name", "slug", "markup_pct", "monthly_budget_usd", "billing_email", "active"]
+    list_display = ["name", "slug", "markup", "monthly_budget", "billing_email", "active"]
     list_filter = ["active"]
     search_fields = ["name", "slug", "billing_email"]
     prepopulated_fields = {"slug": ["name"]}
     inlines = [ProjectInline, MembershipInline]
     history_list_display = ["markup_pct", "monthly_budget_usd"]
     # A webhook typed without a scheme is an https one (Django 6's default, asked for now).
-    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
+    formfield_overrides: dict[type[models.Field[Any, Any]], dict[str, Any]] = {
+        models.URLField: {"assume_scheme": "https"},
+        **TEXTAREA_OVERRIDES,
+    }
     fieldsets = [
         (None, {"fields": ["name", "slug", "active", "currency"]}),
         ("Money", {"fields": ["markup_pct", "monthly_budget_usd"]}),
@@ -62,18 +66,30 @@ class ClientAdmin(HistoryAdmin):
             {
                 "fields": [
                     "invoice_split_by_project",
+                    "show_pricing_details",
                     "invoice_show_markup",
                     "tax_rate_pct",
                     "tax_label",
+                    "invoice_note",
                 ]
             },
         ),
         ("Alerts", {"fields": ["alert_thresholds", "alert_billing_contact", "slack_webhook_url"]}),
     ]
 
+    markup = pct("markup_pct", "markup")
+    monthly_budget = usd("monthly_budget_usd", "monthly budget")
+
     def get_readonly_fields(self, request, obj=None):
         # USD only for now: invoices and rates are in USD.
         return ["currency"]
+
+    def save_model(self, request, obj, form, change):
+        # django-simple-history records every save(); saving the form as it came (say,
+        # to edit only a project inline) would add a history row that changes nothing.
+        if change and not form.has_changed():
+            return
+        super().save_model(request, obj, form, change)
 
 
 @admin.register(Project)
@@ -93,6 +109,7 @@ class ClientMembershipAdmin(admin.ModelAdmin):
 @admin.register(AgencyProfile)
 class AgencyProfileAdmin(admin.ModelAdmin):
     list_display = ["name", "email", "payment_terms_days"]
+    formfield_overrides = TEXTAREA_OVERRIDES
 
     def has_add_permission(self, request):
         return not AgencyProfile.objects.exists()

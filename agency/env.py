@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+from dotenv import load_dotenv
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -60,3 +63,19 @@ def env_int_list(name: str, default: str = "") -> list[int]:
         raise EnvError(
             f"{name} must be comma-separated integers, got {os.environ[name]!r}"
         ) from None
+
+
+def load_env_file(default: Path) -> Path | None:
+    """Read development defaults from a local env file (``bin/start`` writes ``.env``).
+
+    Variables already in the environment win, so production, CI and a one-off
+    ``DJANGO_DEBUG=0 manage.py …`` are unaffected. ``CLIENTMETER_ENV_FILE`` names another
+    file; set it empty to read none. Called by ``manage.py`` only: the WSGI app, Celery and
+    the test settings never read the file. Returns the file read, if any.
+    """
+    raw = os.environ.get("CLIENTMETER_ENV_FILE")
+    path = default if raw is None else (Path(raw) if raw.strip() else None)
+    if path is None or not path.is_file():
+        return None
+    load_dotenv(path, override=False)
+    return path

@@ -62,7 +62,7 @@ class Client(models.Model):
     billing_email = models.EmailField(blank=True)
     billing_name = models.CharField(max_length=200, blank=True)
     billing_address = models.TextField(blank=True)
-    billing_tax_id = models.CharField("tax id", max_length=64, blank=True)
+    billing_tax_id = models.CharField("tax ID", max_length=64, blank=True)
     currency = models.CharField(max_length=3, choices=Currency, default=Currency.USD)
     active = models.BooleanField(default=True)
 
@@ -72,7 +72,10 @@ class Client(models.Model):
     )
     invoice_show_markup = models.BooleanField(
         default=False,
-        help_text="Show the raw provider cost and the markup on invoices (most agencies don't).",
+        help_text=(
+            "Show the raw provider cost and the markup on invoices (most agencies don't)."
+            " Takes effect only with show pricing details on."
+        ),
     )
     tax_rate_pct = models.DecimalField(
         "tax rate %",
@@ -82,6 +85,13 @@ class Client(models.Model):
         validators=[MinValueValidator(Decimal("0"))],
     )
     tax_label = models.CharField(max_length=40, default="Tax", blank=True)
+    invoice_note = models.TextField(
+        blank=True,
+        help_text=(
+            "Printed on every invoice and in its CSV, e.g. a reverse-charge statement:"
+            ' "Reverse charge: VAT to be accounted for by the recipient."'
+        ),
+    )
 
     # The client portal.
     show_pricing_details = models.BooleanField(
@@ -104,7 +114,9 @@ class Client(models.Model):
         default=False, help_text="Also email budget alerts to the billing email."
     )
     slack_webhook_url = models.URLField(
-        blank=True, help_text="Slack-compatible incoming webhook for this client's alerts."
+        "Slack webhook URL",
+        blank=True,
+        help_text="Slack-compatible incoming webhook for this client's alerts.",
     )
 
     created_at = models.DateTimeField(auto_now_add=True)
@@ -171,7 +183,7 @@ class AgencyProfile(models.Model):
 
     name = models.CharField(max_length=200, default="Your Agency")
     address = models.TextField(blank=True)
-    tax_id = models.CharField(max_length=64, blank=True)
+    tax_id = models.CharField("tax ID", max_length=64, blank=True)
     email = models.EmailField(blank=True)
     logo = models.FileField(upload_to="agency/", blank=True)
     payment_terms_days = models.PositiveIntegerField(default=30)

@@ -45,6 +45,24 @@ def split_cents(parts: Sequence[Decimal]) -> list[Decimal]:
     return result
 
 
+def format_usd_exact(amount: Decimal | None) -> str:
+    """Display form of a full-precision cost, unrounded: ``$0.0075``, ``$1,234.50``: every
+    significant digit, no trailing zeros beyond the cents, thousands separated."""
+    if amount is None:
+        return "—"
+    sign = "-" if amount < 0 else ""
+    digits = abs(amount).normalize()
+    places = max(2, -int(digits.as_tuple().exponent))
+    return f"{sign}${digits:,.{places}f}"
+
+
+def format_pct(value: Decimal | None) -> str:
+    """A percentage as people write it: ``25 %``, ``12.5 %`` (never ``25.00``)."""
+    if value is None:
+        return "—"
+    return f"{value.normalize():f} %"
+
+
 def apply_markup(raw_usd: Decimal, markup_pct: Decimal) -> Decimal:
     """Billed amount for a raw cost under a markup percentage, unrounded."""
     return raw_usd * (ONE_HUNDRED + markup_pct) / ONE_HUNDRED

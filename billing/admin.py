@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 from django.contrib import admin, messages
@@ -10,6 +11,9 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
+from agency.admin_display import MonthFilter, day, month, nowrap, pct, usd
+from agency.calendar import today
+from agency.money import format_usd
 from billing.models import (
     Alert,
     AlertDelivery,
@@ -36,10 +40,14 @@ from tracking.buckets import Reach, token_columns
 @admin.register(BudgetSnapshot)
 class BudgetSnapshotAdmin(admin.ModelAdmin):
     list_display = [
-        "client", "month", "budget_usd", "billed_usd", "percent_used", "status",
-        "projected_billed_usd", "projected_status", "unpriced_events", "computed_at",
+        "client", "month_name", "budget", "billed", "percent_used", "status",
+        "projected_billed", "projected_status", "unpriced_events", "computed_at",
     ]  # fmt: skip
-    list_filter = ["status", "projected_status", "month"]
+    list_filter = ["status", "projected_status", MonthFilter]
+    month_name = month()
+    budget = usd("budget_usd", "budget")
+    billed = usd("billed_usd", "billed")
+    projected_billed = usd("projected_billed_usd", "projected billed")
     search_fields = ["client__name", "client__slug"]
     list_select_related = ["client"]
 
@@ -65,16 +73,20 @@ class AlertDeliveryInline(admin.TabularInline):
 class AlertAdmin(admin.ModelAdmin):
     """Alert history: filter by client to see one client's."""
 
-    list_display = ["created_at", "client", "kind", "threshold", "month", "subject"]
-    list_filter = ["kind", "month", "client"]
+    list_display = ["created_at", "client", "kind", "threshold", "month_name", "subject"]
+    list_filter = ["kind", MonthFilter, "client"]
     search_fields = ["client__name", "client__slug", "subject"]
     list_select_related = ["client"]
     date_hierarchy = "created_at"
     inlines = [AlertDeliveryInline]
-    readonly_fields = [
-        "client", "month", "kind", "threshold", "key", "budget_usd", "billed_usd",
-        "projected_billed_usd", "subject", "message", "created_at",
-    ]  # fmt: skip
+    fields = readonly_fields = (
+        "client", "month_name", "kind", "threshold", "key", "budget", "billed",
+        "projected_billed", "subject", "message", "created_at",
+    )  # fmt: skip
+    month_name = month()
+    budget = usd("budget_usd", "budget")
+    billed = usd("billed_usd", "billed")
+    projected_billed = usd("projected_billed_usd", "projected billed")
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -109,8 +121,8 @@ class AlertDeliveryAdmin(admin.ModelAdmin):
 
 
 _LINE_FIELDS = (
-    "position", "kind", "usage_month", "description", "events", *token_columns(Reach.INVOICE),
-    "raw_cost_usd", "markup_pct", "billed_usd", "amount_usd",
+    "position", "kind", "usage_month_name", "description", "events",
+    *token_columns(Reach.INVOICE), "raw_cost", "markup", "billed", "amount",
 )  # fmt: skip
 
 
@@ -122,6 +134,11 @@ class InvoiceLineInline(admin.TabularInline):
     can_delete = False
     fields = _LINE_FIELDS
     readonly_fields = _LINE_FIELDS
+    usage_month_name = month("usage_month", "usage month")
+    raw_cost = usd("raw_cost_usd", "raw cost", exact=True)
+    markup = pct("markup_pct", "markup")
+    billed = usd("billed_usd", "billed", exact=True)
+    amount = usd("amount_usd", "amount")
 
     def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
@@ -136,23 +153,23 @@ class InvoiceAdmin(admin.ModelAdmin):
     moves only through the actions (each one a service call)."""
 
     list_display = [
-        "__str__", "client", "month", "status", "subtotal_usd", "tax_usd", "total_usd",
-        "issue_date", "due_date", "pdf_link",
+        "number_or_draft", "client", "month_name", "status", "subtotal", "tax", "total",
+        "issued", "due", "pdf_link",
     ]  # fmt: skip
-    list_filter = ["status", "month", "client"]
+    list_filter = ["status", MonthFilter, "client"]
     search_fields = ["number", "client__name", "client__slug"]
     list_select_related = ["client"]
-    date_hierarchy = "month"
     inlines = [InvoiceLineInline]
     actions = ["regenerate", "finalize", "send", "mark_paid", "void"]
     fieldsets = [
-        (None, {"fields": ["client", "month", "kind", "status", "number", "replaces"]}),
+        (None, {"fields": ["client", "month_name", "kind", "status", "number", "replaces"]}),
         ("Dates", {"fields": ["issue_date", "due_date", "generated_at", "finalized_at",
-                              "sent_at", "paid_at", "voided_at"]}),
-        ("Money", {"fields": ["raw_cost_usd", "markup_pct", "subtotal_usd", "tax_rate_pct",
-                              "tax_usd", "total_usd", "unpriced_events"]}),
+                              "sent_at", "paid_on", "paid_at", "voided_at"]}),
+        ("Money", {"fields": ["raw_cost", "markup", "subtotal", "tax_rate", "tax", "total",
+                              "unpriced_events"]}),
         ("Client details", {"fields": ["client_name", "billing_name", "billing_email",
-                                       "billing_address", "billing_tax_id", "show_markup",
+                                       "billing_address", "billing_tax_id", "invoice_note",
+                                       "show_pricing_details", "show_markup",
                                        "split_by_project"]}),
         ("Agency details", {"fields": ["agency_name", "agency_address", "agency_tax_id",
                                        "agency_email", "payment_terms_days",
@@ -160,8 +177,23 @@ class InvoiceAdmin(admin.ModelAdmin):
         ("Document", {"fields": ["pdf_file", "pdf_sha256", "void_reason"]}),
     ]  # fmt: skip
 
+    month_name = month()
+    issued = day("issue_date", "issue date")
+    due = day("due_date", "due date")
+    raw_cost = usd("raw_cost_usd", "raw cost", exact=True)
+    markup = pct("markup_pct", "markup")
+    tax_rate = pct("tax_rate_pct", "tax rate")
+    subtotal = usd("subtotal_usd", "subtotal")
+    tax = usd("tax_usd", "tax")
+    total = usd("total_usd", "total")
+
     def get_readonly_fields(self, request: HttpRequest, obj: object = None) -> list[str]:
         return [str(f) for _, options in self.fieldsets for f in options["fields"]]
+
+    @admin.display(description="invoice", ordering="number")
+    def number_or_draft(self, obj: Invoice) -> str:
+        # Numbers never wrap: INV-2026-00001 broken at its hyphens reads as three values.
+        return nowrap(obj.number or "Draft")
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -203,18 +235,58 @@ class InvoiceAdmin(admin.ModelAdmin):
             lambda inv: invoice_generate(client_id=inv.client_id, month=inv.month),
         )  # fmt: skip
 
-    @admin.action(description="Finalize the selected drafts (assigns numbers; irreversible)")
-    def finalize(self, request: HttpRequest, queryset: QuerySet[Invoice]) -> None:
-        self._each(request, queryset, "finalized", lambda inv: invoice_finalize(invoice_id=inv.pk))
+    @admin.action(description="Finalize the selected drafts…")
+    def finalize(
+        self, request: HttpRequest, queryset: QuerySet[Invoice]
+    ) -> TemplateResponse | None:
+        # Irreversible (a number is used, the invoice frozen): a page to confirm first.
+        if "confirm" in request.POST:
+            self._each(
+                request, queryset, "finalized", lambda inv: invoice_finalize(invoice_id=inv.pk)
+            )
+            return None
+        return self._confirm(request, queryset, "finalize", "Finalize invoices")
 
     @admin.action(description="Email the selected invoices to the client's billing address")
     def send(self, request: HttpRequest, queryset: QuerySet[Invoice]) -> None:
         self._each(request, queryset, "sent", lambda inv: invoice_send(invoice_id=inv.pk))
 
-    @admin.action(description="Mark the selected invoices paid")
-    def mark_paid(self, request: HttpRequest, queryset: QuerySet[Invoice]) -> None:
-        self._each(
-            request, queryset, "marked paid", lambda inv: invoice_mark_paid(invoice_id=inv.pk)
+    @admin.action(description="Mark the selected invoices paid…")
+    def mark_paid(
+        self, request: HttpRequest, queryset: QuerySet[Invoice]
+    ) -> TemplateResponse | None:
+        # Asks the day the payment was received: it is printed ("Paid on …").
+        if "confirm" in request.POST:
+            try:
+                paid_on = date.fromisoformat(request.POST.get("paid_on", ""))
+            except ValueError:
+                self.message_user(request, "Give the day the payment was received.", messages.ERROR)
+                return None
+            self._each(
+                request, queryset, "marked paid",
+                lambda inv: invoice_mark_paid(invoice_id=inv.pk, paid_on=paid_on),
+            )  # fmt: skip
+            return None
+        return self._confirm(request, queryset, "mark_paid", "Mark invoices paid")
+
+    def _confirm(
+        self, request: HttpRequest, queryset: QuerySet[Invoice], action: str, title: str
+    ) -> TemplateResponse:
+        invoices = queryset.select_related("client").order_by("month", "client__name")
+        return TemplateResponse(
+            request,
+            f"admin/billing/invoice/{action}_confirm.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": title,
+                "rows": [
+                    (inv, f"{inv.month:%B %Y}", format_usd(inv.total_usd)) for inv in invoices
+                ],
+                "today": today(),
+                "action": action,
+                "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+                "opts": self.model._meta,
+            },
         )
 
     @admin.action(description="Void the selected invoices…")
@@ -226,14 +298,4 @@ class InvoiceAdmin(admin.ModelAdmin):
                 lambda inv: invoice_void(invoice_id=inv.pk, reason=reason),
             )  # fmt: skip
             return None
-        return TemplateResponse(
-            request,
-            "admin/billing/invoice/void_confirm.html",
-            {
-                **self.admin_site.each_context(request),
-                "title": "Void invoices",
-                "invoices": queryset,
-                "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
-                "opts": self.model._meta,
-            },
-        )
+        return self._confirm(request, queryset, "void", "Void invoices")

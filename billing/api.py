@@ -20,7 +20,7 @@ from agency.models import Client
 from agency.money import round_money
 from billing.selectors.budgets import BudgetPosition, budget_status_for
 from tracking.keys import api_error, api_key_required, rate_limit_hit
-from tracking.schema import MONTH_RULE, Budget, BudgetQuery
+from tracking.schema import MONTH_RULE, Budget, BudgetQuery, NotPriced
 
 _SLUG = re.compile(r"^[-a-zA-Z0-9_]{1,64}$")
 
@@ -43,9 +43,15 @@ def budget_payload(client: Client, position: BudgetPosition) -> Budget:
         billed_usd=str(round_money(position.billed_usd)),
         percent_used=_percent(position.percent_used),
         status=position.status,  # type: ignore[arg-type]  # a BudgetStatus value
-        projected_billed_usd=str(round_money(position.projected_billed_usd)),
-        projected_status=position.projected_status,  # type: ignore[arg-type]
+        projected_billed_usd=(
+            str(round_money(position.projected_billed_usd)) if position.projectable else None
+        ),
+        projected_status=(
+            position.projected_status if position.projectable else None  # type: ignore[arg-type]
+        ),
         unpriced_events=position.unpriced_events,
+        billed_basis=position.billed_basis,  # type: ignore[arg-type]  # "invoice" | "estimate"
+        not_priced=NotPriced(calls=position.unpriced_events) if position.unpriced_events else None,
     )
 
 

@@ -10,9 +10,10 @@ so the figures can be read without seeing the colours.
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from datetime import date
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
@@ -36,6 +37,43 @@ OTHER_COLOUR = "#9aa3ae"
 
 def series_colour(index: int) -> str:
     return PALETTE[index % len(PALETTE)]
+
+
+def series_colours(names: Sequence[str]) -> dict[str, str]:
+    """A colour per series name that stays the same across months and pages: each name
+    has a home slot in the palette (from a hash of the name, not of its position); when
+    two names of one chart share a slot, the later (in name order) takes the next free
+    one. Beyond the palette's size, colours repeat."""
+    colours: dict[str, str] = {}
+    taken: set[int] = set()
+    for name in sorted(names):
+        slot = int(hashlib.sha256(name.encode()).hexdigest()[:8], 16) % len(PALETTE)
+        if len(taken) < len(PALETTE):
+            while slot in taken:
+                slot = (slot + 1) % len(PALETTE)
+        taken.add(slot)
+        colours[name] = PALETTE[slot]
+    return colours
+
+
+def nice_step(value: Decimal, *, min_step: Decimal | None = None) -> Decimal:
+    """The smallest 1/2/5 × 10^n at or above ``value``: a round distance between ticks."""
+    if value <= 0:
+        return min_step or Decimal("1")
+    exponent = value.adjusted()
+    for step in (Decimal("1"), Decimal("2"), Decimal("5"), Decimal("10")):
+        candidate = step.scaleb(exponent)
+        if candidate >= value:
+            return max(candidate, min_step) if min_step else candidate
+    return Decimal("10").scaleb(exponent)  # pragma: no cover - the loop always returns
+
+
+def axis_ticks(peak: Decimal, *, most: int = 5, min_step: Decimal | None = None) -> list[Decimal]:
+    """Round tick values from 0 to the first at or above ``peak``: at most ``most``
+    steps of a 1/2/5 × 10^n size (so $0.50 steps, never $0.625)."""
+    step = nice_step(peak / most, min_step=min_step)
+    count = max(1, int((peak / step).to_integral_value(rounding=ROUND_CEILING)))
+    return [step * i for i in range(count + 1)]
 
 
 def _num(value: Decimal | int | float) -> float:
@@ -77,19 +115,20 @@ def stacked_bars(
     plot_h = height - top - bottom
     totals = [sum((values[i] for values in series.values()), Decimal(0)) for i in range(len(days))]
     peak = max(totals, default=Decimal(0))
-    ceiling = nice_ceiling(peak)
+    ticks = axis_ticks(peak)
+    ceiling = ticks[-1]
+    colours = series_colours([name for name, values in series.items() if any(values)])
     parts = [
         f'<svg class="chart chart-bars" viewBox="0 0 {width} {height}" role="img" '
         f'aria-label="{escape(label)}: total {escape(value_format(sum(totals, Decimal(0))))} '
         f'over {len(days)} days" preserveAspectRatio="xMinYMin meet">'
     ]
-    for step in range(5):
-        fraction = Decimal(step) / 4
-        y = top + plot_h - _num(fraction) * plot_h
+    for tick in ticks:
+        y = top + plot_h - _num(tick / ceiling) * plot_h
         parts.append(
             f'<line class="grid" x1="{left}" x2="{width - right}" y1="{_fmt(y)}" y2="{_fmt(y)}"/>'
             f'<text class="axis" x="{left - 6}" y="{_fmt(y + 4)}" text-anchor="end">'
-            f"{escape(value_format(ceiling * fraction))}</text>"
+            f"{escape(value_format(tick))}</text>"
         )
     if days:
         slot = plot_w / len(days)
@@ -98,7 +137,7 @@ def stacked_bars(
         for i, day in enumerate(days):
             x = left + i * slot + (slot - bar_w) / 2
             base = float(top + plot_h)
-            for index, (name, values) in enumerate(series.items()):
+            for name, values in series.items():
                 value = values[i]
                 if value <= 0:
                     continue
@@ -106,7 +145,7 @@ def stacked_bars(
                 base -= h
                 parts.append(
                     f'<rect x="{_fmt(x)}" y="{_fmt(base)}" width="{_fmt(bar_w)}" '
-                    f'height="{_fmt(h)}" fill="{series_colour(index)}">'
+                    f'height="{_fmt(h)}" fill="{colours[name]}">'
                     f"<title>{day:%b %-d} · {escape(name)}: {escape(value_format(value))}"
                     f"</title></rect>"
                 )
@@ -120,8 +159,9 @@ def stacked_bars(
 
 
 def legend(names: Sequence[str]) -> list[tuple[str, str]]:
-    """(name, colour) pairs in the colours ``stacked_bars`` gives the same series order."""
-    return [(name, series_colour(index)) for index, name in enumerate(names)]
+    """(name, colour) pairs in the colours ``stacked_bars`` gives the same series."""
+    colours = series_colours(names)
+    return [(name, colours[name]) for name in names]
 
 
 @functools.cache
@@ -177,18 +217,19 @@ def line_chart(
     plot_w = width - left - right
     plot_h = height - top - bottom
     present = [v for v in values if v is not None]
-    ceiling = nice_ceiling(max(present, default=Decimal(0)))
+    # Whole tokens: a step below 1 would print as repeated labels ("1, 0, 0").
+    ticks = axis_ticks(max(present, default=Decimal(0)), most=2, min_step=Decimal("1"))
+    ceiling = ticks[-1]
     parts = [
         f'<svg class="chart chart-line" viewBox="0 0 {width} {height}" role="img" '
         f'aria-label="{escape(label)}" preserveAspectRatio="xMinYMin meet">'
     ]
-    for step in range(3):
-        fraction = Decimal(step) / 2
-        y = top + plot_h - _num(fraction) * plot_h
+    for tick in ticks:
+        y = top + plot_h - _num(tick / ceiling) * plot_h
         parts.append(
             f'<line class="grid" x1="{left}" x2="{width - right}" y1="{_fmt(y)}" y2="{_fmt(y)}"/>'
             f'<text class="axis" x="{left - 6}" y="{_fmt(y + 4)}" text-anchor="end">'
-            f"{escape(value_format(ceiling * fraction))}</text>"
+            f"{escape(value_format(tick))}</text>"
         )
     if days:
         slot = plot_w / len(days)

@@ -16,8 +16,8 @@ from typing import Any
 from django.db.models import QuerySet
 
 from agency.calendar import local_day
-from agency.money import apply_markup
-from billing.models import DailyRollup, Invoice
+from agency.money import ZERO, apply_markup
+from billing.models import DailyRollup, Invoice, InvoiceStatus
 from tracking.buckets import Reach, token_columns
 from tracking.models import UsageEvent
 
@@ -49,16 +49,27 @@ def exact(value: Decimal | None) -> str:
 
 
 def invoice_lines_rows(invoice: Invoice) -> Iterator[list[Any]]:
-    """Header then one row per line. Raw cost and markup only when the invoice shows them."""
-    show = invoice.show_markup
-    quantities = token_columns(Reach.INVOICE)
+    """Header, one row per line, then the rows below the lines as the PDF prints them:
+    subtotal, tax (whenever the invoice has a tax rate, even if it comes to $0.00), total,
+    and once paid the payment and the amount due; last the client's note, if any.
+
+    The same document for everyone who may read it (it is the client's invoice): token
+    counts and the unrounded billed figure only with pricing details on, raw cost and
+    markup only when the invoice shows markup too; otherwise amounts per line only.
+    """
+    details = invoice.show_pricing_details
+    show = invoice.show_markup and details
+    quantities = token_columns(Reach.INVOICE) if details else ()
     header = [
         "invoice", "line", "kind", "usage_month", "description", "provider", "model",
         "project", "calls", *quantities,
     ]  # fmt: skip
     if show:
         header += ["raw_cost_usd", "markup_pct"]
-    yield [*header, "billed_usd", "amount_usd"]
+    if details:
+        header += ["billed_usd"]
+    header += ["amount_usd"]
+    yield header
     number = invoice.number or f"draft-{invoice.pk}"
     for line in invoice.lines.order_by("position"):
         row = [
@@ -68,16 +79,25 @@ def invoice_lines_rows(invoice: Invoice) -> Iterator[list[Any]]:
         ]  # fmt: skip
         if show:
             row += [exact(line.raw_cost_usd), money(line.markup_pct)]
-        yield [*row, exact(line.billed_usd), money(line.amount_usd)]
-    width = len(header) + 2
+        if details:
+            row += [exact(line.billed_usd)]
+        yield [*row, money(line.amount_usd)]
+    width = len(header)
 
-    def summary(kind: str, amount: Decimal, note: str = "") -> list[Any]:
+    def summary(kind: str, amount: Decimal | None, note: str = "") -> list[Any]:
         return [number, "", kind, "", note, *[""] * (width - 6), money(amount)]
 
     yield summary("subtotal", invoice.subtotal_usd)
-    if invoice.tax_usd:
-        yield summary("tax", invoice.tax_usd, f"{invoice.tax_label} {invoice.tax_rate_pct:f}%")
+    if invoice.tax_rate_pct > 0:
+        rate = f"{invoice.tax_rate_pct.normalize():f}"
+        yield summary("tax", invoice.tax_usd, f"{invoice.tax_label} ({rate} %)")
     yield summary("total", invoice.total_usd)
+    if invoice.status == InvoiceStatus.PAID:
+        paid_on = invoice.paid_day
+        yield summary("paid", -invoice.total_usd, f"Paid on {paid_on:%Y-%m-%d}" if paid_on else "")
+        yield summary("amount_due", ZERO)
+    if invoice.invoice_note:
+        yield summary("note", None, invoice.invoice_note)
 
 
 def _markups(client_id: int, days: tuple[date, date]) -> dict[date, Decimal]:
@@ -94,15 +114,21 @@ EVENT_COLUMNS = (
 
 
 def event_rows(
-    events: QuerySet[UsageEvent], *, client_id: int, days: tuple[date, date], show_cost: bool
+    events: QuerySet[UsageEvent],
+    *,
+    client_id: int,
+    days: tuple[date, date],
+    show_cost: bool,
+    show_billed: bool = True,
 ) -> Iterator[list[Any]]:
     """Header then one row per event, streamed. ``billed_usd`` is the event's raw cost
-    under its day's markup, unrounded; ``cost_usd`` (raw) only when ``show_cost``."""
+    under its day's markup, unrounded, only when ``show_billed`` (one call's tokens and
+    price give away its unit prices); ``cost_usd`` (raw) only when ``show_cost``."""
     markups = _markups(client_id, days)
     header = [c.replace("project__name", "project") for c in EVENT_COLUMNS[:-1]]
     if show_cost:
         header += ["cost_usd", "markup_pct"]
-    yield [*header, "billed_usd"]
+    yield [*header, *(["billed_usd"] if show_billed else [])]
     for values in events.values_list(*EVENT_COLUMNS).iterator(chunk_size=CHUNK_SIZE):
         row = list(values)
         cost = row.pop()
@@ -113,4 +139,4 @@ def event_rows(
         billed = apply_markup(cost, markup) if cost is not None and markup is not None else None
         if show_cost:
             row += [exact(cost), money(markup)]
-        yield [*row, exact(billed)]
+        yield [*row, exact(billed)] if show_billed else row

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 from django.core.files.storage import Storage, storages
 from django.db import models
 
+from agency.calendar import local_day
 from agency.db import CostField
 from agency.models import Client
 from tracking.models import InvoiceBuckets, RollupBuckets, TrailingFields
@@ -99,16 +102,18 @@ class BudgetSnapshot(models.Model):
 
     client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="budget_snapshots")
     month = models.DateField(help_text="First day of the month, agency time zone.")
-    budget_usd = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
-    cost_usd = CostField(default=0)
-    billed_usd = CostField(default=0)
+    budget_usd = models.DecimalField(
+        "budget (USD)", max_digits=14, decimal_places=2, null=True, blank=True
+    )
+    cost_usd = CostField("cost (USD)", default=0)
+    billed_usd = CostField("billed (USD)", default=0)
     events = models.BigIntegerField(default=0)
     unpriced_events = models.BigIntegerField(
         default=0, help_text="Events with no rate yet: spend not counted (unknown spend)."
     )
     percent_used = models.DecimalField(max_digits=12, decimal_places=4, null=True, blank=True)
     status = models.CharField(max_length=8, choices=BudgetStatus, blank=True)
-    projected_billed_usd = CostField(default=0)
+    projected_billed_usd = CostField("projected billed (USD)", default=0)
     projected_percent = models.DecimalField(max_digits=12, decimal_places=4, null=True, blank=True)
     projected_status = models.CharField(max_length=8, choices=BudgetStatus, blank=True)
     computed_at = models.DateTimeField()
@@ -142,9 +147,11 @@ class Alert(models.Model):
     key = models.CharField(
         max_length=32, blank=True, help_text="Anomalies: the local day (one per client per day)."
     )
-    budget_usd = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
-    billed_usd = CostField(default=0)
-    projected_billed_usd = CostField(default=0)
+    budget_usd = models.DecimalField(
+        "budget (USD)", max_digits=14, decimal_places=2, null=True, blank=True
+    )
+    billed_usd = CostField("billed (USD)", default=0)
+    projected_billed_usd = CostField("projected billed (USD)", default=0)
     subject = models.CharField(max_length=200)
     message = models.TextField()
     created_at = models.DateTimeField()
@@ -255,7 +262,8 @@ class InvoiceNumberCounter(models.Model):
 # Fields frozen once an invoice leaves draft; Invoice.save() refuses to change them.
 INVOICE_FROZEN_FIELDS = (
     "client_id", "kind", "month", "number", "year", "seq", "issue_date", "due_date",
-    "markup_pct", "tax_rate_pct", "tax_label", "show_markup", "split_by_project",
+    "markup_pct", "tax_rate_pct", "tax_label", "show_markup", "show_pricing_details",
+    "invoice_note", "split_by_project",
     "raw_cost_usd", "subtotal_usd", "tax_usd", "total_usd",
     "client_name", "billing_name", "billing_email", "billing_address", "billing_tax_id",
     "agency_name", "agency_address", "agency_tax_id", "agency_email", "agency_logo",
@@ -290,39 +298,51 @@ class Invoice(models.Model):
     due_date = models.DateField(null=True, blank=True)
 
     # Snapshot of the client's settings and details (refreshed while a draft).
-    markup_pct = models.DecimalField(max_digits=7, decimal_places=2, default=0)
-    tax_rate_pct = models.DecimalField(max_digits=6, decimal_places=3, default=0)
+    markup_pct = models.DecimalField("markup %", max_digits=7, decimal_places=2, default=0)
+    tax_rate_pct = models.DecimalField("tax rate %", max_digits=6, decimal_places=3, default=0)
     tax_label = models.CharField(max_length=40, blank=True)
-    show_markup = models.BooleanField(default=False)
+    show_markup = models.BooleanField(
+        default=False, help_text="Cost and markup columns: the client's choice, with details on."
+    )
+    show_pricing_details = models.BooleanField(
+        default=False,
+        help_text="Tokens, unit prices and unpriced calls printed; off: amounts per line only.",
+    )
+    invoice_note = models.TextField(blank=True, help_text="The client's note, e.g. reverse charge.")
     split_by_project = models.BooleanField(default=False)
     client_name = models.CharField(max_length=200, blank=True)
     billing_name = models.CharField(max_length=200, blank=True)
     billing_email = models.EmailField(blank=True)
     billing_address = models.TextField(blank=True)
-    billing_tax_id = models.CharField(max_length=64, blank=True)
+    billing_tax_id = models.CharField("billing tax ID", max_length=64, blank=True)
     # Snapshot of the agency's details, taken at finalization.
     agency_name = models.CharField(max_length=200, blank=True)
     agency_address = models.TextField(blank=True)
-    agency_tax_id = models.CharField(max_length=64, blank=True)
+    agency_tax_id = models.CharField("agency tax ID", max_length=64, blank=True)
     agency_email = models.EmailField(blank=True)
     agency_logo = models.CharField(max_length=255, blank=True, help_text="Storage name.")
     payment_terms_days = models.PositiveIntegerField(default=30)
     payment_instructions = models.TextField(blank=True)
 
-    raw_cost_usd = CostField(default=0, help_text="Sum of the lines' raw cost, unrounded.")
+    raw_cost_usd = CostField(
+        "raw cost (USD)", default=0, help_text="Sum of the lines' raw cost, unrounded."
+    )
     subtotal_usd = _money("subtotal (USD)", default=0)
     tax_usd = _money("tax (USD)", default=0)
     total_usd = _money("total (USD)", default=0)
     unpriced_events = models.BigIntegerField(default=0)
 
-    pdf = models.FileField(upload_to="invoices/", blank=True, storage=invoice_storage)
-    pdf_sha256 = models.CharField(max_length=64, blank=True)
+    pdf = models.FileField("PDF", upload_to="invoices/", blank=True, storage=invoice_storage)
+    pdf_sha256 = models.CharField("PDF SHA-256", max_length=64, blank=True)
     void_reason = models.TextField(blank=True)
 
     generated_at = models.DateTimeField(null=True, blank=True)
     finalized_at = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     paid_at = models.DateTimeField(null=True, blank=True)
+    paid_on = models.DateField(
+        null=True, blank=True, help_text="The day the payment was received, as printed."
+    )
     voided_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -366,6 +386,14 @@ class Invoice(models.Model):
     def is_draft(self) -> bool:
         return self.status == InvoiceStatus.DRAFT
 
+    @property
+    def paid_day(self) -> date | None:
+        """The day printed as "Paid on": ``paid_on``, or for invoices paid before it
+        existed, the agency-local day they were marked paid. None unless paid."""
+        if self.status != InvoiceStatus.PAID:
+            return None
+        return self.paid_on or (local_day(self.paid_at) if self.paid_at else None)
+
 
 class InvoiceLine(UsageCounts, InvoiceBuckets):
     """One model (and project, if the client splits by project) of one month's usage.
@@ -383,11 +411,16 @@ class InvoiceLine(UsageCounts, InvoiceBuckets):
     project = models.CharField(max_length=200, blank=True)
     description = models.CharField(max_length=300)
     # events, unpriced_events: UsageCounts; token and cost columns: InvoiceBuckets.
-    raw_cost_usd = CostField(default=0)
+    raw_cost_usd = CostField("raw cost (USD)", default=0)
     markup_pct = models.DecimalField(
-        max_digits=7, decimal_places=2, null=True, blank=True, help_text="Empty: it varied."
+        "markup %",
+        max_digits=7,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        help_text="Empty: it varied.",
     )
-    billed_usd = CostField(default=0, help_text="Raw cost with markup, unrounded.")
+    billed_usd = CostField("billed (USD)", default=0, help_text="Raw cost with markup, unrounded.")
     amount_usd = _money("amount (USD)")
 
     class Meta:

@@ -17,7 +17,7 @@ from django.core.files.storage import default_storage
 from django.template.loader import render_to_string
 
 from agency.calendar import month_bounds, today
-from agency.money import ZERO, format_usd, round_money
+from agency.money import ZERO, format_usd, round_money, split_cents
 from billing.models import Invoice, InvoiceLine, InvoiceLineKind, InvoiceStatus
 from tracking.buckets import Reach, buckets
 
@@ -38,6 +38,8 @@ class Detail:
     label: str
     quantity: str
     unit_price: str
+    cost: str = ""
+    amount: str = ""
 
 
 @dataclass
@@ -68,31 +70,52 @@ def _unit_price(cost: Decimal, quantity: int, per: Decimal, factor: Decimal) -> 
     return f"${price:,.{max(decimals, 2)}f}"
 
 
-def _printed(line: InvoiceLine, *, show_markup: bool) -> PrintedLine:
+def _details(line: InvoiceLine, *, show_markup: bool) -> list[Detail]:
+    """One sub-row per kind of tokens (then the batch discount), each with its amount.
+
+    A sub-row's amount is its share of the line's amount, in proportion to its cost, and
+    the shares are rounded with split_cents so they add up to the line's amount to the
+    cent (a late-usage adjustment's amount is not simply its billed figure rounded). With
+    the markup shown the sub-rows' costs likewise add up to the line's rounded cost.
+    """
     # Without the markup shown, unit prices are billed prices (raw × the line's markup).
     factor = Decimal(1)
     if not show_markup and line.raw_cost_usd:
         factor = line.billed_usd / line.raw_cost_usd
-    details = []
+    rows: list[tuple[str, str, str, Decimal]] = []
     for kind in _KINDS:
         quantity = getattr(line, str(kind.token_column))
-        if quantity:
-            cost = getattr(line, str(kind.cost_column))
+        cost = getattr(line, str(kind.cost_column))
+        if quantity or cost:
             price = _unit_price(cost, quantity, kind.unit.per, factor)
             unit_price = f"{price} / {kind.unit.label}" if price else ""
-            details.append(Detail(kind.label, f"{quantity:,}", unit_price))
+            rows.append((kind.label, f"{quantity:,}", unit_price, cost))
     for included in _INCLUDED:
-        amount = getattr(line, str(included.cost_column))
-        if amount:
-            details.append(Detail(f"{included.label} (included)", "", format_usd(amount * factor)))
+        cost = getattr(line, str(included.cost_column))
+        if cost:
+            rows.append((included.label, "", "", cost))
+    costs = [row[3] for row in rows]
+    if line.raw_cost_usd:
+        amounts = split_cents([c * line.amount_usd / line.raw_cost_usd for c in costs])
+    else:
+        amounts = [ZERO for _ in costs]
+    raw = split_cents(costs)
+    details = [
+        Detail(label, quantity, unit_price, format_usd(cost), format_usd(amount))
+        for (label, quantity, unit_price, _), cost, amount in zip(rows, raw, amounts, strict=True)
+    ]
     if line.unpriced_events:
         details.append(Detail(f"{line.unpriced_events:,} calls not yet priced", "", ""))
+    return details
+
+
+def _printed(line: InvoiceLine, *, show_markup: bool, show_details: bool) -> PrintedLine:
     markup = "varied" if line.markup_pct is None else f"{line.markup_pct.normalize():f} %"
     return PrintedLine(
         description=line.description,
         events=line.events,
         events_text=f"{line.events:,} call{'' if line.events == 1 else 's'}",
-        details=details,
+        details=_details(line, show_markup=show_markup) if show_details else [],
         raw_cost=format_usd(round_money(line.raw_cost_usd)),
         markup=markup,
         amount=format_usd(line.amount_usd),
@@ -111,7 +134,13 @@ def invoice_sections(invoice: Invoice) -> list[Section]:
             key = line.usage_month
             title = f"Usage from {line.usage_month:%B %Y} received after invoicing"
         section = sections.setdefault(key, Section(title, key != "usage"))
-        section.lines.append(_printed(line, show_markup=invoice.show_markup))
+        section.lines.append(
+            _printed(
+                line,
+                show_markup=invoice.show_markup,
+                show_details=invoice.show_pricing_details,
+            )
+        )
     return list(sections.values())
 
 
@@ -123,6 +152,8 @@ def _logo_url(name: str) -> str:
 
 def invoice_pdf_html(invoice: Invoice) -> str:
     issue_date = invoice.issue_date or today()
+    details = invoice.show_pricing_details
+    markup = invoice.show_markup and details
     context = {
         "invoice": invoice,
         "sections": invoice_sections(invoice),
@@ -138,6 +169,15 @@ def invoice_pdf_html(invoice: Invoice) -> str:
         "watermark": _watermark(invoice),
         "logo_url": _logo_url(invoice.agency_logo),
         "currency": invoice.client.currency if invoice.client_id else "USD",
+        # With pricing details off the document shows amounts per line only: no tokens,
+        # unit prices, markup or unpriced calls (Client.show_pricing_details).
+        "details": details,
+        "markup": markup,
+        "columns": 6 if markup else 4 if details else 3,
+        "paid_on": invoice.paid_day,
+        "amount_due": format_usd(
+            ZERO if invoice.status == InvoiceStatus.PAID else invoice.total_usd
+        ),
     }
     return render_to_string("billing/invoice_pdf.html", context)
 
@@ -145,6 +185,8 @@ def invoice_pdf_html(invoice: Invoice) -> str:
 def _watermark(invoice: Invoice) -> str:
     if invoice.status == InvoiceStatus.VOID:
         return "VOID"
+    if invoice.status == InvoiceStatus.PAID:
+        return "PAID"
     if invoice.status == InvoiceStatus.DRAFT:
         return "DRAFT"
     return ""

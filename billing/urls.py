@@ -6,6 +6,8 @@ from billing.views import dashboard, invoices
 
 urlpatterns = [
     path("overview/", dashboard.overview, name="overview"),
+    path("overview.csv", dashboard.overview_csv, name="overview_csv"),
+    path("alerts/", dashboard.alerts_page, name="alerts"),
     path("clients/<slug:slug>/", dashboard.client_detail, name="client_detail"),
     path("clients/<slug:slug>/top/", dashboard.client_top_lists, name="client_top_lists"),
     path("clients/<slug:slug>/invoices/<int:pk>.pdf", invoices.invoice_pdf, name="invoice_pdf"),

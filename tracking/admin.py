@@ -1,12 +1,19 @@
 from __future__ import annotations
 
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
+from django.db.models import Min, OuterRef, QuerySet, Subquery
+from django.http import HttpRequest, HttpResponseRedirect
 from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
 
 from agency.admin import HistoryAdmin
+from agency.admin_display import TEXTAREA_OVERRIDES
 from tracking.keys import ApiKeyError, api_key_create, api_key_revoke, api_key_rotate
 from tracking.models import ApiKey, ModelRate, UsageEvent
 from tracking.rates import rate_price_warnings
@@ -57,9 +64,11 @@ class ModelRateForm(forms.ModelForm):
 @admin.register(ModelRate)
 class ModelRateAdmin(HistoryAdmin):
     form = ModelRateForm
+    # Notes keep their line breaks as typed: no phantom edits in the rate's history.
+    formfield_overrides = TEXTAREA_OVERRIDES
     list_display = [
-        "model", "provider", "effective_from", "aliases", "input", "output", "cache_write_5m",
-        "cache_write_1h", "cache_read", "long_context_threshold",
+        "model", "provider", "effective_from", "in_force", "aliases", "input", "output",
+        "cache_write_5m", "cache_write_1h", "cache_read", "long_context_threshold",
     ]  # fmt: skip
     list_filter = ["provider"]
     # Searching a dated id such as claude-sonnet-4-5-20250929 finds the row that has it
@@ -93,6 +102,48 @@ class ModelRateAdmin(HistoryAdmin):
         (None, {"fields": ["notes", "confirm_prices"]}),
     ]  # fmt: skip
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ModelRate]:
+        # The day the next row of the same model takes over: this row's last day + 1.
+        later = ModelRate.objects.filter(
+            provider=OuterRef("provider"),
+            model=OuterRef("model"),
+            effective_from__gt=OuterRef("effective_from"),
+        ).order_by("effective_from")
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(superseded_from=Subquery(later.values("effective_from")[:1]))
+        )
+
+    @admin.display(description="in force")
+    def in_force(self, rate: ModelRate) -> str:
+        """Current, superseded (a later row of the model has taken over) or future; in
+        UTC days, as effective_from is."""
+        today = datetime.now(UTC).date()
+        superseded_from: date | None = getattr(rate, "superseded_from", None)
+        if rate.effective_from > today:
+            return format_html(
+                '<span style="color: #6b7280">from {}</span>', _day(rate.effective_from)
+            )
+        if superseded_from is not None and superseded_from <= today:
+            return format_html(
+                '<span style="color: #9a5b00; white-space: nowrap">superseded {}</span>',
+                _day(superseded_from),
+            )
+        return format_html('<strong style="color: {}">current</strong>', "#146c3a")
+
+    def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, object]:
+        """``?provider=…&model=…`` (the unpriced-usage warning links here) fills in the
+        model, and the day its first unpriced call happened, so the new row prices them."""
+        initial = super().get_changeform_initial_data(request)
+        if initial.get("model") and "effective_from" not in initial:
+            first = UsageEvent.objects.filter(
+                provider=initial.get("provider", ""), model=initial["model"], cost_usd__isnull=True
+            ).aggregate(first=Min("occurred_at"))["first"]
+            if first is not None:
+                initial["effective_from"] = first.astimezone(UTC).date()
+        return initial
+
     @admin.display(description="input $/MTok", ordering="input_usd_per_mtok")
     def input(self, rate: ModelRate) -> str:
         return _per_mtok(rate.input_usd_per_mtok)
@@ -112,6 +163,10 @@ class ModelRateAdmin(HistoryAdmin):
     @admin.display(description="cache read", ordering="cache_read_usd_per_mtok")
     def cache_read(self, rate: ModelRate) -> str:
         return _per_mtok(rate.cache_read_usd_per_mtok)
+
+
+def _day(day: date) -> str:
+    return f"{day.day} {day:%b %Y}"
 
 
 def _per_mtok(price: Decimal | None) -> str:
@@ -144,6 +199,10 @@ class UsageEventAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+
+# Session entry holding keys just created, until the page that shows them once.
+_CREATED_SESSION_KEY = "tracking_apikeys_created"
 
 
 @admin.register(ApiKey)
@@ -184,9 +243,27 @@ class ApiKeyAdmin(HistoryAdmin):
         obj.raw_key = raw_key
 
     def response_add(self, request, obj, post_url_continue=None):
-        return self._show_once(request, [(obj, obj.raw_key)], "API key created")
+        return self._show_once(request, [(obj, obj.raw_key)])
 
-    def _show_once(self, request, created, title):
+    def get_urls(self):
+        created = self.admin_site.admin_view(self.created_view)
+        return [
+            path("created/", created, name="tracking_apikey_created"),
+            *super().get_urls(),
+        ]
+
+    def _show_once(self, request, created):
+        # POST/redirect/GET: the new keys wait in the session for the one page that shows
+        # them, so reloading that page never posts the form again (no second key) and
+        # never shows the key again either.
+        request.session[_CREATED_SESSION_KEY] = [(key.pk, raw) for key, raw in created]
+        return HttpResponseRedirect(reverse("admin:tracking_apikey_created"))
+
+    def created_view(self, request):
+        pending = request.session.pop(_CREATED_SESSION_KEY, [])
+        keys = ApiKey.objects.select_related("client").in_bulk([pk for pk, _ in pending])
+        created = [(keys[pk], raw) for pk, raw in pending if pk in keys]
+        title = "API key created" if len(created) == 1 else "API keys created"
         return TemplateResponse(
             request,
             "admin/tracking/apikey/key_created.html",
@@ -194,7 +271,8 @@ class ApiKeyAdmin(HistoryAdmin):
                 **self.admin_site.each_context(request),
                 "opts": self.opts,
                 "created": created,
-                "title": title,
+                "title": title if created else "API key already shown",
+                "site_url": settings.SITE_URL,
             },
         )
 
@@ -215,4 +293,4 @@ class ApiKeyAdmin(HistoryAdmin):
                 self.message_user(request, str(exc), messages.WARNING)
         if not created:
             return None
-        return self._show_once(request, created, "API keys rotated")
+        return self._show_once(request, created)

@@ -52,8 +52,11 @@ def _bucket_mixin(name: str, reach: Reach, *, per_event: bool) -> Any:
             )
     for bucket in buckets(reach):
         if bucket.cost_column is not None:
+            label = f"{bucket.label.lower()} (USD)"
             fields[bucket.cost_column] = (
-                CostField(null=True, blank=True) if per_event else CostField(default=0)
+                CostField(label, null=True, blank=True)
+                if per_event
+                else CostField(label, default=0)
             )
     meta = type("Meta", (), {"abstract": True})
     return type(name, (TrailingFields,), {"__module__": __name__, "Meta": meta, **fields})
@@ -143,6 +146,7 @@ class ModelRate(models.Model):
         "web search (USD per 1,000)", max_digits=12, decimal_places=6, null=True, blank=True
     )
     us_inference_multiplier = models.DecimalField(
+        "US inference multiplier",
         max_digits=6,
         decimal_places=3,
         null=True,
@@ -191,7 +195,9 @@ class UsageEvent(EventBuckets):
     project = models.ForeignKey(
         Project, on_delete=models.PROTECT, null=True, blank=True, related_name="usage_events"
     )
-    event_id = models.CharField(max_length=128, help_text="Client-supplied idempotency key.")
+    event_id = models.CharField(
+        "event ID", max_length=128, help_text="Client-supplied idempotency key."
+    )
     fingerprint = models.CharField(
         max_length=64,
         help_text="SHA-256 of the billing-relevant content, to tell a replay "
@@ -200,9 +206,9 @@ class UsageEvent(EventBuckets):
     feature = models.CharField(max_length=200, blank=True)
     end_user = models.CharField(max_length=200, blank=True)
     team = models.CharField(max_length=200, blank=True)
-    deploy_sha = models.CharField(max_length=200, blank=True)
+    deploy_sha = models.CharField("deploy SHA", max_length=200, blank=True)
     prompt_hash = models.CharField(max_length=200, blank=True)
-    request_id = models.CharField(max_length=200, blank=True)
+    request_id = models.CharField("request ID", max_length=200, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
 
     provider = models.CharField(max_length=20, choices=Provider)
@@ -232,7 +238,9 @@ class UsageEvent(EventBuckets):
     needs_review = models.BooleanField(
         default=False, help_text="Usage carries parts whose pricing is not verified."
     )
-    cost_usd = CostField(null=True, blank=True, help_text="Raw provider cost; NULL if unpriced.")
+    cost_usd = CostField(
+        "cost (USD)", null=True, blank=True, help_text="Raw provider cost; NULL if unpriced."
+    )
     priced_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

@@ -252,6 +252,12 @@ class BudgetQuery(msgspec.Struct):
     ) = None
 
 
+class NotPriced(msgspec.Struct):
+    """Calls whose model has no rate yet: counted, never priced at $0."""
+
+    calls: Annotated[int, Meta(ge=1)]
+
+
 class Budget(msgspec.Struct):
     """A client's budget position for a month; money as exact decimal text, rounded."""
 
@@ -262,7 +268,15 @@ class Budget(msgspec.Struct):
     billed_usd: Money
     percent_used: Money | None
     status: BudgetStatus | None
-    projected_billed_usd: Money
+    projected_billed_usd: Annotated[
+        Money | None,
+        Meta(
+            description=(
+                "Month-end billed at the burn rate; null in the first 24 hours of a month "
+                "(too early to project)."
+            )
+        ),
+    ]
     projected_status: BudgetStatus | None
     unpriced_events: Annotated[
         int,
@@ -270,3 +284,16 @@ class Budget(msgspec.Struct):
             ge=0, description="Events with no rate yet: actual spend is higher than these figures."
         ),
     ]
+    billed_basis: Annotated[
+        Literal["invoice", "estimate"],
+        Meta(
+            description=(
+                "invoice: billed_usd is the issued invoice's; estimate: what the invoice "
+                "would say today (each line rounded to the cent, then summed)."
+            )
+        ),
+    ] = "estimate"
+    not_priced: Annotated[
+        NotPriced | None,
+        Meta(description="Calls to models without a rate (not in any figure); null if none."),
+    ] = None

@@ -4,7 +4,12 @@ Status bands on the billed amount (raw cost plus markup) against the monthly bud
 green below 80%, yellow from 80% to below 100%, red at 100% or more. No budget, no status
 (None, never green). The burn-rate projection is month-to-date billed ÷ elapsed hours of
 the month (the hour in progress counts as elapsed) × hours in the month, with its own
-status by the same bands.
+status by the same bands, once the month has ``PROJECTION_MIN_HOURS`` of data (the
+rule the projected alerts follow): before that it is "too early to project".
+
+The billed figure is the month's bill (``billing.selectors.lines``): the issued invoice's
+lines, or the estimate by the invoice's own per-line rounding, so the status, the
+percentage and every screen use the amount the client is (or will be) invoiced.
 """
 
 from __future__ import annotations
@@ -19,13 +24,18 @@ from django.utils import timezone
 from agency.calendar import month_range, month_start
 from agency.models import Client
 from agency.money import COST_PLACES, ONE_HUNDRED
-from billing.models import Alert, BudgetStatus
-from billing.selectors.rollups import MonthTotals, month_totals
+from billing.models import Alert, AlertKind, BudgetStatus
+from billing.selectors.lines import ESTIMATE, MonthBill, month_bill
+from billing.selectors.rollups import MonthTotals
 
 ZERO = Decimal("0")
 YELLOW_FROM_PCT = Decimal("80")
 HOUR = timedelta(hours=1)
 PERCENT_PLACES = Decimal("0.0001")
+# Projections from the first hours of a month are noise (one busy hour × 744): neither
+# projected alerts nor the screens project before a day of data. The status is still
+# shown from the first hour.
+PROJECTION_MIN_HOURS = 24
 
 
 @dataclass(frozen=True)
@@ -46,6 +56,12 @@ class BudgetPosition:
     projected_status: str | None
     elapsed_hours: int
     month_hours: int
+    billed_basis: str = ESTIMATE  # "invoice" once the month's invoice is issued
+
+    @property
+    def projectable(self) -> bool:
+        """Enough of the month has passed for a burn rate to mean something."""
+        return self.elapsed_hours >= min(PROJECTION_MIN_HOURS, self.month_hours)
 
     @property
     def unknown_spend(self) -> bool:
@@ -119,7 +135,13 @@ def budget_of(client: Client, month: date, now: datetime) -> Decimal | None:
 
 
 def budget_position(
-    *, client: Client, month: date, totals: MonthTotals, now: datetime, budget: Decimal | None
+    *,
+    client: Client,
+    month: date,
+    totals: MonthTotals,
+    now: datetime,
+    budget: Decimal | None,
+    billed_basis: str = ESTIMATE,
 ) -> BudgetPosition:
     """Compute a position from a month's totals (no queries)."""
     elapsed, total = month_hours(month, now)
@@ -139,25 +161,38 @@ def budget_position(
         projected_status=budget_band(projected, budget),
         elapsed_hours=elapsed,
         month_hours=total,
+        billed_basis=billed_basis,
+    )
+
+
+def bill_totals(bill: MonthBill) -> MonthTotals:
+    """A month's bill as the totals a budget position is computed from."""
+    return MonthTotals(
+        client_id=bill.client_id,
+        cost_usd=bill.raw_usd,
+        billed_usd=bill.billed_usd,
+        events=bill.events,
+        unpriced_events=bill.unpriced_events,
     )
 
 
 def budget_status_for(
-    client: Client, month: date, *, now: datetime | None = None
+    client: Client, month: date, *, now: datetime | None = None, bill: MonthBill | None = None
 ) -> BudgetPosition:
-    """A client's budget position for the month containing ``month``, live from the
-    rollups (one small query), so an edited budget shows at once."""
+    """A client's budget position for the month containing ``month`` on its bill (the
+    issued invoice, or the estimate live from the rollups), so an edited budget shows at
+    once."""
     moment = now or timezone.now()
     month = month_start(month)
-    totals = month_totals(month=month, client_ids=[client.pk]).get(
-        client.pk, MonthTotals(client_id=client.pk)
-    )
+    if bill is None or bill.month != month:
+        bill = month_bill(client, month)
     return budget_position(
         client=client,
         month=month,
-        totals=totals,
+        totals=bill_totals(bill),
         now=moment,
         budget=budget_of(client, month, moment),
+        billed_basis=bill.basis,
     )
 
 
@@ -165,6 +200,44 @@ def alerts_for(client: Client, limit: int = 20) -> QuerySet[Alert]:
     """The client's most recent alerts, newest first, with their deliveries."""
     return (
         Alert.objects.filter(client=client)
+        .prefetch_related("deliveries")
+        .order_by("-created_at", "-pk")[:limit]
+    )
+
+
+@dataclass(frozen=True)
+class AlertHistory:
+    """A month's alerts as recorded, and the thresholds its billed amount crossed with no
+    alert on record (usage loaded or priced after the month, say): a month at 878% of its
+    budget never reads "No alerts"."""
+
+    alerts: list[Alert]
+    unrecorded: list[int]  # thresholds (percent) reached without a recorded alert
+
+
+def month_alert_history(client: Client, position: BudgetPosition) -> AlertHistory:
+    alerts = list(
+        Alert.objects.filter(client=client, month=position.month)
+        .prefetch_related("deliveries")
+        .order_by("-created_at", "-pk")
+    )
+    budget = position.budget_usd
+    recorded = {a.threshold for a in alerts if a.kind == AlertKind.ACTUAL}
+    unrecorded = []
+    if budget is not None and position.billed_usd > 0:
+        unrecorded = [
+            t
+            for t in client.threshold_list()
+            if t not in recorded and position.billed_usd >= budget * t / ONE_HUNDRED
+        ]
+    return AlertHistory(alerts=alerts, unrecorded=unrecorded)
+
+
+def alerts_all(clients: QuerySet[Client], limit: int = 200) -> QuerySet[Alert]:
+    """Every alert of these clients, newest first, with client and deliveries (staff)."""
+    return (
+        Alert.objects.filter(client__in=clients)
+        .select_related("client")
         .prefetch_related("deliveries")
         .order_by("-created_at", "-pk")[:limit]
     )

@@ -36,14 +36,11 @@ from billing.models import (
     DeliveryStatus,
     HourlyRollup,
 )
-from billing.selectors.budgets import BudgetPosition
+from billing.selectors.budgets import PROJECTION_MIN_HOURS, BudgetPosition
 from billing.signals import alert_deliveries_created
 
 logger = logging.getLogger(__name__)
 
-# Projections from the first hours of a month are noise (one busy hour × 744): projected
-# alerts wait for a day of data. The status is still shown from the first hour.
-PROJECTION_MIN_HOURS = 24
 # The anomaly baseline: trailing 14 days of hourly spend; it needs a week of history and
 # an hour worth noticing, or a client's first dollar would be "infinite sigma".
 BASELINE_DAYS = 14

@@ -1,24 +1,15 @@
 """Writes about invoices: generate drafts from the rollups, finalize, send, pay, void.
 
-Figures come from ``DailyRollup`` only (never from scanning raw events). One rule computes
-every line, for the invoiced month and for late usage of earlier months alike:
-
-    line amount = round_money(current rollup billed for the key)
-                  − amounts other live invoices already billed for that key
-
-where a key is (usage month, provider, model[, project]). For the invoiced month nothing
-else has billed it, so a line is simply its rounded billed amount. For an earlier, already
-invoiced month the result is the late usage, as an adjustment line priced at that month's
-rates and markup (the rollup rows carry both). Across all invoices the amounts billed for a
-key always add up to the rounded billed amount of the key's events: nothing is billed
-twice and nothing is lost, to the cent.
+Figures come from ``DailyRollup`` only (never from scanning raw events). The lines are
+computed by ``billing.selectors.lines.invoice_lines_compute`` (the rule is described
+there), the same code that gives the dashboards their estimates, so a page and the
+invoice it turns into agree to the cent.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -28,12 +19,10 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.mail import EmailMessage
 from django.db import transaction
-from django.db.models import Min, Q, Sum
-from django.db.models.functions import TruncMonth
+from django.db.models import Q
 from django.utils import timezone
 
 from agency.calendar import local_day, month_start, next_month, previous_month
-from agency.db import ExactSum
 from agency.models import AgencyProfile, Client
 from agency.money import ONE_HUNDRED, ZERO, round_money
 from billing.models import (
@@ -41,224 +30,25 @@ from billing.models import (
     Invoice,
     InvoiceKind,
     InvoiceLine,
-    InvoiceLineKind,
     InvoiceNumberCounter,
     InvoiceStatus,
 )
 from billing.pdf import invoice_pdf_render
+from billing.selectors.lines import (
+    ISSUED_STATUSES,
+    invoice_lines_compute,
+)
 from billing.services.rollups import rollups_rebuild_dirty
-from tracking.buckets import Reach, cost_columns, token_columns
-from tracking.models import ClosedPeriod, ModelRate
+from tracking.models import ClosedPeriod
 
 logger = logging.getLogger(__name__)
-
-# What a line bills per bucket; its raw cost (the rollups' cost_usd) is raw_cost_usd.
-TOKEN_FIELDS = token_columns(Reach.INVOICE)
-COST_FIELDS = cost_columns(Reach.INVOICE)
-# Invoices that bill something: everything but void ones.
-LIVE_STATUSES = (
-    InvoiceStatus.DRAFT, InvoiceStatus.FINALIZED, InvoiceStatus.SENT, InvoiceStatus.PAID,
-)  # fmt: skip
-ISSUED_STATUSES = (InvoiceStatus.FINALIZED, InvoiceStatus.SENT, InvoiceStatus.PAID)
 
 
 class InvoiceError(Exception):
     """An invoice operation that is not allowed in the invoice's current state."""
 
 
-Key = tuple[date, str, str, str]  # usage month, provider, model, project ('' when not split)
-
-
-@dataclass
-class Figures:
-    """Summed quantities and unrounded money of one line key."""
-
-    events: int = 0
-    unpriced_events: int = 0
-    tokens: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TOKEN_FIELDS, 0))
-    costs: dict[str, Decimal] = field(default_factory=lambda: dict.fromkeys(COST_FIELDS, ZERO))
-    raw_cost_usd: Decimal = ZERO
-    billed_usd: Decimal = ZERO
-    amount_usd: Decimal = ZERO  # already rounded amounts (billed side only)
-    markups: set[Decimal] = field(default_factory=set)
-
-
-# --- reading figures ---------------------------------------------------------------------
-
-
-def _rollup_figures(client: Client, *, start: date, end: date) -> dict[Key, Figures]:
-    """Rollup sums per key for the months in [start, end)."""
-    group = ["usage_month", "provider", "model"]
-    if client.invoice_split_by_project:
-        group.append("project")
-    rows = (
-        DailyRollup.objects.filter(client=client, day__gte=start, day__lt=end)
-        .annotate(usage_month=TruncMonth("day"))
-        .values(*group, "markup_pct")
-        .annotate(
-            n_events=Sum("events"),
-            n_unpriced=Sum("unpriced_events"),
-            **{f"t_{name}": Sum(name) for name in TOKEN_FIELDS},
-            **{f"c_{name}": ExactSum(name) for name in COST_FIELDS},
-            raw=ExactSum("cost_usd"),
-            billed=ExactSum("billed_usd"),
-        )
-    )
-    figures: dict[Key, Figures] = defaultdict(Figures)
-    for row in rows:
-        month = row["usage_month"]
-        month = month.date() if isinstance(month, datetime) else month
-        key = (month, row["provider"], row["model"], row.get("project", ""))
-        fig = figures[key]
-        fig.events += row["n_events"] or 0
-        fig.unpriced_events += row["n_unpriced"] or 0
-        for name in TOKEN_FIELDS:
-            fig.tokens[name] += row[f"t_{name}"] or 0
-        for name in COST_FIELDS:
-            fig.costs[name] += row[f"c_{name}"] or ZERO
-        fig.raw_cost_usd += row["raw"] or ZERO
-        fig.billed_usd += row["billed"] or ZERO
-        fig.markups.add(row["markup_pct"])
-    return figures
-
-
-def _billed_figures(
-    client: Client, *, start: date, end: date, exclude_invoice_id: int | None
-) -> dict[Key, Figures]:
-    """What other live invoices already bill per key, for usage months in [start, end)."""
-    group = ["usage_month", "provider", "model"]
-    if client.invoice_split_by_project:
-        group.append("project")
-    lines = InvoiceLine.objects.filter(
-        invoice__client=client,
-        invoice__status__in=LIVE_STATUSES,
-        usage_month__gte=start,
-        usage_month__lt=end,
-    )
-    if exclude_invoice_id is not None:
-        lines = lines.exclude(invoice_id=exclude_invoice_id)
-    rows = lines.values(*group).annotate(
-        n_events=Sum("events"),
-        n_unpriced=Sum("unpriced_events"),
-        **{f"t_{name}": Sum(name) for name in TOKEN_FIELDS},
-        **{f"c_{name}": ExactSum(name) for name in COST_FIELDS},
-        raw=ExactSum("raw_cost_usd"),
-        billed=ExactSum("billed_usd"),
-        amount=ExactSum("amount_usd"),
-    )
-    figures: dict[Key, Figures] = {}
-    for row in rows:
-        fig = Figures(
-            events=row["n_events"] or 0,
-            unpriced_events=row["n_unpriced"] or 0,
-            tokens={name: row[f"t_{name}"] or 0 for name in TOKEN_FIELDS},
-            costs={name: row[f"c_{name}"] or ZERO for name in COST_FIELDS},
-            raw_cost_usd=row["raw"] or ZERO,
-            billed_usd=row["billed"] or ZERO,
-            amount_usd=row["amount"] or ZERO,
-        )
-        figures[(row["usage_month"], row["provider"], row["model"], row.get("project", ""))] = fig
-    return figures
-
-
-def _adjustable_start(client: Client, month: date) -> date:
-    """First month whose late usage may be adjusted on this month's invoice: the client's
-    first issued monthly invoice (usage from before invoicing began is history, not debt)."""
-    first = (
-        Invoice.objects.filter(
-            client=client, kind=InvoiceKind.MONTHLY, status__in=ISSUED_STATUSES, month__lt=month
-        )
-        .aggregate(first=Min("month"))
-        .get("first")
-    )
-    return first or month
-
-
-def _display_names() -> dict[tuple[str, str], str]:
-    names: dict[tuple[str, str], str] = {}
-    for provider, model, display in ModelRate.objects.order_by("effective_from").values_list(
-        "provider", "model", "display_name"
-    ):
-        if display:
-            names[(provider, model)] = display
-    return names
-
-
-def _line(
-    key: Key,
-    current: Figures,
-    billed: Figures | None,
-    *,
-    invoice_month: date,
-    split: bool,
-    names: dict[tuple[str, str], str],
-) -> InvoiceLine | None:
-    """The line that bills what ``current`` holds beyond ``billed``; None if nothing."""
-    month, provider, model, project = key
-    billed = billed or Figures()
-    amount = round_money(current.billed_usd) - billed.amount_usd
-    tokens = {name: current.tokens[name] - billed.tokens[name] for name in TOKEN_FIELDS}
-    events = current.events - billed.events
-    if amount == ZERO and not any(tokens.values()) and events == 0:
-        return None
-    label = names.get((provider, model), model)
-    markup = next(iter(current.markups)) if len(current.markups) == 1 else None
-    return InvoiceLine(
-        kind=InvoiceLineKind.USAGE if month == invoice_month else InvoiceLineKind.ADJUSTMENT,
-        usage_month=month,
-        provider=provider,
-        model=model,
-        project=project,
-        description=f"{label} — {project or 'untagged'}" if split else label,
-        events=events,
-        unpriced_events=current.unpriced_events - billed.unpriced_events,
-        **tokens,
-        **{name: current.costs[name] - billed.costs[name] for name in COST_FIELDS},
-        raw_cost_usd=current.raw_cost_usd - billed.raw_cost_usd,
-        markup_pct=markup,
-        billed_usd=current.billed_usd - billed.billed_usd,
-        amount_usd=amount,
-    )
-
-
-def invoice_lines_compute(
-    *, client: Client, month: date, exclude_invoice_id: int | None = None
-) -> list[InvoiceLine]:
-    """Unsaved lines of ``client``'s invoice for ``month``: its own usage, then adjustments
-    for late usage of earlier invoiced months that have no draft (or, once voided, no
-    correction yet) of their own."""
-    start = _adjustable_start(client, month)
-    end = next_month(month)
-    current = _rollup_figures(client, start=start, end=end)
-    billed = _billed_figures(client, start=start, end=end, exclude_invoice_id=exclude_invoice_id)
-    # An earlier month with a draft of its own absorbs its late usage there. So does a
-    # month whose invoice was voided and awaits its correction: without this, the next
-    # month's invoice would bill the whole voided month as "late usage".
-    earlier = Invoice.objects.filter(client=client, kind=InvoiceKind.MONTHLY, month__lt=month)
-    drafts = set(earlier.filter(status=InvoiceStatus.DRAFT).values_list("month", flat=True))
-    voided = set(earlier.filter(status=InvoiceStatus.VOID).values_list("month", flat=True))
-    live = set(earlier.filter(status__in=LIVE_STATUSES).values_list("month", flat=True))
-    elsewhere = drafts | (voided - live)
-    names = _display_names()
-    lines = []
-    for key in sorted(set(current) | set(billed)):
-        if key[0] in elsewhere:
-            continue
-        line = _line(
-            key,
-            current.get(key, Figures()),
-            billed.get(key),
-            invoice_month=month,
-            split=client.invoice_split_by_project,
-            names=names,
-        )
-        if line is not None:
-            lines.append(line)
-    # Usage first, then adjustments by month; each by description.
-    lines.sort(key=lambda ln: (ln.kind != InvoiceLineKind.USAGE, ln.usage_month, ln.description))
-    for position, line in enumerate(lines, start=1):
-        line.position = position
-    return lines
+# --- totals ------------------------------------------------------------------------------
 
 
 def invoice_totals(lines: list[InvoiceLine], tax_rate_pct: Decimal) -> dict[str, Decimal]:
@@ -279,7 +69,10 @@ def _client_snapshot(client: Client) -> dict[str, Any]:
         "markup_pct": client.markup_pct,
         "tax_rate_pct": client.tax_rate_pct,
         "tax_label": client.tax_label or "Tax",
-        "show_markup": client.invoice_show_markup,
+        # Pricing details off: amounts per line only, so no markup either (README).
+        "show_markup": client.invoice_show_markup and client.show_pricing_details,
+        "show_pricing_details": client.show_pricing_details,
+        "invoice_note": client.invoice_note.strip(),
         "split_by_project": client.invoice_split_by_project,
         "client_name": client.name,
         "billing_name": client.billing_name or client.name,
@@ -574,13 +367,28 @@ def invoice_send(*, invoice_id: int, now: datetime | None = None) -> Invoice:
     return invoice
 
 
-def invoice_mark_paid(*, invoice_id: int, now: datetime | None = None) -> Invoice:
-    return _move(
-        invoice_id,
-        allowed=(InvoiceStatus.FINALIZED, InvoiceStatus.SENT),
-        status=InvoiceStatus.PAID,
-        paid_at=now or timezone.now(),
-    )
+@transaction.atomic
+def invoice_mark_paid(
+    *, invoice_id: int, paid_on: date | None = None, now: datetime | None = None
+) -> Invoice:
+    """Record the payment of an issued invoice: ``paid_on`` is the day it was received
+    (default: today, agency time). Its PDF is re-rendered marked PAID, with that day and
+    "Amount due $0.00"; the original file is kept, as voiding keeps it."""
+    moment = now or timezone.now()
+    if paid_on is not None and paid_on > local_day(moment):
+        raise InvoiceError(f"a payment received on {paid_on} is in the future")
+    allowed = (InvoiceStatus.FINALIZED, InvoiceStatus.SENT)
+    invoice = Invoice.objects.select_for_update().select_related("client").get(pk=invoice_id)
+    if invoice.status not in allowed:
+        raise InvoiceError(f"invoice {invoice_id} is {invoice.status}; expected one of {allowed}")
+    fields: dict[str, Any] = {
+        "status": InvoiceStatus.PAID,
+        "paid_at": moment,
+        "paid_on": paid_on or local_day(moment),
+    }
+    for name, value in fields.items():
+        setattr(invoice, name, value)
+    return _move(invoice_id, allowed=allowed, **fields, **_write_pdf(invoice, suffix="-paid"))
 
 
 @transaction.atomic

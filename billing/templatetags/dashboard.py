@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING
 
@@ -29,6 +30,7 @@ from billing import charts
 if TYPE_CHECKING:
     from billing.selectors.budgets import BudgetPosition
     from billing.selectors.dashboard import OverviewRow
+    from billing.selectors.lines import BillLine
 
 register = template.Library()
 
@@ -104,27 +106,52 @@ def per_minute(value: Decimal | None) -> str:
 NO_BUDGET = mark_safe('<span class="muted" data-status="none">No budget set</span>')
 
 
+TOO_EARLY = mark_safe(
+    '<span class="muted too-early" title="Less than a day of this month: a burn rate would be '
+    'noise">Too early to project</span>'
+)
+
+
+def projection(budget: BudgetPosition | None) -> SafeString:
+    """Projected month end and its status, or "Too early to project" in a month's first
+    day (the rule the projected alerts follow)."""
+    if budget is None:
+        return mark_safe("—")
+    if not budget.projectable:
+        return TOO_EARLY
+    status = ""
+    if budget.projected_status:
+        status = format_html(
+            ' <span class="status-text status-{}">{}</span>',
+            budget.projected_status,
+            status_label(budget.projected_status),
+        )
+    return format_html("{}{}", usd(budget.projected_billed_usd), status)
+
+
 @register.simple_tag
-def budget_meter(budget: BudgetPosition | None, compact: bool = False) -> SafeString:
+def budget_meter(
+    budget: BudgetPosition | None, compact: bool = False, details: bool = True
+) -> SafeString:
     """A client's budget used as a green/yellow/red bar that also says its status and
-    percentage in words; ``compact`` (the overview) leaves out billed and projection."""
+    percentage in words; ``compact`` (the overview) leaves out billed and projection;
+    without ``details`` (a client's own user, unless the client sees pricing details)
+    calls to models not yet priced are not mentioned."""
     if budget is None or not budget.status:
         return NO_BUDGET
     status = budget.status
-    details = ""
+    more = ""
     if not compact:
-        details = format_html(
-            '\n<div class="meter-text muted">{} billed · projected month end {} '
-            '<span class="status-text status-{}">{}</span></div>',
+        more = format_html(
+            '\n<div class="meter-text muted">{} billed{} · projected month end {}</div>',
             usd(budget.billed_usd),
-            usd(budget.projected_billed_usd),
-            budget.projected_status or "",
-            status_label(budget.projected_status),
+            " (estimate)" if budget.billed_basis == "estimate" else " (invoiced)",
+            projection(budget),
         )
     unknown = ""
-    if budget.unknown_spend:
+    if budget.unknown_spend and details:
         unknown = format_html(
-            '\n<div class="meter-text warning-text">+ {} unpriced call{}: spend is higher '
+            '\n<div class="meter-text warning-text">+ {} call{} not priced: spend is higher '
             "than shown</div>",
             tokens(budget.unpriced_events),
             pluralize(budget.unpriced_events),
@@ -145,7 +172,7 @@ def budget_meter(budget: BudgetPosition | None, compact: bool = False) -> SafeSt
         status_label(status),
         pct(budget.percent_used),
         usd(budget.budget_usd),
-        details,
+        more,
         unknown,
     )
 
@@ -156,38 +183,40 @@ def _overview_row(row: OverviewRow, url: str) -> SafeString:
         unpriced = untagged = ""
         if row.unpriced_events:
             unpriced = format_html(
-                '\n<span class="badge warning" title="Calls without a rate">{} unpriced</span>',
-                row.unpriced_events,
+                '\n<span class="badge warning" title="Calls to models without a rate: in no '
+                'figure yet">{} call{} not priced</span>',
+                tokens(row.unpriced_events),
+                pluralize(row.unpriced_events),
             )
         if row.untagged_events:
             untagged = format_html(
-                '\n<span class="badge muted" title="Calls without a project">{} untagged</span>',
+                '\n<span class="badge muted" title="Calls without a project">{} without a '
+                "project</span>",
                 tokens(row.untagged_events),
             )
         badges = format_html('\n<div class="row-badges">{}{}\n</div>', unpriced, untagged)
     budget = row.budget
-    projected_status = ""
-    if budget is not None and budget.projected_status:
-        projected_status = format_html(
-            '\n<br><span class="status-text status-{}">{}</span>',
-            budget.projected_status,
-            status_label(budget.projected_status),
-        )
+    basis = "invoiced" if row.basis == "invoice" else "estimate"
     return format_html(
-        '<tr data-client="{}">\n<th scope="row">\n<a href="{}">{}</a>{}\n</th>\n'
-        '<td class="num">{}</td>\n<td class="num">{}</td>\n<td class="num">{}</td>\n'
-        '<td class="budget-cell">{}</td>\n<td class="num">\n{}{}\n</td>\n'
+        '<tr data-client="{}" data-name="{}" data-status="{}">\n<th scope="row">\n'
+        '<a href="{}">{}</a>{}\n</th>\n'
+        '<td class="num col-billed">{}<div class="basis muted small">{}</div></td>\n'
+        '<td class="budget-cell">{}</td>\n'
+        '<td class="num col-raw">{}</td>\n<td class="num col-margin">{}</td>\n'
+        '<td class="num col-projected">\n{}\n</td>\n'
         '<td class="spark-cell">{}</td>\n</tr>\n',
         row.client.slug,
+        row.client.name.lower(),
+        (budget.status if budget else None) or "none",
         url,
         row.client.name,
         badges,
-        usd(row.raw_usd),
         usd(row.billed_usd),
-        usd(row.margin_usd),
+        basis,
         budget_meter(budget, compact=True),
-        usd(budget.projected_billed_usd if budget else None),
-        projected_status,
+        usd(row.raw_usd),
+        usd(row.margin_usd),
+        projection(budget),
         charts.sparkline(row.spark),
     )
 
@@ -202,12 +231,13 @@ class SortHeader:
 
 
 # The overview's sortable columns (keys of billing.selectors.dashboard.SORT_KEYS).
+# Client, billed and budget status first: on a phone those are the columns in view.
 COLUMNS = (
     ("name", "Client", False),
-    ("raw", "Raw cost", True),
     ("billed", "Billed", True),
-    ("margin", "Margin", True),
     ("budget", "Budget used", False),
+    ("raw", "Raw cost", True),
+    ("margin", "Margin", True),
     ("projected", "Projected month end", True),
 )
 
@@ -229,11 +259,44 @@ def sort_headers(sort: str) -> dict[str, SortHeader]:
 
 
 @register.simple_tag
-def overview_rows(rows: Iterable[OverviewRow]) -> SafeString:
+def overview_rows(rows: Iterable[OverviewRow], month: date | None = None) -> SafeString:
     """The overview table's body rows: name and badges, money, budget meter, projection
-    and a 30-day sparkline per client."""
+    and a 30-day sparkline per client; links open the client page at ``month``."""
+    query = f"?month={month:%Y-%m}" if month else ""
     return mark_safe(  # noqa: S308 - each row is built by format_html
         "".join(
-            _overview_row(row, reverse("client_detail", args=[row.client.slug])) for row in rows
+            _overview_row(row, reverse("client_detail", args=[row.client.slug]) + query)
+            for row in rows
         )
     )
+
+
+INVOICE_BADGES = {
+    "draft": "badge-draft",
+    "finalized": "badge-finalized",
+    "sent": "badge-sent",
+    "paid": "badge-paid",
+    "void": "badge-void",
+}
+
+
+@register.simple_tag
+def invoice_badge(status: str, label: str) -> SafeString:
+    """An invoice status as a badge with a colour of its own (and its name in words)."""
+    return format_html(
+        '<span class="badge {}" data-invoice-status="{}">{}</span>',
+        INVOICE_BADGES.get(status, ""),
+        status,
+        label,
+    )
+
+
+@register.filter
+def line_label(line: BillLine) -> str:
+    """A bill line in a client's words: "No project" rather than an empty project."""
+    label = line.label
+    if " — " in label:
+        label = label.rsplit(" — ", 1)[0]
+    if line.project or " — " in line.label:
+        return f"{label} — {line.project or 'No project'}"
+    return label

@@ -6,7 +6,9 @@ to a PDF: the files are in private storage, which no URL serves. Every answer is
 attachment marked ``Cache-Control: private, no-store`` (never_cache), so no shared proxy
 or browser cache keeps a copy. Agency staff see every
 invoice, drafts included (rendered on the fly with a DRAFT mark); a client's user sees
-only their own issued invoices, and never the agency's raw cost of an event.
+only their own issued invoices, and never the agency's raw cost of an event. The PDF and
+the lines CSV are the client's document, the same for staff; what they print follows the
+client's pricing-details option (Client.show_pricing_details), frozen with the invoice.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from agency.calendar import MonthError, next_month, parse_month
+from agency.models import Client
 from agency.selectors import client_for
 from billing.csv_export import csv_lines, event_rows, invoice_lines_rows
 from billing.pdf import invoice_pdf_render
@@ -64,7 +67,7 @@ def invoice_events_csv(request: HttpRequest, slug: str, pk: int) -> StreamingHtt
     events = invoice_events(invoice)
     first = invoice.lines.order_by("usage_month").values_list("usage_month", flat=True).first()
     days = (first or invoice.month, next_month(invoice.month))
-    rows = event_rows(events, client_id=client.pk, days=days, show_cost=request.user.is_staff)
+    rows = event_rows(events, client_id=client.pk, days=days, **_event_money(request, client))
     return _csv(csv_lines(rows), f"{_filename(invoice.number, invoice.pk)}-events.csv")
 
 
@@ -79,8 +82,16 @@ def usage_month_csv(request: HttpRequest, slug: str, month: str) -> StreamingHtt
         raise Http404("No such month") from None
     events = month_events(client, first_day)
     days = (first_day, next_month(first_day))
-    rows = event_rows(events, client_id=client.pk, days=days, show_cost=request.user.is_staff)
+    rows = event_rows(events, client_id=client.pk, days=days, **_event_money(request, client))
     return _csv(csv_lines(rows), f"{client.slug}-usage-{first_day:%Y-%m}.csv")
+
+
+def _event_money(request: HttpRequest, client: Client) -> dict[str, bool]:
+    """The raw-event exports are staff-only in part: staff also get each call's raw cost
+    and markup. A client's user gets each call's billed price only if the client is set
+    to see pricing details (one call's tokens and price give its unit prices away)."""
+    staff = request.user.is_staff
+    return {"show_cost": staff, "show_billed": staff or client.show_pricing_details}
 
 
 def _csv(lines: Iterable[str], filename: str) -> StreamingHttpResponse:

@@ -200,3 +200,14 @@ def test_any_other_error_outside_a_view_is_still_a_500(rf):
     except ValueError:
         response = server_error(rf.get("/overview/"))
     assert response.status_code == 500
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz"])
+def test_probes_answer_whatever_host_the_orchestrator_uses(client, settings, path):
+    """docker-compose's healthcheck asks 127.0.0.1 from inside the container; production's
+    ALLOWED_HOSTS names the public host only. The probes must answer anyway, and nothing
+    else may."""
+    settings.ALLOWED_HOSTS = ["clientmeter.example.com"]
+    assert client.get(path, HTTP_HOST="127.0.0.1:8000").status_code == 200
+    assert client.get("/accounts/login/", HTTP_HOST="127.0.0.1:8000").status_code == 400
+    assert client.get(f"{path}/x", HTTP_HOST="127.0.0.1:8000").status_code == 400

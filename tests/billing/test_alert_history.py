@@ -70,7 +70,7 @@ def test_client_page_lists_its_alerts_for_staff(client, settings):
 
     body = page(client, "acme").content.decode()
 
-    assert "Alert history" in body
+    assert "Alerts in November 2026" in body
     for alert in Alert.objects.filter(client=acme):
         assert alert.subject in body
     assert "Acme reached 80% of its November 2026 budget" in body

@@ -74,6 +74,8 @@ def test_client_key_reads_its_budget(client: Any, acme: Client) -> None:
         "projected_billed_usd": "720.00",
         "projected_status": "yellow",
         "unpriced_events": 0,
+        "billed_basis": "estimate",
+        "not_priced": None,
     }
 
 

@@ -44,8 +44,11 @@ def test_stacked_bar_heights_are_proportional_to_values():
     assert heights[1] == 2 * heights[0]
 
 
-def test_legend_colours_match_series_order():
-    assert charts.legend(["a", "b"]) == [("a", charts.PALETTE[0]), ("b", charts.PALETTE[1])]
+def test_legend_colours_are_the_bars_colours():
+    series = {"a": [Decimal("1")], "b": [Decimal("2")]}
+    svg = charts.stacked_bars([date(2026, 11, 1)], series)
+    for name, colour in charts.legend(list(series)):
+        assert re.search(rf'fill="{colour}"><title>[^<]*{name}:', svg)
 
 
 def test_sparkline_has_one_point_per_value():
@@ -67,3 +70,32 @@ def test_line_chart_breaks_the_line_on_days_without_calls():
     # Two points before the gap make a line; the single point after it does not.
     assert svg.count("<polyline") == 1
     assert svg.count("<circle") == 3
+
+
+# --- issue 13: round ticks, stable colours -------------------------------------------------
+
+
+def _ticks(svg: str) -> list[str]:
+    return re.findall(r'text-anchor="end">([^<]+)</text>', svg)
+
+
+def test_axis_ticks_are_round_values():
+    # A peak of $2.30 used to give a $2.50 top split in quarters: $0.625, $1.25, $1.875.
+    svg = charts.stacked_bars([date(2026, 11, 1)], {"m": [Decimal("2.30")]})
+    assert _ticks(svg) == ["$0.00", "$0.50", "$1.00", "$1.50", "$2.00", "$2.50"]
+    svg = charts.stacked_bars([date(2026, 11, 1)], {"m": [Decimal("4.2")]})
+    assert _ticks(svg) == ["$0.00", "$1.00", "$2.00", "$3.00", "$4.00", "$5.00"]
+
+
+def test_token_axis_never_repeats_a_label():
+    # An almost empty month drew "1, 0, 0": ticks of 0.5 shown without decimals.
+    svg = charts.line_chart([date(2026, 11, 1)], [Decimal("0.4")])
+    ticks = _ticks(svg)
+    assert len(ticks) == len(set(ticks))
+
+
+def test_a_model_keeps_its_colour_whatever_else_is_in_the_month():
+    alone = dict(charts.legend(["claude-opus-4-7"]))
+    together = dict(charts.legend(["claude-haiku-4-5", "gpt-4.1", "claude-opus-4-7"]))
+    assert alone["claude-opus-4-7"] == together["claude-opus-4-7"]
+    assert len(set(together.values())) == 3

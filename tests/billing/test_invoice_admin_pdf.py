@@ -52,7 +52,15 @@ def staff_client(client):
 
 def test_admin_finalize_action_issues_the_draft(draft, staff_client):
     url = reverse("admin:billing_invoice_changelist")
-    response = staff_client.post(url, {"action": "finalize", "_selected_action": [draft.pk]})
+    form = {"action": "finalize", "_selected_action": [draft.pk]}
+    response = staff_client.post(url, form)
+    # First a page to confirm: nothing is issued yet.
+    assert response.status_code == 200
+    assert b"Finalizing is irreversible" in response.content
+    assert b"Yes, finalize 1 invoice" in response.content
+    draft.refresh_from_db()
+    assert (draft.status, draft.number) == (InvoiceStatus.DRAFT, None)
+    response = staff_client.post(url, {**form, "confirm": "1"})
     assert response.status_code == 302
     draft.refresh_from_db()
     assert (draft.status, draft.number) == (InvoiceStatus.FINALIZED, "INV-2026-00001")
@@ -107,7 +115,7 @@ def test_pdf_hides_raw_cost_and_markup_by_default(draft):
 
 
 def test_pdf_shows_raw_cost_and_markup_when_the_client_wants(acme, draft):
-    acme.invoice_show_markup = True
+    acme.invoice_show_markup = acme.show_pricing_details = True
     acme.save()
     html = invoice_pdf_html(invoice_finalize(invoice_id=draft.pk))
     assert "Provider cost" in html
@@ -151,9 +159,13 @@ def test_admin_send_and_paid_actions(acme, draft, staff_client, mailoutbox):
     invoice.refresh_from_db()
     assert invoice.status == InvoiceStatus.SENT
     assert [m.to for m in mailoutbox] == [["ap@acme.example"]]
-    staff_client.post(url, {"action": "mark_paid", "_selected_action": [invoice.pk]})
+    form = {"action": "mark_paid", "_selected_action": [invoice.pk]}
+    assert b"Payment received on" in staff_client.post(url, form).content
     invoice.refresh_from_db()
-    assert invoice.status == InvoiceStatus.PAID
+    assert invoice.status == InvoiceStatus.SENT
+    staff_client.post(url, {**form, "confirm": "1", "paid_on": "2026-10-30"})
+    invoice.refresh_from_db()
+    assert (invoice.status, invoice.paid_on) == (InvoiceStatus.PAID, date(2026, 10, 30))
 
 
 def test_pdf_prints_the_agency_logo_and_the_amount_due(draft):

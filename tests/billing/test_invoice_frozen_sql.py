@@ -127,6 +127,9 @@ FROZEN = {
     "void_reason": "'sneaky'",
     "voided_at": "now()",
     "paid_at": "now()",
+    "paid_on": "'2001-01-01'",
+    "show_pricing_details": "NOT show_pricing_details",
+    "invoice_note": "'sneaky note'",
     "sent_at": "now()",
 }
 
@@ -210,6 +213,23 @@ def test_the_app_moves_a_finalized_invoice_forward_and_voids_it(issued):
     assert void.status == InvoiceStatus.VOID
     assert void.pdf.name == f"invoices/2026/{issued.number}-void.pdf"
     assert void.pdf_sha256 != issued.pdf_sha256
+
+
+def test_the_app_marks_paid_with_the_day_and_a_paid_copy_of_the_pdf(issued):
+    invoice_send(invoice_id=issued.pk)
+    paid = invoice_mark_paid(invoice_id=issued.pk, paid_on=date(2026, 11, 1))
+    assert (paid.status, paid.paid_on) == (InvoiceStatus.PAID, date(2026, 11, 1))
+    assert f"{issued.number}-paid" in str(paid.pdf.name)
+    assert paid.pdf_sha256 != issued.pdf_sha256
+
+
+def test_a_paid_invoice_keeps_its_paid_day(issued):
+    invoice_mark_paid(invoice_id=issued.pk)
+    refused(
+        "UPDATE billing_invoice SET paid_on = paid_on + 1 WHERE id = %s",
+        issued.pk,
+        match="its figures are frozen",
+    )
 
 
 def test_the_pdf_of_an_issued_invoice_is_set_once(issued):

@@ -150,7 +150,7 @@ def test_lines_csv_adds_up_and_shows_no_raw_cost_by_default(issued, owner, clien
 
 
 def test_lines_csv_shows_raw_cost_when_the_invoice_shows_markup(acme, staff, client):
-    acme.invoice_show_markup = True
+    acme.invoice_show_markup = acme.show_pricing_details = True
     acme.save()
     invoice = invoice_finalize(invoice_id=Invoice.objects.get(client=acme).pk)
     sonnet = next(
@@ -161,6 +161,9 @@ def test_lines_csv_shows_raw_cost_when_the_invoice_shows_markup(acme, staff, cli
 
 
 def test_month_events_csv_streams_every_event_without_floats(issued, owner, client):
+    # A call's billed price is shown to clients set to see pricing details (see
+    # tests/billing/test_invoice_document.py for those who are not).
+    Client.objects.filter(pk=issued.client_id).update(show_pricing_details=True)
     response = client.get(urls(issued)[3])
     assert isinstance(response, StreamingHttpResponse)
     data = rows(response)

@@ -103,8 +103,9 @@ def test_lines_split_by_project_when_the_client_asks(acme, time_machine):
     time_machine.move_to(at(11, 1, 2), tick=False)
     invoice = generate(OCT)
     assert sorted(invoice.lines.values_list("description", flat=True)) == [
+        # Words a client understands, not "untagged".
+        "Claude Sonnet 4.5 — No project",
         "Claude Sonnet 4.5 — support-bot",
-        "Claude Sonnet 4.5 — untagged",
     ]
 
 

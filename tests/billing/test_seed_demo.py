@@ -47,14 +47,22 @@ def test_the_demo_shows_every_kind_of_usage_logins_and_invoices(seeded):
     assert HttpClient().login(username="acme-viewer", password="demo-pw")
     assert ClientMembership.objects.get(user__username="acme-viewer").client.slug == "acme"
 
-    # October issued with numbers and stored PDFs (Acme's paid); September in draft.
+    # October issued with numbers and stored PDFs in every state; September in draft, and
+    # the voided October invoice's correction in draft.
     issued = Invoice.objects.exclude(status=InvoiceStatus.DRAFT)
     assert sorted(str(i.number) for i in issued) == [f"INV-2026-0000{n}" for n in range(1, 5)]
     assert all(i.pdf and i.month.isoformat() == "2026-10-01" for i in issued)
-    assert issued.get(client__slug="acme").status == InvoiceStatus.PAID
+    assert {i.client.slug: i.status for i in issued} == {
+        "acme": InvoiceStatus.PAID,
+        "globex": InvoiceStatus.SENT,
+        "initech": InvoiceStatus.VOID,
+        "umbrella": InvoiceStatus.FINALIZED,
+    }
     drafts = Invoice.objects.filter(status=InvoiceStatus.DRAFT)
-    assert {d.month.isoformat() for d in drafts} == {"2026-09-01"}
-    assert drafts.count() == 4
+    assert sorted((d.month.isoformat(), d.client.slug) for d in drafts) == [
+        *[("2026-09-01", slug) for slug in ("acme", "globex", "initech", "umbrella")],
+        ("2026-10-01", "initech"),
+    ]
 
 
 def test_running_it_again_adds_nothing(seeded):

@@ -2,7 +2,7 @@
 
 The bodies follow the types of the installed ``anthropic`` SDK (types/message.py, usage.py,
 message_delta_usage.py, raw_message_*_event.py, messages/message_batch*.py) and the
-examples in PRICING.md §1. Only what leaves the machine is faked: the app's ``anthropic``
+examples of Anthropic's API documentation (usage, prompt caching). Only what leaves the machine is faked: the app's ``anthropic``
 client, our wrapper and our sender are the real ones.
 """
 
@@ -18,7 +18,7 @@ import httpx2
 
 MODEL = "claude-sonnet-4-6"
 
-# The prompt-caching doc's 1-hour example (PRICING.md §1.2), with the tier and geo fields.
+# The prompt-caching documentation's 1-hour example, with the tier and geo fields.
 USAGE: dict[str, Any] = {
     "input_tokens": 2048,
     "cache_read_input_tokens": 1800,

@@ -2,7 +2,7 @@
 
 The bodies follow the types of the installed ``openai`` package (types/chat/chat_completion.py,
 chat_completion_chunk.py, completion_usage.py, responses/response.py, response_usage.py,
-response_*_event.py, batch.py) and the examples of PRICING.md §4. A streamed chat completion
+response_*_event.py, batch.py) and the examples of OpenAI's API reference. A streamed chat completion
 sends usage only when the request asks for it (``stream_options.include_usage``): then every
 chunk carries ``"usage": null`` and one more chunk, with no choices, carries the usage, as
 the API documents.

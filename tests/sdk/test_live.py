@@ -49,7 +49,7 @@ ASK: dict[str, Any] = {
     "messages": [{"role": "user", "content": "Hello, Claude"}],
 }
 CREATE_ID = "msg_01XFDUDYJgAACzvnptvVoYEL"
-# PRICING.md §2.1, Sonnet 4.6 per MTok: input 3, output 15, 5m write 3.75, 1h write 6, read 0.30.
+# tracking/data/model_rates.csv, Sonnet 4.6 per MTok: input 3, output 15, 5m write 3.75, 1h write 6, read 0.30.
 # 2048×3 + 148×3.75 + 100×6 + 1800×0.30 + 503×15 = 15,384 USD per million calls.
 CREATE_COST = Decimal("0.015384")
 

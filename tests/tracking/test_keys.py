@@ -138,12 +138,30 @@ def test_admin_add_shows_the_full_key_once(admin_client):
     response = admin_client.post(
         "/admin/tracking/apikey/add/", {"name": "from admin", "client": acme.pk}
     )
-    assert response.status_code == 200
-    raw_key = re.search(r"cm_live_[A-Za-z0-9]{8}_[A-Za-z0-9]{32}", response.content.decode())
+    # POST/redirect/GET: reloading the page that shows the key posts nothing again.
+    assert (response.status_code, response["Location"]) == (302, "/admin/tracking/apikey/created/")
+    page = admin_client.get(response["Location"]).content.decode()
+    raw_key = re.search(r"cm_live_[A-Za-z0-9]{8}_[A-Za-z0-9]{32}", page)
     assert raw_key is not None
     key = api_key_lookup(raw_key.group(0))
     assert key is not None
     assert key.client == acme
+    assert 'class="button copy-key"' in page
+    assert f"export CLIENTMETER_API_KEY={raw_key.group(0)}" in page
+    assert f'meter.wrap(anthropic.Anthropic(), client="{acme.slug}"' in page
+
+
+def test_reloading_the_new_key_page_neither_creates_nor_shows_a_key_again(admin_client):
+    acme = new_client()
+    response = admin_client.post(
+        "/admin/tracking/apikey/add/", {"name": "from admin", "client": acme.pk}
+    )
+    first = admin_client.get(response["Location"]).content.decode()
+    again = admin_client.get(response["Location"]).content.decode()
+    assert re.search(r"cm_live_[A-Za-z0-9]{8}_", first)
+    assert not re.search(r"cm_live_[A-Za-z0-9]{8}_", again)
+    assert "There is no new key to show" in again
+    assert ApiKey.objects.filter(client=acme).count() == 1
 
 
 def test_admin_change_page_never_shows_the_key(admin_client):
@@ -224,10 +242,15 @@ def test_admin_rotate_action_shows_each_new_key_once(cached_lookups, admin_clien
     first, first_raw = api_key_create(name="bot", client=acme)
     second, second_raw = api_key_create(name="etl", client=None)
     response = admin_client.post(
-        "/admin/tracking/apikey/", {"action": "rotate", "_selected_action": [first.pk, second.pk]}
+        "/admin/tracking/apikey/",
+        {"action": "rotate", "_selected_action": [first.pk, second.pk]},
+        follow=True,
     )
     assert response.status_code == 200
-    shown = re.findall(r"cm_live_[A-Za-z0-9]{8}_[A-Za-z0-9]{32}", response.content.decode())
+    # Each once in its field (the SDK snippet repeats the first).
+    shown = re.findall(
+        r'value="(cm_live_[A-Za-z0-9]{8}_[A-Za-z0-9]{32})"', response.content.decode()
+    )
     assert len(shown) == 2
     assert api_key_lookup(first_raw) is None
     assert api_key_lookup(second_raw) is None

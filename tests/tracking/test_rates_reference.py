@@ -1,15 +1,17 @@
 """Cross-check the shipped rate table against LiteLLM's price map.
 
-LiteLLM is a cross-check, not the authority (it has known errors, PRICING.md §6): every
+LiteLLM is a cross-check, not the authority (its map has known errors): every
 model both files cover must agree on the current row, or the difference must be explained
 in the row's notes. The entries for our models are kept in data/litellm_prices_subset.json
-so that the check runs in any checkout; where the full map is beside the checkout
-(../shared/reference/), a second test proves the copy is faithful.
+so that the check runs in any checkout; given the full map (``LITELLM_PRICES_JSON``, the
+path of LiteLLM's ``model_prices_and_context_window_backup.json``), a second test proves the
+copy is faithful.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from decimal import Decimal
 from pathlib import Path
 
@@ -17,9 +19,7 @@ import pytest
 
 from tracking.rates import DEFAULT_RATES_CSV, parse_rates_csv
 
-FULL_REFERENCE = (
-    Path(__file__).resolve().parents[3] / "shared" / "reference" / "model_prices_litellm.json"
-)
+FULL_REFERENCE = Path(os.environ.get("LITELLM_PRICES_JSON") or "/nonexistent")
 SUBSET = Path(__file__).resolve().parent / "data" / "litellm_prices_subset.json"
 PREFIX = {"anthropic": "", "openai": "", "google": "gemini/"}
 FIELDS = {
@@ -59,7 +59,7 @@ def test_current_rates_agree_with_the_reference_or_explain_why():
     assert compared > 60
 
 
-@pytest.mark.skipif(not FULL_REFERENCE.exists(), reason="../shared/reference is not here")
+@pytest.mark.skipif(not FULL_REFERENCE.exists(), reason="set LITELLM_PRICES_JSON to check the copy")
 def test_the_kept_subset_is_a_faithful_copy_of_the_full_reference():
     full = json.loads(FULL_REFERENCE.read_text())
     subset = json.loads(SUBSET.read_text())["models"]

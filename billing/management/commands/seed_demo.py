@@ -1,3 +1,9 @@
+"""The demo behind bin/start: clients, users, ~60 days of usage, budgets, alerts and
+invoices, sized so that whatever today's date is (the 1st of a month included) the pages
+show a green, a yellow and a red budget, a client without one, alerts (this month and
+past months), and invoices in every state: draft, finalized, sent, paid and void. It
+prints the sign-ins and an API key for the README's curl example."""
+
 from __future__ import annotations
 
 import random
@@ -12,14 +18,30 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
 from django.utils import timezone
 
-from agency.calendar import local_day, local_moment, month_start, previous_month, today
+from agency.calendar import (
+    local_day,
+    local_moment,
+    month_range,
+    month_start,
+    previous_month,
+    today,
+)
 from agency.models import AgencyProfile, Client, ClientMembership, Project
 from agency.money import apply_markup, round_money
 from billing.models import Invoice
+from billing.selectors.budgets import budget_status_for
+from billing.services.alerts import alerts_evaluate
 from billing.services.budgets import budgets_recompute
-from billing.services.invoices import invoice_finalize, invoice_mark_paid, invoices_generate_month
+from billing.services.invoices import (
+    invoice_finalize,
+    invoice_mark_paid,
+    invoice_send,
+    invoice_void,
+    invoices_generate_month,
+)
 from billing.services.rollups import rollups_rebuild_period
 from tracking import demo
+from tracking.keys import api_key_create
 from tracking.models import UsageEvent
 from tracking.pricing import normalize_usage
 from tracking.rates import RateBook
@@ -56,14 +78,46 @@ class Command(BaseCommand):
             rows = rollups_rebuild_period(start=last - timedelta(days=days), end=last)
             self.stdout.write(f"rolled up {rows} daily rows")
         self._users(admin_password)
-        # Budget snapshots (and alerts), as the Celery beat would build them.
+        if not Invoice.objects.exists():
+            self._past_alerts()
+            self._invoices()
+        # Budget snapshots (and this month's alerts), as the Celery beat would build them.
         positions = budgets_recompute()
         self.stdout.write(f"recomputed {len(positions)} budgets")
-        if not Invoice.objects.exists():
-            self._invoices()
+        self._api_key()
+
+    def _api_key(self) -> None:
+        """A fresh key of Acme's for the README's curl example (keys are stored hashed, so
+        a key can only be shown when it is made)."""
+        _, key = api_key_create(
+            name="demo: README curl example", client=Client.objects.get(slug="acme")
+        )
+        self.stdout.write(
+            self.style.SUCCESS(f"API key (Acme) for the README's curl examples: {key}")
+        )
+
+    def _past_alerts(self) -> None:
+        """The threshold alerts the beat would have fired in the seeded past months (the
+        demo loads them after the fact, so nothing recorded them then): each is dated the
+        last hour of its month."""
+        now = timezone.now()
+        this_month = month_start(today(now))
+        clients = {c.pk: c for c in Client.objects.all()}
+        months = sorted(
+            {month_start(d) for d in UsageEvent.objects.dates("occurred_at", "day")} - {this_month}
+        )
+        for month in months:
+            if month >= this_month:
+                continue
+            moment = month_range(month)[1] - timedelta(hours=1)
+            positions = [budget_status_for(c, month, now=now) for c in clients.values()]
+            fired = alerts_evaluate(positions=positions, clients=clients, now=moment)
+            self.stdout.write(f"{len(fired)} alerts recorded for {month:%B %Y}")
 
     def _invoices(self) -> None:
-        """Last month issued (Acme's already paid), the month before still a draft to review."""
+        """Last month issued in every state after a draft (Acme's paid, Globex's sent,
+        Initech's voided with its correction back in draft, Umbrella's finalized); the
+        month before still in draft, to review."""
         last = previous_month(month_start(today()))
         for invoice_id in invoices_generate_month(month=previous_month(last)).invoice_ids:
             draft = Invoice.objects.select_related("client").get(pk=invoice_id)
@@ -72,7 +126,13 @@ class Command(BaseCommand):
             invoice = invoice_finalize(invoice_id=invoice_id)
             if invoice.client.slug == "acme":
                 invoice = invoice_mark_paid(invoice_id=invoice_id)
+            elif invoice.client.slug == "globex":
+                invoice = invoice_send(invoice_id=invoice_id)
+            elif invoice.client.slug == "initech":
+                invoice = invoice_void(invoice_id=invoice_id, reason="Wrong billing address")
             self.stdout.write(f"invoice {invoice.number} ({invoice.status}) for {invoice.client}")
+        # The voided month's correction: a new draft that replaces it.
+        invoices_generate_month(month=last, client_slug="initech")
 
     def _users(self, admin_password: str) -> None:
         user_model = get_user_model()
@@ -138,6 +198,13 @@ class Command(BaseCommand):
                 events.append(
                     self._event(client, projects, prompts, moment, rng, "anthropic", batch=True)
                 )
+        # The month so far always has usage, even in its first minutes: otherwise on the
+        # 1st every budget would read green.
+        month_begins = local_moment(month_start(day_now))
+        for client in Client.objects.all():
+            for i in range(12):
+                moment = month_begins + (now - month_begins) * (i + 1) / 13
+                events.append(self._event(client, [], [], moment, rng, "anthropic"))
         # A model without a rate: stored unpriced, priced once a rate is added.
         acme = Client.objects.get(slug="acme")
         for i in range(5):
@@ -181,7 +248,9 @@ class Command(BaseCommand):
                 Decimal(0),
             )
             billed = apply_markup(raw, client.markup_pct)
-            client.monthly_budget_usd = max(Decimal(10), round_money(billed / share[client.slug]))
+            client.monthly_budget_usd = max(
+                Decimal("0.01"), round_money(billed / share[client.slug])
+            )
             client.save(update_fields=["monthly_budget_usd"])
 
     def _event(

@@ -20,7 +20,9 @@ from billing.selectors.dashboard.client_page import (
     client_month,
     end_users,
     month_watermark,
+    months_with_data,
     months_with_usage,
+    rounded_shares,
     top_lists,
     top_prompts,
 )
@@ -32,6 +34,7 @@ from billing.selectors.dashboard.overview import (
     UnpricedModel,
     normalise_sort,
     overview,
+    overview_table,
 )
 from billing.selectors.dashboard.usage import TREND_CACHE_SECONDS, UsageTotals
 
@@ -52,9 +55,12 @@ __all__ = [
     "client_month",
     "end_users",
     "month_watermark",
+    "months_with_data",
     "months_with_usage",
     "normalise_sort",
     "overview",
+    "overview_table",
+    "rounded_shares",
     "top_lists",
     "top_prompts",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from typing import Any
 
 from django.core.cache import cache
@@ -12,11 +12,11 @@ from django.db.models import Count, FloatField, Max, Min, Q, QuerySet, Sum
 from django.db.models.functions import Cast
 from django.utils import timezone
 
-from agency.calendar import month_bounds, month_range, month_start
+from agency.calendar import month_bounds, month_range, month_start, next_month
 from agency.db import ExactSum
 from agency.models import Client
-from agency.money import apply_markup
-from billing.models import DailyRollup
+from agency.money import apply_markup, split_cents
+from billing.models import DailyRollup, Invoice
 from billing.selectors.dashboard.usage import (
     ROLLUP_FIELDS,
     TOKEN_COLUMNS,
@@ -25,6 +25,7 @@ from billing.selectors.dashboard.usage import (
     UsageTotals,
     group_totals,
 )
+from billing.selectors.lines import MonthBill
 from tracking.models import PricingStatus, UsageEvent
 
 TOP_N = 20
@@ -94,7 +95,9 @@ class TopLists:
     computed_at: datetime
 
 
-def client_month(client: Client, *, month: date, today: date) -> ClientMonth:
+def client_month(
+    client: Client, *, month: date, today: date, bill: MonthBill | None = None
+) -> ClientMonth:
     """Everything the client page shows for one month from the rollups: one query for the
     month (plus the two weeks before its end, for week-over-week) and one for the months
     with usage. The raw-event top lists come separately from ``top_lists``."""
@@ -132,14 +135,20 @@ def client_month(client: Client, *, month: date, today: date) -> ClientMonth:
         (r["billed_usd"] for r in rows if wow_start <= r["day"] < wow_end - timedelta(days=6)),
         ZERO,
     )
+    raw = bill.raw_usd if bill is not None else None
+    billed = bill.billed_usd if bill is not None else None
     return ClientMonth(
         client=client,
         month=month,
         days=days,
         totals=totals,
         by_model=by_model,
-        by_project=group_totals(month_rows, lambda r: r["project"]),
-        by_feature=group_totals(month_rows, lambda r: r["feature"]),
+        by_project=rounded_shares(
+            group_totals(month_rows, lambda r: r["project"]), raw_usd=raw, billed_usd=billed
+        ),
+        by_feature=rounded_shares(
+            group_totals(month_rows, lambda r: r["feature"]), raw_usd=raw, billed_usd=billed
+        ),
         daily_by_model=daily_by_model,
         avg_prompt_tokens=avg_prompt_tokens,
         week_over_week=WeekOverWeek(
@@ -264,7 +273,47 @@ def top_prompts(client: Client, *, month: date, limit: int = 10) -> list[PromptH
 
 
 def months_with_usage(client: Client, *, today: date) -> list[date]:
-    """Months to offer in the picker: every month with rollups, and the current one."""
-    months = set(DailyRollup.objects.filter(client=client).dates("day", "month"))
-    months.add(month_start(today))
+    """Months to offer in the picker: every month with usage or an invoice, never one after
+    the current month (the page adds the month it shows, should it have none)."""
+    current = month_start(today)
+    months = set(
+        DailyRollup.objects.filter(client=client, day__lt=next_month(current)).dates("day", "month")
+    )
+    months |= set(
+        Invoice.objects.filter(client=client, month__lte=current).values_list("month", flat=True)
+    )
     return sorted(months, reverse=True)
+
+
+def months_with_data(clients: QuerySet[Client], *, today: date) -> list[date]:
+    """The overview's picker: months in which any of these clients has usage."""
+    current = month_start(today)
+    months = set(
+        DailyRollup.objects.filter(client__in=clients, day__lt=next_month(current)).dates(
+            "day", "month"
+        )
+    )
+    return sorted(months, reverse=True)
+
+
+def _apportion(parts: list[Decimal], total: Decimal | None) -> list[Decimal]:
+    """``parts`` scaled to add up to ``total`` (the month's bill, rounded per invoice line),
+    then rounded with ``split_cents``: shown above that total, they add up to it."""
+    whole = sum(parts, ZERO)
+    if total is not None and whole:
+        with localcontext(prec=50):
+            parts = [part * total / whole for part in parts]
+    return split_cents(parts)
+
+
+def rounded_shares(
+    groups: list[UsageTotals], *, raw_usd: Decimal | None = None, billed_usd: Decimal | None = None
+) -> list[UsageTotals]:
+    """The groups (projects, features) with raw and billed rounded to the cent so that
+    they add up to the month's bill (``raw_usd``/``billed_usd``, when given; else to their
+    own rounded sum), and raw + margin = billed on every row."""
+    raw = _apportion([g.raw_usd for g in groups], raw_usd)
+    billed = _apportion([g.billed_usd for g in groups], billed_usd)
+    for group, raw_part, billed_part in zip(groups, raw, billed, strict=True):
+        group.raw_usd, group.billed_usd = raw_part, billed_part
+    return groups

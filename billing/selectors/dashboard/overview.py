@@ -10,17 +10,19 @@ from decimal import Decimal
 from typing import Any
 
 from django.core.cache import cache
-from django.db.models import Case, F, Q, QuerySet, Sum, Value, When
+from django.db.models import Q, QuerySet, Sum
 
-from agency.calendar import local_day, month_start
+from agency.calendar import local_day, month_bounds, month_start
 from agency.db import ExactSum
 from agency.models import Client
+from agency.money import round_money
 from billing.models import DailyRollup
-from billing.selectors.budgets import BudgetPosition, budget_of, budget_position
+from billing.selectors.budgets import BudgetPosition, bill_totals, budget_of, budget_position
 from billing.selectors.dashboard.usage import TREND_CACHE_SECONDS, ZERO, UsageTotals
-from billing.selectors.rollups import MonthTotals
+from billing.selectors.lines import Figures, Key, MonthBill, figures_add, month_bills, month_figures
 
 SPARK_DAYS = 30
+STATUS_FILTERS = ("green", "yellow", "red", "none")
 
 
 @dataclass
@@ -33,10 +35,16 @@ class OverviewRow:
     untagged_events: int = 0
     spark: list[Decimal] = field(default_factory=list)
     budget: BudgetPosition | None = None
+    bill: MonthBill | None = None
 
     @property
     def margin_usd(self) -> Decimal:
+        # Both sides are the bill's rounded rows: raw + margin = billed as displayed.
         return self.billed_usd - self.raw_usd
+
+    @property
+    def basis(self) -> str:
+        return self.bill.basis if self.bill else "estimate"
 
 
 @dataclass
@@ -57,6 +65,7 @@ class Overview:
     untagged_events: int
     untagged_clients: int
     sort: str  # the order of ``rows``: a SORT_KEYS key, '-' first when descending
+    current: bool = True  # the month in progress (else a past month, complete)
 
 
 SORT_KEYS: dict[str, Callable[[OverviewRow], Any]] = {
@@ -69,7 +78,9 @@ SORT_KEYS: dict[str, Callable[[OverviewRow], Any]] = {
         r.budget is not None and r.budget.percent_used is not None,
         r.budget.percent_used if r.budget and r.budget.percent_used is not None else ZERO,
     ),
-    "projected": lambda r: r.budget.projected_billed_usd if r.budget else ZERO,
+    "projected": lambda r: (
+        r.budget.projected_billed_usd if r.budget and r.budget.projectable else ZERO
+    ),
 }
 
 
@@ -162,6 +173,8 @@ class PastDays:
 
     month: DayFigures
     spark: list[Decimal]
+    # The month's days before today per invoice-line key, for the per-line estimate.
+    keys: dict[Key, Figures] = field(default_factory=dict)
 
 
 def _add(total: DayFigures, day: DayFigures) -> None:
@@ -189,7 +202,12 @@ def _sum_past_days(
             if day <= yesterday
         ]
         past[client_id] = PastDays(month=in_month, spark=spark)
-    return past, unpriced_events(ids, start, yesterday)
+    if yesterday >= month:
+        clients = list(Client.objects.filter(pk__in=ids))
+        keyed = month_figures(clients, month, start=month, end=yesterday + timedelta(days=1))
+        for client_id, keys in keyed.items():
+            past[client_id].keys = keys
+    return past, unpriced_events(ids, month, yesterday)
 
 
 def _past_days(
@@ -207,42 +225,47 @@ def _past_days(
     """
     digest = hashlib.sha256(",".join(map(str, sorted(ids))).encode()).hexdigest()[:16]
     # The window is in the key: a new day (or month) starts a new entry.
-    key = f"dashboard:past-sums:{month}:{spark_days[0]}:{yesterday}:{digest}"
+    key = f"dashboard:past-sums:v2:{month}:{spark_days[0]}:{yesterday}:{digest}"
     past: tuple[dict[int, PastDays], dict[UnpricedKey, int]] = _cached(
         key, lambda: _sum_past_days(ids, month, spark_days, yesterday)
     )
     return past
 
 
-def _today(ids: list[int], today: date) -> tuple[dict[int, DayFigures], dict[UnpricedKey, int]]:
-    """Today's usage per client and its unpriced events per (provider, model, client),
-    read live (never cached) in one grouped query over today's rollup rows.
+TodayFigures = tuple[dict[int, DayFigures], dict[UnpricedKey, int], dict[int, dict[Key, Figures]]]
 
-    Rows with unpriced events are grouped by model too; the rest by client alone, so the
-    answer stays ~one row per client instead of one per client and model.
-    """
+
+def _today(ids: list[int], today: date, month: date) -> TodayFigures:
+    """Today's usage per client, its unpriced events per (provider, model, client) and
+    its sums per invoice-line key (for the per-line estimate), read live (never cached)
+    in one grouped query over today's rollup rows (a few rows per client: its models
+    and projects of the day)."""
     figures: dict[int, DayFigures] = {}
     unpriced: dict[UnpricedKey, int] = {}
+    keyed: dict[int, dict[Key, Figures]] = {}
     if not ids:
-        return figures, unpriced
-    has_unpriced = Q(unpriced_events__gt=0)
+        return figures, unpriced, keyed
     rows = (
         DailyRollup.objects.filter(client_id__in=ids, day=today)
-        .values(
-            "client_id",
-            unpriced_provider=Case(When(has_unpriced, then=F("provider")), default=Value("")),
-            unpriced_model=Case(When(has_unpriced, then=F("model")), default=Value("")),
-        )
+        .values("client_id", "provider", "model", "project", "markup_pct")
         .annotate(**_DAY_SUMS)
         .order_by()
     )
     for item in rows:
         day = _day_figures(item)
-        _add(figures.setdefault(item["client_id"], DayFigures()), day)
+        client_id = item["client_id"]
+        _add(figures.setdefault(client_id, DayFigures()), day)
         if day.unpriced_events:
-            key = (item["unpriced_provider"], item["unpriced_model"], item["client_id"])
-            unpriced[key] = day.unpriced_events
-    return figures, unpriced
+            key = (item["provider"], item["model"], client_id)
+            unpriced[key] = unpriced.get(key, 0) + day.unpriced_events
+        line_key = (month, item["provider"], item["model"], item["project"])
+        fig = keyed.setdefault(client_id, {}).setdefault(line_key, Figures())
+        fig.events += day.events
+        fig.unpriced_events += day.unpriced_events
+        fig.raw_cost_usd += day.cost_usd
+        fig.billed_usd += day.billed_usd
+        fig.markups.add(item["markup_pct"])
+    return figures, unpriced, keyed
 
 
 def unpriced_models(unpriced: dict[UnpricedKey, int]) -> list[UnpricedModel]:
@@ -262,25 +285,55 @@ def unpriced_models(unpriced: dict[UnpricedKey, int]) -> list[UnpricedModel]:
     )
 
 
-def overview(clients: QuerySet[Client], *, now: datetime, sort: str = "name") -> Overview:
-    """Month-to-date money and budget position per active client at ``now``, a 30-day
-    billed trend each, and warnings.
+def overview(
+    clients: QuerySet[Client],
+    *,
+    now: datetime,
+    sort: str = "name",
+    month: date | None = None,
+    name: str = "",
+    status: str = "",
+) -> Overview:
+    """Money and budget position per active client for ``month`` (this month to date by
+    default) at ``now``, a 30-day billed trend each, and warnings.
 
-    Past days come summed per client from the cache (``_past_days``), today from one live
-    query (``_today``); each client's month becomes a budget position with
-    ``billing.selectors.budgets``. One moment gives the month, today and the burn rate:
-    reading the clock again here could project a month the caller is not showing.
+    Each client's figures are its month's bill (``billing.selectors.lines``): the issued
+    invoice's lines, or the estimate by the invoice's per-line rule. Past days come
+    summed per client and line key from the cache (``_past_days``), today from one live
+    query; each client's bill becomes a budget position with ``billing.selectors.budgets``.
+    One moment gives the month, today and the burn rate: reading the clock again here
+    could project a month the caller is not showing. ``name`` (part of a client's name)
+    and ``status`` (green, yellow, red or none) filter the rows; the totals are those of
+    the rows shown.
     """
     today = local_day(now)
-    month = month_start(today)
+    this_month = month_start(today)
+    month = month_start(month or this_month)
+    current = month >= this_month
+    # A past month is read whole from the cache; "today" is then past its end.
+    end = today if current else month_bounds(month)[1] + timedelta(days=1)
     active = list(clients.filter(active=True))
     ids = [c.pk for c in active]
-    spark_days = [today - timedelta(days=SPARK_DAYS - 1 - i) for i in range(SPARK_DAYS)]
-    past, past_unpriced = _past_days(ids, month, spark_days, today - timedelta(days=1))
-    live, live_unpriced = _today(ids, today)
+    spark_end = end if current else end - timedelta(days=1)
+    spark_days = [spark_end - timedelta(days=SPARK_DAYS - 1 - i) for i in range(SPARK_DAYS)]
+    past, past_unpriced = _past_days(ids, month, spark_days, end - timedelta(days=1))
+    live: dict[int, DayFigures] = {}
+    live_unpriced: dict[UnpricedKey, int] = {}
+    live_keys: dict[int, dict[Key, Figures]] = {}
+    if current:
+        live, live_unpriced, live_keys = _today(ids, today, month)
     unpriced = dict(past_unpriced)
     for key, events in live_unpriced.items():
         unpriced[key] = unpriced.get(key, 0) + events
+    figures: dict[int, dict[Key, Figures]] = {}
+    for client in active:
+        before_keys = past[client.pk].keys if client.pk in past else {}
+        keys: dict[Key, Figures] = {}
+        for source in (before_keys, live_keys.get(client.pk, {})):
+            for line_key, fig in source.items():
+                figures_add(keys.setdefault(line_key, Figures()), fig)
+        figures[client.pk] = keys
+    bills = month_bills(active, month, figures=figures, labels=False)
     rows = []
     for client in active:
         in_month = DayFigures()
@@ -288,37 +341,39 @@ def overview(clients: QuerySet[Client], *, now: datetime, sort: str = "name") ->
         _add(in_month, before.month)
         today_figures = live.get(client.pk, NO_USAGE)
         _add(in_month, today_figures)
-        totals = MonthTotals(
-            client_id=client.pk,
-            cost_usd=in_month.cost_usd,
-            billed_usd=in_month.billed_usd,
-            events=in_month.events,
-            unpriced_events=in_month.unpriced_events,
-        )
+        bill = bills[client.pk]
         position = budget_position(
             client=client,
             month=month,
-            totals=totals,
+            totals=bill_totals(bill),
             now=now,
             budget=budget_of(client, month, now),
+            billed_basis=bill.basis,
         )
+        spark = [*before.spark, today_figures.billed_usd] if current else before.spark
         rows.append(
             OverviewRow(
                 client=client,
-                raw_usd=totals.cost_usd,
-                billed_usd=totals.billed_usd,
-                events=totals.events,
-                unpriced_events=totals.unpriced_events,
+                raw_usd=bill.raw_usd,
+                billed_usd=bill.billed_usd,
+                events=bill.events,
+                unpriced_events=bill.unpriced_events,
                 untagged_events=in_month.untagged_events,
                 budget=position,
-                spark=[*before.spark, today_figures.billed_usd],
+                spark=spark,
+                bill=bill,
             )
         )
 
+    if name.strip():
+        rows = [r for r in rows if name.strip().lower() in r.client.name.lower()]
+    if status in STATUS_FILTERS:
+        rows = [r for r in rows if ((r.budget.status if r.budget else None) or "none") == status]
     sort = normalise_sort(sort)
     ordered = sorted(rows, key=lambda r: r.client.name.lower())
     ordered.sort(key=SORT_KEYS[sort.lstrip("-")], reverse=sort.startswith("-"))
 
+    # Sums of the displayed (rounded) rows: the total row adds up to the rows above it.
     totals_row = UsageTotals(name="Total")
     for row in ordered:
         totals_row.events += row.events
@@ -335,4 +390,55 @@ def overview(clients: QuerySet[Client], *, now: datetime, sort: str = "name") ->
         untagged_events=sum(r.untagged_events for r in untagged),
         untagged_clients=len(untagged),
         sort=sort,
+        current=current,
     )
+
+
+OVERVIEW_CSV_HEADER = [
+    "client", "slug", "basis", "invoice", "calls", "not_priced_calls", "raw_usd",
+    "billed_usd", "margin_usd", "budget_usd", "percent_used", "status",
+    "projected_billed_usd", "projected_status",
+]  # fmt: skip
+
+
+def _money_text(amount: Decimal | None) -> str:
+    return "" if amount is None else f"{round_money(amount)}"
+
+
+def overview_table(data: Overview) -> list[list[str]]:
+    """The overview's table as rows of text (the CSV export): header, one row per client
+    in the page's order, then the total row, which is the sum of the rows above it.
+    Calls without a rate are counted in ``not_priced_calls``, never priced at $0."""
+    rows = [list(OVERVIEW_CSV_HEADER)]
+    for row in data.rows:
+        budget = row.budget
+        projectable = budget is not None and budget.projectable
+        rows.append(
+            [
+                row.client.name,
+                row.client.slug,
+                row.basis,
+                (row.bill.invoice.number or "") if row.bill and row.bill.invoice else "",
+                str(row.events),
+                str(row.unpriced_events),
+                _money_text(row.raw_usd),
+                _money_text(row.billed_usd),
+                _money_text(row.margin_usd),
+                _money_text(budget.budget_usd if budget else None),
+                ""
+                if budget is None or budget.percent_used is None
+                else f"{budget.percent_used:.1f}",
+                (budget.status or "") if budget else "",
+                _money_text(budget.projected_billed_usd) if budget and projectable else "",
+                (budget.projected_status or "") if budget and projectable else "",
+            ]
+        )
+    totals = data.totals
+    rows.append(
+        [
+            "Total", "", "", "", str(totals.events), str(totals.unpriced_events),
+            _money_text(totals.raw_usd), _money_text(totals.billed_usd),
+            _money_text(totals.margin_usd), "", "", "", "", "",
+        ]
+    )  # fmt: skip
+    return rows
