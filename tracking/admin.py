@@ -11,8 +11,8 @@ from django.http import HttpRequest, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
-from simple_history.admin import SimpleHistoryAdmin
 
+from agency.admin import HistoryAdmin
 from agency.admin_display import TEXTAREA_OVERRIDES
 from tracking.keys import ApiKeyError, api_key_create, api_key_revoke, api_key_rotate
 from tracking.models import ApiKey, ModelRate, UsageEvent
@@ -62,7 +62,7 @@ class ModelRateForm(forms.ModelForm):
 
 
 @admin.register(ModelRate)
-class ModelRateAdmin(SimpleHistoryAdmin):
+class ModelRateAdmin(HistoryAdmin):
     form = ModelRateForm
     # Notes keep their line breaks as typed: no phantom edits in the rate's history.
     formfield_overrides = TEXTAREA_OVERRIDES
@@ -206,7 +206,7 @@ _CREATED_SESSION_KEY = "tracking_apikeys_created"
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(SimpleHistoryAdmin):
+class ApiKeyAdmin(HistoryAdmin):
     """Keys are created through ``api_key_create``; the full key is shown once, on the page
     that follows the add form, and is stored nowhere."""
 

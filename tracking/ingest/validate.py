@@ -141,13 +141,17 @@ def _convert(raw: Any, path: str) -> Event:
         raise _Invalid(path, "must be an object")
     try:
         return msgspec.convert(raw, Event)
-    except msgspec.ValidationError as exc:
+    # A lone surrogate (JSON "\ud800") where msgspec compares text as UTF-8 (a Literal, a
+    # bool, an int, an unknown key) raises UnicodeEncodeError rather than a ValidationError.
+    except (msgspec.ValidationError, UnicodeEncodeError) as exc:
         for name, annotation, required in _EVENT_FIELDS:
             value = raw.get(name)
             if value is None and required:
                 raise _Invalid(f"{path}.{name}", "is required", "required") from None
             if (value is not None or name in raw) and _refuses(annotation, value):
                 raise _Invalid(*_explain(f"{path}.{name}", value, annotation)) from None
+        if isinstance(exc, UnicodeEncodeError):  # in an unknown key: the event as a whole
+            raise _Invalid(path, NUL_MESSAGE) from None
         raise _Invalid(path, str(exc)) from None
 
 
@@ -157,7 +161,7 @@ _EVENT_FIELDS = [(f.name, f.type, f.required) for f in msgspec.structs.fields(Ev
 def _refuses(annotation: Any, value: Any) -> bool:
     try:
         msgspec.convert(value, annotation)
-    except msgspec.ValidationError:
+    except (msgspec.ValidationError, UnicodeEncodeError):
         return True
     return False
 
