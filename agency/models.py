@@ -37,6 +37,11 @@ class Currency(models.TextChoices):
     USD = "USD", "US dollar"
 
 
+class UsageSource(models.TextChoices):
+    EVENTS = "events", "Events (SDK or ingest API)"
+    PROVIDER_REPORT = "provider_report", "Provider report (no code change)"
+
+
 class Client(models.Model):
     """One customer of the agency: the tenant every usage event belongs to."""
 
@@ -117,6 +122,18 @@ class Client(models.Model):
         "Slack webhook URL",
         blank=True,
         help_text="Slack-compatible incoming webhook for this client's alerts.",
+    )
+
+    # Where this client's usage comes from.
+    usage_source = models.CharField(
+        max_length=20,
+        choices=UsageSource,
+        default=UsageSource.EVENTS,
+        help_text=(
+            "Events: the client's apps post each call (SDK or ingest API). Provider report:"
+            " the provider's daily usage report for the API keys or workspaces mapped to"
+            " this client becomes its usage; its events are refused."
+        ),
     )
 
     created_at = models.DateTimeField(auto_now_add=True)

@@ -338,3 +338,126 @@ class DirtyDay(models.Model):
 
     def __str__(self) -> str:
         return f"{self.client_id} {self.day}"
+
+
+class SyncStatus(models.TextChoices):
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+
+
+class ProviderSyncRun(models.Model):
+    """One pull of a provider's usage and cost reports for a range of UTC days.
+
+    A failed run stays here (admin lists it) so a gap in the provider's figures is never
+    silent.
+    """
+
+    provider = models.CharField(max_length=20, choices=Provider)
+    since = models.DateField(help_text="First UTC day pulled.")
+    until = models.DateField(help_text="Last UTC day pulled (inclusive).")
+    trigger = models.CharField(max_length=20, default="command", help_text="command or schedule.")
+    status = models.CharField(max_length=16, choices=SyncStatus, default=SyncStatus.RUNNING)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    pages = models.PositiveIntegerField(default=0)
+    rows = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        return f"{self.provider} {self.since}..{self.until} {self.status}"
+
+
+class ProviderReportRow(models.Model):
+    """One day of a provider's own usage and cost report, for one combination of model,
+    API key, workspace (OpenAI: project) and pricing dimensions.
+
+    The provider's books: reconciliation compares them with the tracked events, and for
+    report-sourced clients they become the client's usage. Re-syncing a day replaces its
+    rows. Amounts are the provider's, in exact fractional cents.
+    """
+
+    provider = models.CharField(max_length=20, choices=Provider)
+    day = models.DateField(help_text="UTC day of the provider's daily bucket.")
+    model = models.CharField(max_length=128, blank=True)
+    api_key_id = models.CharField("API key ID", max_length=128, blank=True)
+    workspace_id = models.CharField(
+        "workspace ID", max_length=128, blank=True, help_text="OpenAI: the project ID."
+    )
+    service_tier = models.CharField(max_length=32, blank=True)
+    context_window = models.CharField(max_length=32, blank=True)
+    inference_geo = models.CharField(max_length=32, blank=True)
+    speed = models.CharField(max_length=16, blank=True)
+    batch = models.BooleanField(default=False)
+
+    input_tokens = models.BigIntegerField(default=0, help_text="Uncached input.")
+    cache_write_5m_tokens = models.BigIntegerField(default=0)
+    cache_write_1h_tokens = models.BigIntegerField(default=0)
+    cache_read_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    web_search_requests = models.BigIntegerField(default=0)
+    requests = models.BigIntegerField(default=0)
+    amount_cents = models.DecimalField(
+        max_digits=28,
+        decimal_places=12,
+        null=True,
+        blank=True,
+        help_text="The provider's amount (after discounts, before credits), in cents.",
+    )
+    list_amount_cents = models.DecimalField(
+        max_digits=28,
+        decimal_places=12,
+        null=True,
+        blank=True,
+        help_text="The provider's list-price amount, in cents.",
+    )
+    sync_run = models.ForeignKey(
+        ProviderSyncRun, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["provider", "day"], name="reportrow_provider_day"),
+            models.Index(fields=["day"], name="reportrow_day"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider} {self.day} {self.model}"
+
+
+class AccountKind(models.TextChoices):
+    API_KEY = "api_key", "API key"
+    WORKSPACE = "workspace", "Workspace (OpenAI: project)"
+
+
+class ProviderAccount(models.Model):
+    """A provider API key or workspace that belongs to one client.
+
+    For a client whose usage source is the provider report, the report rows of its
+    accounts become its usage. Reconciliation also uses the mapping to name untracked
+    spend.
+    """
+
+    provider = models.CharField(max_length=20, choices=Provider)
+    kind = models.CharField(max_length=16, choices=AccountKind)
+    external_id = models.CharField(
+        "provider's ID", max_length=128, help_text="e.g. apikey_01… or wrkspc_01…"
+    )
+    client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="provider_accounts")
+    label = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    history = HistoricalRecords()
+
+    class Meta:
+        verbose_name = "provider API key or workspace"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["provider", "kind", "external_id"], name="provideraccount_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.external_id} → {self.client}"
