@@ -1,7 +1,10 @@
 """Budget recompute: snapshot every client's month-to-date position and fire alerts.
 
 Reads only rollups (one grouped query for all clients, one for the anomaly baselines), so
-it is cheap enough to run every few minutes and shortly after new usage. It overwrites
+it is cheap enough to run every few minutes and shortly after new usage. The billed
+amount is the month's bill (``billing.selectors.lines``: the invoice's per-line
+rounding), the figure every page shows, so a snapshot or an alert never sits in another
+band than the screen by a rounding cent. It overwrites
 the month's snapshot rows and alerts are unique in the database: running it twice, or on
 two workers at once, gives the same result.
 """
@@ -16,8 +19,8 @@ from django.utils import timezone
 from agency.calendar import current_month
 from agency.models import Client
 from billing.models import BudgetSnapshot
-from billing.selectors.budgets import BudgetPosition, budget_position
-from billing.selectors.rollups import MonthTotals, month_totals
+from billing.selectors.budgets import BudgetPosition, bill_totals, budget_of, budget_position
+from billing.selectors.lines import month_bills
 from billing.services.alerts import alerts_evaluate, anomalies_detect
 
 SNAPSHOT_FIELDS = [
@@ -60,14 +63,15 @@ def budgets_recompute(
     if client_ids is not None:
         clients_qs = clients_qs.filter(pk__in=list(client_ids))
     clients = {c.pk: c for c in clients_qs}
-    totals = month_totals(month=month, client_ids=None if client_ids is None else list(clients))
+    bills = month_bills(clients.values(), month, labels=False)
     positions = [
         budget_position(
             client=client,
             month=month,
-            totals=totals.get(pk, MonthTotals(client_id=pk)),
+            totals=bill_totals(bills[pk]),
             now=moment,
-            budget=client.monthly_budget_usd,
+            budget=budget_of(client, month, moment),
+            billed_basis=bills[pk].basis,
         )
         for pk, client in clients.items()
     ]

@@ -119,6 +119,26 @@ def test_status_is_on_billed_amount_with_markup() -> None:
     assert position.status == BudgetStatus.YELLOW
 
 
+def test_snapshot_and_alerts_use_the_billed_amount_every_screen_shows() -> None:
+    """Raw 63.996 at 25% markup is 79.995 billed unrounded, but the invoice line (and so
+    every page) bills 80.00: the stored snapshot and the 80% alert follow the bill, not
+    the unrounded sum, or the overview and the client page disagree by a band."""
+    client = ClientFactory.create(
+        monthly_budget_usd=Decimal("100"), markup_pct=Decimal("25"), alert_thresholds="80"
+    )
+    with time_machine.travel(datetime(2026, 11, 30, 12, 0, tzinfo=AGENCY_TZ), tick=False):
+        spend(client, datetime(2026, 11, 2, 12, 0, tzinfo=AGENCY_TZ), "63.996")
+        recompute()
+        page = budget_status_for(client, NOVEMBER)
+
+    snapshot = BudgetSnapshot.objects.get(client=client)
+    assert page.billed_usd == Decimal("80.00")
+    assert page.status == BudgetStatus.YELLOW
+    assert (snapshot.billed_usd, snapshot.status) == (page.billed_usd, page.status)
+    assert snapshot.percent_used == page.percent_used == Decimal("80")
+    assert list(client.alerts.values_list("kind", "threshold")) == [("actual", 80)]
+
+
 def test_burn_rate_projects_to_month_end_by_the_hour() -> None:
     client = ClientFactory.create(monthly_budget_usd=Decimal("1000"), markup_pct=Decimal("0"))
     # 10 days and half an hour into November: 241 hours elapsed (the current one counts).
