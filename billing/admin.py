@@ -21,6 +21,7 @@ from billing.models import (
     DeliveryStatus,
     Invoice,
     InvoiceLine,
+    MonthEndRun,
 )
 from billing.services.invoices import (
     InvoiceError,
@@ -299,3 +300,28 @@ class InvoiceAdmin(admin.ModelAdmin):
             )  # fmt: skip
             return None
         return self._confirm(request, queryset, "void", "Void invoices")
+
+
+# --- month-end runs -----------------------------------------------------------------------
+
+
+@admin.register(MonthEndRun)
+class MonthEndRunAdmin(admin.ModelAdmin):
+    """Each month-end drafting run: an unfinished one that is not running any more is
+    finished by the daily job (``invoices_finalize_due_task``); nothing here changes a run."""
+
+    list_display = ["month_name", "state", "started_at", "finished_at", "attempts"]
+    month_name = month()
+
+    @admin.display(description="state")
+    def state(self, obj: MonthEndRun) -> str:
+        return "finished" if obj.finished_at else "unfinished"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False

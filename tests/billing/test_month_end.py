@@ -132,3 +132,22 @@ def test_the_visibility_timeout_outlasts_the_longest_task_but_not_by_hours():
     timeout = django_settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"]
     assert timeout == 900
     assert django_settings.CELERY_TASK_TIME_LIMIT == 840
+
+
+def test_staff_see_month_end_runs_in_admin_and_cannot_edit_them(admin_client, client):
+    MonthEndRun.objects.create(month=OCT, started_at=at(11, 1, 1), attempts=2)
+    MonthEndRun.objects.create(
+        month=NOV, started_at=at(12, 1, 1), finished_at=at(12, 1, 2), attempts=1
+    )
+
+    page = admin_client.get("/admin/billing/monthendrun/")
+
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "October 2026" in text and "unfinished" in text and "November 2026" in text
+    run = MonthEndRun.objects.get(month=OCT)
+    change = admin_client.post(f"/admin/billing/monthendrun/{run.pk}/change/", {"attempts": 9})
+    assert change.status_code == 403
+    assert MonthEndRun.objects.get(month=OCT).attempts == 2
+    # Not staff: sent to the admin login.
+    assert client.get("/admin/billing/monthendrun/").status_code == 302
