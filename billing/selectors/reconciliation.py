@@ -43,7 +43,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -448,3 +448,78 @@ def _assemble(
         not_in_report=not_in_report,
         has_report=bool(reported),
     )
+
+
+@dataclass(frozen=True)
+class CoverageSummary:
+    month: date
+    provider_cost_usd: Decimal
+    tracked_cost_usd: Decimal
+
+    @property
+    def coverage_pct(self) -> Decimal | None:
+        return Figures(
+            provider_cost_usd=self.provider_cost_usd, tracked_cost_usd=self.tracked_cost_usd
+        ).coverage_pct
+
+
+def coverage_summary(month: date) -> CoverageSummary | None:
+    """The month's coverage alone, by the same rules as ``reconciliation_for`` (the
+    overview's one line): two small grouped queries. None when no report rows exist."""
+    first, last = month_bounds(month)
+    reported: dict[str, set[date]] = defaultdict(set)
+    provider_cents = ZERO
+    groups = (
+        _month_rows(first, last)
+        .annotate(sourced=_sourced_accounts())
+        .values("provider", "day", "sourced")
+        .annotate(amount=ExactSum("amount_cents"))
+    )
+    for group in groups:
+        reported[group["provider"]].add(group["day"])
+        if not group["sourced"]:
+            provider_cents += group["amount"] or ZERO
+    if not reported:
+        return None
+    tracked = (
+        DailyRollup.objects.filter(_reported_filter(reported), day__gte=first, day__lte=last)
+        .exclude(client__usage_source=UsageSource.PROVIDER_REPORT)
+        .aggregate(cost=ExactSum("cost_usd"))["cost"]
+    )
+    return CoverageSummary(
+        month=first,
+        provider_cost_usd=provider_cents / CENTS_PER_USD,
+        tracked_cost_usd=tracked if tracked is not None else ZERO,
+    )
+
+
+def report_months() -> list[date]:
+    """Every month from the first to the last day the provider reported (the page's
+    picker): two index reads instead of a scan for distinct months."""
+    rows = ProviderReportRow.objects.order_by()
+    first = rows.order_by("day").values_list("day", flat=True).first()
+    last = rows.order_by("-day").values_list("day", flat=True).first()
+    if first is None or last is None:
+        return []
+    months = []
+    month = first.replace(day=1)
+    while month <= last:
+        months.append(month)
+        month = (month.replace(day=28) + timedelta(days=4)).replace(day=1)
+    return months
+
+
+def chart_series(data: Reconciliation) -> dict[str, list[Decimal]]:
+    """The daily chart's stacks: each day's provider cost split into its tracked and
+    untracked parts, plus what was tracked beyond the provider's figure."""
+    tracked, untracked, beyond = [], [], []
+    for day in data.by_day:
+        f = day.figures
+        tracked.append(min(f.tracked_cost_usd, f.provider_cost_usd))
+        untracked.append(max(f.untracked_cost_usd, ZERO))
+        beyond.append(max(-f.untracked_cost_usd, ZERO))
+    return {
+        "Tracked": tracked,
+        "Untracked": untracked,
+        "Tracked beyond the report": beyond,
+    }
