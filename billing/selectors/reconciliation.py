@@ -197,9 +197,7 @@ class Reconciliation:
 
     @property
     def unattributed_untracked_usd(self) -> Decimal:
-        unmapped = sum(
-            (a.provider_cost_usd for a in self.accounts if a.client is None), ZERO
-        )
+        unmapped = sum((a.provider_cost_usd for a in self.accounts if a.client is None), ZERO)
         return unmapped - self.unattributed_tracked_usd
 
 
@@ -213,12 +211,8 @@ def _sourced_accounts() -> Any:
         client__usage_source=UsageSource.PROVIDER_REPORT, provider=OuterRef("provider")
     )
     by_key = accounts.filter(kind=AccountKind.API_KEY, external_id=OuterRef("api_key_id"))
-    by_workspace = accounts.filter(
-        kind=AccountKind.WORKSPACE, external_id=OuterRef("workspace_id")
-    )
-    return (Q(~Q(api_key_id="")) & Exists(by_key)) | (
-        Q(~Q(workspace_id="")) & Exists(by_workspace)
-    )
+    by_workspace = accounts.filter(kind=AccountKind.WORKSPACE, external_id=OuterRef("workspace_id"))
+    return (Q(~Q(api_key_id="")) & Exists(by_key)) | (Q(~Q(workspace_id="")) & Exists(by_workspace))
 
 
 def _report_groups(first: date, last: date) -> Any:
@@ -432,7 +426,10 @@ def _assemble(
         per_model[(provider, model)].merge(figures)
     by_day = [DayFigures(day, per_day[day], per_day_models[day]) for day in days]
     by_model = sorted(
-        (ModelFigures(provider, model, figures) for (provider, model), figures in per_model.items()),
+        (
+            ModelFigures(provider, model, figures)
+            for (provider, model), figures in per_model.items()
+        ),
         key=lambda m: (-m.figures.provider_cost_usd, m.provider, m.model),
     )
     accounts, unattributed = _accounts(first, last, reported) if reported else ([], ZERO)

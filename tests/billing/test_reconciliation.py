@@ -44,7 +44,12 @@ def report(day: date, model: str, amount: str, list_amount: str | None = None, *
 
 @pytest.fixture
 def book(db: None) -> dict[str, Client]:
-    """November 2026: one events client, one report-sourced client, a drifting model."""
+    return make_book()
+
+
+def make_book() -> dict[str, Client]:
+    """November 2026: one events client, one report-sourced client, a drifting model
+    (the other reconciliation test modules use it too)."""
     rate("recon-model")
     rate("drift-model", input="1", output="5")
     acme = ClientFactory.create(name="Acme", slug="acme")
@@ -63,44 +68,78 @@ def book(db: None) -> dict[str, Client]:
     )
     # The provider's books. The dated id resolves to recon-model like an event's would.
     report(
-        date(2026, 11, 3), "recon-model-20261001", "450",
-        api_key_id="apikey_a", workspace_id="wrkspc_acme",
-        input_tokens=1_000_000, output_tokens=100_000,
+        date(2026, 11, 3),
+        "recon-model-20261001",
+        "450",
+        api_key_id="apikey_a",
+        workspace_id="wrkspc_acme",
+        input_tokens=1_000_000,
+        output_tokens=100_000,
     )
     report(
-        date(2026, 11, 4), "recon-model", "600",
-        api_key_id="apikey_x", input_tokens=2_000_000,
+        date(2026, 11, 4),
+        "recon-model",
+        "600",
+        api_key_id="apikey_x",
+        input_tokens=2_000_000,
     )
     # Our price $1.00, the provider's list price $0.99: drift of 1.0101…%.
     report(
-        date(2026, 11, 4), "drift-model", "90", "99",
-        api_key_id="apikey_x", input_tokens=1_000_000,
+        date(2026, 11, 4),
+        "drift-model",
+        "90",
+        "99",
+        api_key_id="apikey_x",
+        input_tokens=1_000_000,
     )
     # A report-sourced client's row: set aside, with its events.
     report(
-        date(2026, 11, 3), "recon-model", "200",
-        api_key_id="apikey_s", input_tokens=500_000, output_tokens=33_333,
+        date(2026, 11, 3),
+        "recon-model",
+        "200",
+        api_key_id="apikey_s",
+        input_tokens=500_000,
+        output_tokens=33_333,
     )
     # What ClientMeter tracked (raw cost), in rollups.
     DailyRollupFactory.create(
-        client=acme, day=date(2026, 11, 3), model="recon-model",
-        input_tokens=1_000_000, output_tokens=100_000, cost_usd=Decimal("4.5"),
+        client=acme,
+        day=date(2026, 11, 3),
+        model="recon-model",
+        input_tokens=1_000_000,
+        output_tokens=100_000,
+        cost_usd=Decimal("4.5"),
     )
     DailyRollupFactory.create(
-        client=acme, day=date(2026, 11, 4), model="recon-model", project="web",
-        input_tokens=1_000_000, output_tokens=0, cost_usd=Decimal("3"),
+        client=acme,
+        day=date(2026, 11, 4),
+        model="recon-model",
+        project="web",
+        input_tokens=1_000_000,
+        output_tokens=0,
+        cost_usd=Decimal("3"),
     )
     DailyRollupFactory.create(
-        client=sourced, day=date(2026, 11, 3), model="recon-model",
-        input_tokens=500_000, output_tokens=33_333, cost_usd=Decimal("2"),
+        client=sourced,
+        day=date(2026, 11, 3),
+        model="recon-model",
+        input_tokens=500_000,
+        output_tokens=33_333,
+        cost_usd=Decimal("2"),
     )
     # Not in the report: Google has no report, and 20 November is not synced yet.
     DailyRollupFactory.create(
-        client=acme, day=date(2026, 11, 3), provider="google", model="gemini-2.5-pro",
+        client=acme,
+        day=date(2026, 11, 3),
+        provider="google",
+        model="gemini-2.5-pro",
         cost_usd=Decimal("5"),
     )
     DailyRollupFactory.create(
-        client=acme, day=date(2026, 11, 20), model="recon-model", cost_usd=Decimal("7"),
+        client=acme,
+        day=date(2026, 11, 20),
+        model="recon-model",
+        cost_usd=Decimal("7"),
     )
     return {"acme": acme, "sourced": sourced}  # fmt: skip
 
@@ -224,9 +263,10 @@ def test_a_report_row_prices_through_the_rate_card() -> None:
         web_search_requests=1_000,
         context_window="0-200k",
     )
-    assert price_report_row(row, card).total == Decimal("3") + 15 + Decimal("3.75") + 6 + Decimal(
-        "0.3"
-    ) + 10
+    assert (
+        price_report_row(row, card).total
+        == Decimal("3") + 15 + Decimal("3.75") + 6 + Decimal("0.3") + 10
+    )
     row.context_window = "200k-1M"
     assert price_report_row(row, card).input == Decimal("6")
     row.batch = True

@@ -9,9 +9,15 @@ import pytest
 import time_machine
 
 from agency.models import Client
-from tests.billing.test_reconciliation import book  # noqa: F401  (the fixture)
+from tests.billing.test_reconciliation import make_book
 from tracking.keys import api_key_create
 from tracking.openapi import openapi_document
+
+
+@pytest.fixture
+def book(db: None) -> dict[str, Client]:
+    return make_book()
+
 
 URL = "/api/v1/reconciliation"
 NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)

@@ -9,8 +9,14 @@ import pytest
 import time_machine
 
 from agency.models import Client
-from tests.billing.test_reconciliation import book  # noqa: F401  (the fixture)
+from tests.billing.test_reconciliation import make_book
 from tests.factories import ClientMembershipFactory, StaffFactory, UserFactory
+
+
+@pytest.fixture
+def book(db: None) -> dict[str, Client]:
+    return make_book()
+
 
 URL = "/reconciliation/"
 NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
