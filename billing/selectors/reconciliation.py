@@ -160,8 +160,9 @@ class DayFigures:
 @dataclass
 class AccountRow:
     """Provider spend of one owner: a mapped client (all its keys and workspaces) or
-    one unmapped API key / workspace pair. ``tracked_cost_usd`` is None when the spend
-    cannot be attributed (an unmapped key: events do not say which key made them)."""
+    one unmapped API key / workspace pair. ``tracked_cost_usd`` is None when there is
+    nothing to set against the spend: an unmapped key (events do not say which key made
+    them) or a report-sourced client (its usage is the report)."""
 
     provider: str
     accounts: list[str]
@@ -324,7 +325,10 @@ def _accounts(
     tracked = _tracked_by_client(first, last, reported)
     mapped_clients = {client_id for _, client_id in by_client}
     for (provider, client_id), owner in by_client.items():
-        owner.tracked_cost_usd = tracked.get((provider, client_id), ZERO)
+        # A report-sourced client's usage is the report: nothing to set against it.
+        owner.tracked_cost_usd = (
+            None if owner.report_sourced else tracked.get((provider, client_id), ZERO)
+        )
     unattributed = sum(
         (cost for (_, client_id), cost in tracked.items() if client_id not in mapped_clients),
         ZERO,
@@ -517,6 +521,6 @@ def chart_series(data: Reconciliation) -> dict[str, list[Decimal]]:
         beyond.append(max(-f.untracked_cost_usd, ZERO))
     return {
         "Tracked": tracked,
-        "Untracked": untracked,
+        "Missed by the meter": untracked,
         "Tracked beyond the report": beyond,
     }

@@ -224,6 +224,7 @@ def test_untracked_spend_by_owner(book: dict[str, Client]) -> None:
     assert unmapped.provider_cost_usd == Decimal("6.9")
     assert unmapped.untracked_cost_usd is None
     assert rows["sourced"].report_sourced
+    assert rows["sourced"].tracked_cost_usd is None  # its usage is the report itself
     assert recon.unattributed_untracked_usd == Decimal("6.9")  # no unmapped client tracked
 
 
