@@ -24,7 +24,7 @@ def reconciliation(request: HtmxHttpRequest) -> HttpResponse:
     _staff_only(request)
     day = today()
     month = month_param(request.GET.get("month"), today=day)
-    data = recon.reconciliation_for(month)
+    data = recon.reconciliation_cached(month)
     series = recon.chart_series(data)
     context = {
         "data": data,

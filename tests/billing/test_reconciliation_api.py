@@ -19,6 +19,8 @@ def book(db: None) -> dict[str, Client]:
     return make_book()
 
 
+pytestmark = pytest.mark.usefixtures("private_cache")
+
 URL = "/api/v1/reconciliation"
 NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
 

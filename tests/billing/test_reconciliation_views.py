@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
 import time_machine
 
 from agency.models import Client
-from tests.billing.test_reconciliation import make_book
+from tests.billing.test_reconciliation import make_book, report
 from tests.factories import ClientMembershipFactory, StaffFactory, UserFactory
 
 
@@ -51,6 +51,16 @@ def test_staff_see_the_months_figures(staff: Any, book: dict[str, Client]) -> No
     assert "Set aside: $2.00" in html
     assert "Not compared: $12.00" in html
     assert '<svg class="chart' in html
+
+
+def test_a_sync_shows_at_once_through_the_cache(staff: Any, book: dict[str, Client]) -> None:
+    assert (
+        'data-testid="provider-cost">$11.40<'
+        in staff.get(URL, {"month": "2026-11"}).content.decode()
+    )
+    report(date(2026, 11, 5), "recon-model", "1000", input_tokens=1_000)
+    html = staff.get(URL, {"month": "2026-11"}).content.decode()
+    assert 'data-testid="provider-cost">$21.40<' in html
 
 
 def test_a_month_without_a_report_says_so(staff: Any, book: dict[str, Client]) -> None:
