@@ -194,5 +194,9 @@ def _reconciliation(request: HttpRequest) -> HttpResponse:
         month = parse_month(query.month) if query.month else current_month()
     except (msgspec.ValidationError, MonthError):
         return api_error(400, "invalid", MONTH_RULE, field="month")
-    payload = reconciliation_payload(recon.reconciliation_cached(month))
-    return HttpResponse(msgspec.json.encode(payload), content_type="application/json")
+    body = recon.cached(
+        month,
+        "api",
+        lambda: msgspec.json.encode(reconciliation_payload(recon.reconciliation_cached(month))),
+    )
+    return HttpResponse(body, content_type="application/json")

@@ -42,10 +42,11 @@ Rules (the README's "What each figure means" says the same for users):
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from django.core.cache import cache
 from django.db.models import Exists, Max, OuterRef, Q, Sum
@@ -59,6 +60,7 @@ from tracking.models import AccountKind, ModelRate, ProviderAccount, ProviderRep
 from tracking.pricing import price_report_row
 from tracking.rates import RateBook
 
+T = TypeVar("T")
 ZERO = Decimal("0")
 CENTS_PER_USD = Decimal("100")
 HUNDRED = Decimal("100")
@@ -464,28 +466,38 @@ def _watermark() -> str:
     return ":".join(str(part) for part in parts)
 
 
-def reconciliation_cached(month: date) -> Reconciliation:
-    """``reconciliation_for``, reused for ``RECON_CACHE_SECONDS`` (the page, the API and
-    the overview's line; alerts read it uncached).
+def cached(month: date, what: str, build: Callable[[], T]) -> T:
+    """``build()``, reused for ``RECON_CACHE_SECONDS`` under a key of the month, ``what``
+    and the watermark. What the page, the API and the overview's line show is cached
+    whole (rendered or encoded), so a warm request costs the watermark and one read.
 
     Why: tracked spend is summed from the wide rollups (client × day × project × feature
-    × model), ~800,000 rows for a month at 200 clients and 10M events: about a second.
-    The provider's figures change only when a sync runs, and the key carries a watermark
-    of the report, the mapping and the rates, so a sync shows at once; late or re-priced
-    events show within ``RECON_CACHE_SECONDS``, like the overview's sums of past days.
+    × model), ~800,000 rows for a month at 200 clients and 10M events: seconds under
+    load. The provider's figures change only when a sync runs and the key carries a
+    watermark of the report, the mapping and the rates, so a sync shows at once; late or
+    re-priced events show within ``RECON_CACHE_SECONDS``, like the overview's sums of
+    past days. Alerts read ``reconciliation_for`` uncached.
     """
-    key = f"recon:v1:{month_bounds(month)[0]}:{_watermark()}"
-    data: Reconciliation | None = cache.get(key)
-    if data is None:
-        data = reconciliation_for(month)
-        cache.set(key, data, RECON_CACHE_SECONDS)
-    return data
+    key = f"recon:v1:{what}:{month_bounds(month)[0]}:{_watermark()}"
+    value: tuple[T] | None = cache.get(key)
+    if value is None:
+        value = (build(),)  # a 1-tuple: None is a value (no report), not a miss
+        cache.set(key, value, RECON_CACHE_SECONDS)
+    return value[0]
+
+
+def reconciliation_cached(month: date) -> Reconciliation:
+    return cached(month, "data", lambda: reconciliation_for(month))
 
 
 def coverage_summary(month: date) -> Figures | None:
     """The month's totals for the overview's one line; None without report rows."""
-    data = reconciliation_cached(month)
-    return data.total if data.has_report else None
+
+    def build() -> Figures | None:
+        data = reconciliation_cached(month)
+        return data.total if data.has_report else None
+
+    return cached(month, "total", build)
 
 
 def report_months() -> list[date]:
@@ -518,3 +530,16 @@ def chart_series(data: Reconciliation) -> dict[str, list[Decimal]]:
         "Missed by the meter": untracked,
         "Tracked beyond the report": beyond,
     }
+
+
+@dataclass(frozen=True)
+class AccountsRest:
+    """The owners beyond the first ``shown`` rows of the spend-by-key table, summed."""
+
+    count: int
+    provider_cost_usd: Decimal
+
+
+def accounts_rest(data: Reconciliation, shown: int) -> AccountsRest:
+    rest = data.accounts[shown:]
+    return AccountsRest(len(rest), sum((a.provider_cost_usd for a in rest), ZERO))
