@@ -108,13 +108,16 @@ TWO_PLACES = Decimal("0.01")
 def _exact(amount: Decimal) -> str:
     """Every significant digit, at least the cents, never an exponent ("0E-15"): the
     same text whatever scale the database summed at (11.40, 0.0075, 12.499995)."""
-    digits = amount.normalize()
+    digits = abs(amount).normalize() if amount == 0 else amount.normalize()
     places = max(2, -int(digits.as_tuple().exponent))
     return f"{digits:.{places}f}"
 
 
 def _pct2(value: Decimal | None) -> str | None:
-    return None if value is None else str(value.quantize(TWO_PLACES, rounding=ROUND_HALF_UP))
+    if value is None:
+        return None
+    rounded = value.quantize(TWO_PLACES, rounding=ROUND_HALF_UP)
+    return str(abs(rounded) if rounded == 0 else rounded)  # "0.00", never "-0.00"
 
 
 def _tokens(counts: dict[str, int]) -> schema.ReportTokens:

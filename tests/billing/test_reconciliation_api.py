@@ -51,6 +51,9 @@ def test_agency_key_reads_the_month_with_exact_money(
     assert body["coverage_pct"] == "65.79"  # 7.5 / 11.4
     assert body["report_sourced_cost_usd"] == "2.00"
     assert body["not_in_report_cost_usd"] == "12.00"
+    assert body["drift_pct"] == "0.07"
+    # -0.00004% rounds to zero: written "0.00", never "-0.00".
+    assert next(m for m in body["models"] if m["model"] == "recon-model")["drift_pct"] == "0.00"
     drift = next(m for m in body["models"] if m["model"] == "drift-model")
     assert drift["drift_pct"] == "1.01"
     assert drift["drifting"] is True
