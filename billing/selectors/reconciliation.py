@@ -56,6 +56,7 @@ from agency.calendar import local_days, month_bounds
 from agency.db import ExactSum
 from agency.models import Client, UsageSource
 from billing.models import DailyRollup
+from tracking.buckets import Reach, token_columns
 from tracking.models import AccountKind, ModelRate, ProviderAccount, ProviderReportRow
 from tracking.pricing import price_report_row
 from tracking.rates import RateBook
@@ -68,15 +69,8 @@ HUNDRED = Decimal("100")
 RECON_CACHE_SECONDS = 300
 # A model's price differs from the provider's list price by more than this: drift.
 DRIFT_LIMIT_PCT = Decimal("0.5")
-# The token kinds both books count, in the order they are shown.
-TOKEN_KINDS = (
-    "input_tokens",
-    "cache_write_5m_tokens",
-    "cache_write_1h_tokens",
-    "cache_read_tokens",
-    "output_tokens",
-    "web_search_requests",
-)
+# The token kinds both books count (the billed buckets), in declaration order.
+TOKEN_KINDS = token_columns(Reach.INVOICE)
 # How a report row groups for pricing: every field that changes the price.
 _PRICE_DIMENSIONS = (
     "service_tier",
