@@ -230,6 +230,12 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "billing.tasks.alert_deliveries_retry_task",
         "schedule": crontab(minute="*/5"),
     },
+    # Reconciliation alerts (coverage below RECON_COVERAGE_ALERT_PCT, a model's rate
+    # drifting) for this month and, in its first days, the last: once each per month.
+    "recon-alerts": {
+        "task": "billing.tasks.recon_alerts_task",
+        "schedule": crontab(minute=45),
+    },
     # On the 1st, draft last month's invoice for every client with something to bill.
     "invoices-generate": {
         "task": "billing.tasks.invoices_generate_task",
@@ -260,6 +266,9 @@ INVOICE_GRACE_DAYS = env_int("INVOICE_GRACE_DAYS", 3)
 # The alert thresholds (percent of budget) a new client starts with; editable per client.
 DEFAULT_ALERT_THRESHOLDS = env_int_list("DEFAULT_ALERT_THRESHOLDS", "50,80,100")
 ANOMALY_STDDEV = env_decimal("ANOMALY_STDDEV", "3")
+# Reconciliation: alert when a month's coverage (tracked ÷ the provider's cost) is below
+# this percentage.
+RECON_COVERAGE_ALERT_PCT = env_decimal("RECON_COVERAGE_ALERT_PCT", "98")
 # A budget recompute runs this long after new usage: one run per burst of ingest requests.
 BUDGET_RECOMPUTE_DELAY_SECONDS = env_int("BUDGET_RECOMPUTE_DELAY_SECONDS", 30)
 

@@ -21,6 +21,7 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("api/v1/budget", billing.api.budget, name="api-budget"),
+    path("api/v1/reconciliation", billing.api.reconciliation, name="api-reconciliation"),
     path("api/v1/", include("tracking.urls")),
     path("", include("billing.urls")),
 ]

@@ -131,21 +131,36 @@ class AlertKind(models.TextChoices):
     ACTUAL = "actual", "Budget threshold reached"
     PROJECTED = "projected", "Projected to reach threshold"
     ANOMALY = "anomaly", "Spend anomaly"
+    RECON_COVERAGE = "recon_coverage", "Reconciliation: coverage below threshold"
+    RECON_DRIFT = "recon_drift", "Reconciliation: model rate drift"
+
+
+RECON_KINDS = (AlertKind.RECON_COVERAGE, AlertKind.RECON_DRIFT)
 
 
 class Alert(models.Model):
-    """A budget alert that fired. The unique key makes it fire once per client, month,
-    kind and threshold (and, for anomalies, local day) even with concurrent workers:
-    only the transaction that inserted the row delivers it."""
+    """An alert that fired. The unique key makes it fire once per client, month, kind
+    and threshold (and, for anomalies, local day) even with concurrent workers: only the
+    transaction that inserted the row delivers it. Reconciliation alerts are the agency's
+    (no client): once per month, kind, threshold and key (the drifting model)."""
 
-    client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="alerts")
+    client = models.ForeignKey(
+        Client,
+        on_delete=models.CASCADE,
+        related_name="alerts",
+        null=True,
+        blank=True,
+        help_text="Empty: an agency-wide alert (reconciliation).",
+    )
     month = models.DateField(help_text="First day of the month, agency time zone.")
     kind = models.CharField(max_length=16, choices=AlertKind)
     threshold = models.PositiveIntegerField(
         help_text="Percent of budget; for anomalies the number of standard deviations."
     )
     key = models.CharField(
-        max_length=32, blank=True, help_text="Anomalies: the local day (one per client per day)."
+        max_length=200,
+        blank=True,
+        help_text="Anomalies: the local day (one per client per day); drift: the model.",
     )
     budget_usd = models.DecimalField(
         "budget (USD)", max_digits=14, decimal_places=2, null=True, blank=True
@@ -161,6 +176,12 @@ class Alert(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["client", "month", "kind", "threshold", "key"], name="alert_fires_once"
+            ),
+            # NULLs are distinct in a unique index: agency-wide alerts need their own.
+            models.UniqueConstraint(
+                fields=["month", "kind", "threshold", "key"],
+                condition=models.Q(client__isnull=True),
+                name="alert_agency_fires_once",
             ),
         ]
         indexes = [models.Index(fields=["client", "-created_at"], name="alert_client_recent")]

@@ -17,6 +17,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 
+from agency.calendar import current_month, previous_month, today
 from billing.services.alerts import (
     MAX_ATTEMPTS,
     AlertDeliveryError,
@@ -26,6 +27,7 @@ from billing.services.alerts import (
 from billing.services.budgets import budgets_recompute
 from billing.services.invoices import invoices_finalize_due, previous_month_of
 from billing.services.month_end import month_end_resume, month_end_run
+from billing.services.reconciliation import recon_alerts_evaluate
 from billing.services.rollups import rollups_rebuild_dirty
 
 logger = logging.getLogger(__name__)
@@ -98,6 +100,28 @@ def alert_deliveries_retry_task() -> int:
     for delivery_id in due:
         alert_delivery_send_task.delay(delivery_id)
     return len(due)
+
+
+# --- reconciliation ------------------------------------------------------------------
+
+# The provider revises its last days for a while: last month is checked this long into
+# the new one.
+RECON_PREVIOUS_MONTH_DAYS = 3
+
+
+@shared_task(**AT_LEAST_ONCE)
+def recon_alerts_task(month_iso: str | None = None) -> int:
+    """Fire the reconciliation alerts of a month (``YYYY-MM-DD`` of its first day;
+    default this month, and last month in the first days of this one). Idempotent: each
+    alert fires once."""
+    now = timezone.now()
+    if month_iso:
+        months = [date.fromisoformat(month_iso).replace(day=1)]
+    else:
+        months = [current_month(now)]
+        if today(now).day <= RECON_PREVIOUS_MONTH_DAYS:
+            months.append(previous_month(months[0]))
+    return sum(len(recon_alerts_evaluate(month=month, now=now)) for month in months)
 
 
 # --- invoices --------------------------------------------------------------------------

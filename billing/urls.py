@@ -2,12 +2,13 @@ from __future__ import annotations
 
 from django.urls import path
 
-from billing.views import dashboard, invoices
+from billing.views import dashboard, invoices, reconciliation
 
 urlpatterns = [
     path("overview/", dashboard.overview, name="overview"),
     path("overview.csv", dashboard.overview_csv, name="overview_csv"),
     path("alerts/", dashboard.alerts_page, name="alerts"),
+    path("reconciliation/", reconciliation.reconciliation, name="reconciliation"),
     path("clients/<slug:slug>/", dashboard.client_detail, name="client_detail"),
     path("clients/<slug:slug>/top/", dashboard.client_top_lists, name="client_top_lists"),
     path("clients/<slug:slug>/invoices/<int:pk>.pdf", invoices.invoice_pdf, name="invoice_pdf"),

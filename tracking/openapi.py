@@ -15,7 +15,15 @@ from typing import Any
 import msgspec
 from django.conf import settings
 
-from tracking.schema import Budget, BudgetQuery, Error, IngestRequest, IngestResponse
+from tracking.schema import (
+    Budget,
+    BudgetQuery,
+    Error,
+    IngestRequest,
+    IngestResponse,
+    Reconciliation,
+    ReconciliationQuery,
+)
 
 _REF = "#/components/schemas/{name}"
 
@@ -138,9 +146,32 @@ def _budget_path() -> dict[str, Any]:
     }
 
 
+def _reconciliation_path() -> dict[str, Any]:
+    return {
+        "get": {
+            "operationId": "getReconciliation",
+            "summary": "The provider's books against what was tracked, for a month",
+            "description": "Agency-wide API keys only (a client key gets 404). Coverage, "
+            "untracked spend and rate drift by model and by day; money as exact decimal "
+            "text.",
+            "parameters": _query_parameters(ReconciliationQuery),
+            "responses": {
+                "200": {
+                    "description": "The month's reconciliation.",
+                    "content": _json(_ref(Reconciliation)),
+                },
+                "400": _error("Bad month."),
+                "401": _error("Missing, unknown or revoked API key."),
+                "404": _error("A client's key: the reconciliation is the agency's."),
+                "429": _RATE_LIMITED,
+            },
+        }
+    }
+
+
 def openapi_document() -> dict[str, Any]:
     _, schemas = msgspec.json.schema_components(
-        [IngestRequest, IngestResponse, Error, Budget], ref_template=_REF
+        [IngestRequest, IngestResponse, Error, Budget, Reconciliation], ref_template=_REF
     )
     # The batch limit is a setting, not a constant of the declaration.
     schemas["IngestRequest"]["properties"]["events"]["maxItems"] = settings.INGEST_MAX_EVENTS
@@ -153,7 +184,11 @@ def openapi_document() -> dict[str, Any]:
         },
         "servers": [{"url": "/api/v1"}],
         "security": [{"bearerAuth": []}],
-        "paths": {"/usage": _usage_path(), "/budget": _budget_path()},
+        "paths": {
+            "/usage": _usage_path(),
+            "/budget": _budget_path(),
+            "/reconciliation": _reconciliation_path(),
+        },
         "components": {
             "securitySchemes": {
                 "bearerAuth": {

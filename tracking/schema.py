@@ -297,3 +297,91 @@ class Budget(msgspec.Struct):
         NotPriced | None,
         Meta(description="Calls to models without a rate (not in any figure); null if none."),
     ] = None
+
+
+# --- reconciliation (billing's, declared here for the one OpenAPI document) -------------
+
+Exact = Annotated[str, Meta(pattern=DECIMAL, description="USD, exact (unrounded) decimal text.")]
+Percent = Annotated[
+    str | None,
+    Meta(description="Percent to two places; null when there is nothing to divide by."),
+]
+
+
+class ReconciliationQuery(msgspec.Struct):
+    """The query string of ``GET /reconciliation``."""
+
+    month: (
+        Annotated[str, Meta(pattern=MONTH, description="YYYY-MM; default the current month.")]
+        | None
+    ) = None
+
+
+class ReportTokens(msgspec.Struct):
+    """Tokens by kind (disjoint buckets) and web search requests."""
+
+    input_tokens: int
+    cache_write_5m_tokens: int
+    cache_write_1h_tokens: int
+    cache_read_tokens: int
+    output_tokens: int
+    web_search_requests: int
+
+
+class ReconciliationModel(msgspec.Struct):
+    """One model's figures (canonical model id, as the rate table names it)."""
+
+    provider: str
+    model: str
+    provider_cost_usd: Exact
+    tracked_cost_usd: Exact
+    untracked_cost_usd: Exact
+    coverage_pct: Percent
+    drift_pct: Annotated[
+        str | None,
+        Meta(
+            description="Our price for the provider's tokens vs its list amount, percent "
+            "to two places; null without a rate or a list amount."
+        ),
+    ]
+    drifting: Annotated[bool, Meta(description="drift_pct beyond ±0.5%.")]
+    provider_tokens: ReportTokens
+    tracked_tokens: ReportTokens
+
+
+class ReconciliationDay(msgspec.Struct):
+    """One day: the provider's UTC day set against the agency-local day of that date."""
+
+    day: str
+    provider_cost_usd: Exact
+    tracked_cost_usd: Exact
+    untracked_cost_usd: Exact
+    coverage_pct: Percent
+    drift_pct: str | None
+    provider_tokens: ReportTokens
+    tracked_tokens: ReportTokens
+    models: list[ReconciliationModel]
+
+
+class Reconciliation(msgspec.Struct):
+    """The provider's books against what ClientMeter tracked, for one agency month.
+    Report-sourced clients are left out of both sides (``report_sourced_cost_usd``)."""
+
+    month: str
+    has_report: Annotated[bool, Meta(description="false: no provider report synced.")]
+    provider_cost_usd: Exact
+    tracked_cost_usd: Exact
+    coverage_pct: Percent
+    untracked_cost_usd: Exact
+    untracked_tokens: ReportTokens
+    drift_pct: str | None
+    report_sourced_cost_usd: Exact
+    not_in_report_cost_usd: Annotated[
+        str,
+        Meta(
+            pattern=DECIMAL,
+            description="Tracked spend on days or providers the report has no rows for.",
+        ),
+    ]
+    models: list[ReconciliationModel]
+    days: list[ReconciliationDay]

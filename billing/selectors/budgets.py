@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from agency.calendar import month_range, month_start
@@ -234,9 +234,10 @@ def month_alert_history(client: Client, position: BudgetPosition) -> AlertHistor
 
 
 def alerts_all(clients: QuerySet[Client], limit: int = 200) -> QuerySet[Alert]:
-    """Every alert of these clients, newest first, with client and deliveries (staff)."""
+    """Every alert of these clients and the agency-wide ones (reconciliation), newest
+    first, with client and deliveries (staff)."""
     return (
-        Alert.objects.filter(client__in=clients)
+        Alert.objects.filter(Q(client__in=clients) | Q(client__isnull=True))
         .select_related("client")
         .prefetch_related("deliveries")
         .order_by("-created_at", "-pk")[:limit]

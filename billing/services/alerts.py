@@ -111,15 +111,17 @@ def budget_message(
     return subject, text
 
 
-def _targets(client: Client) -> list[tuple[str, str]]:
+def _targets(client: Client | None) -> list[tuple[str, str]]:
+    """Where an alert goes: the agency's channels, plus the client's own for a client's
+    alert (an agency-wide alert, ``client`` None, stays with the agency)."""
     targets: list[tuple[str, str]] = []
     if settings.AGENCY_ALERT_EMAILS:
         targets.append((DeliveryChannel.EMAIL, ", ".join(settings.AGENCY_ALERT_EMAILS)))
-    if client.alert_billing_contact and client.billing_email:
+    if client is not None and client.alert_billing_contact and client.billing_email:
         targets.append((DeliveryChannel.EMAIL, client.billing_email))
     if settings.AGENCY_SLACK_WEBHOOK_URL:
         targets.append((DeliveryChannel.SLACK, settings.AGENCY_SLACK_WEBHOOK_URL))
-    if client.slack_webhook_url:
+    if client is not None and client.slack_webhook_url:
         targets.append((DeliveryChannel.SLACK, client.slack_webhook_url))
     return targets
 

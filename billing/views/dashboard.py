@@ -33,6 +33,7 @@ from billing.selectors import dashboard
 from billing.selectors.budgets import alerts_all, budget_status_for, month_alert_history
 from billing.selectors.invoices import invoices_for
 from billing.selectors.lines import month_bill
+from billing.selectors.reconciliation import coverage_summary
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -88,6 +89,8 @@ def overview(request: HtmxHttpRequest) -> HttpResponse:
         "months": months,
         "q": request.GET.get("q", ""),
         "status": request.GET.get("status", ""),
+        # The one reconciliation line (the table fragment does not show it).
+        "recon": None if request.htmx else coverage_summary(month),
     }
     return render(request, template, context)
 

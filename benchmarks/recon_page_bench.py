@@ -1,0 +1,372 @@
+"""Reconciliation benchmark: server time of /reconciliation/ and GET /api/v1/reconciliation.
+
+    .venv/bin/python benchmarks/recon_page_bench.py [--database-url URL] [--requests 40]
+
+What it does:
+
+1. Uses a PostgreSQL database holding ``manage.py seed_benchmark`` data (200 clients, 10
+   million events, rollups built); default ``bench_recon``, a scratch copy (``CREATE
+   DATABASE bench_recon TEMPLATE <a seeded database>`` is the quick way to get one). If the
+   database does not exist it is created and seeded first (several minutes). It is
+   migrated (``manage.py migrate``: the reconciliation's migrations), then everything else
+   happens in one transaction that is rolled back at the end.
+2. In that transaction, a provider report for the seed's last full month and its current
+   month: per day, each seeded Anthropic/OpenAI model's rollups become one report row per
+   client's API key (2% more than tracked: untracked spend), and filler models bring the
+   report to ``--models`` models × ``--keys`` API keys × every day (about 300,000 rows for
+   a 30-day month); three quarters of the keys are mapped to their clients, ten clients are
+   metered from the report, and one model's rate is off by 1% (drift).
+3. With the clock fixed on the 15th of the seed's current month, renders each page
+   in-process with Django's test client under production settings (DEBUG off) and the
+   shared cache in Redis (``--redis-url``, flushed for each cold request), and prints
+   p50/p95/max warm, the median cold (empty cache), the queries per request, and beside
+   them the floor: PostgreSQL ``COPY … TO STDOUT`` of the rows the page reads (the month's
+   report rows and daily rollups), the ratio of p95 to that floor, and the load average.
+
+Target: p95 under 100 ms for the page and the API.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/bench_recon"
+DEFAULT_REDIS = "redis://127.0.0.1:6379/2"
+TOKEN_COLUMNS = (
+    "input_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "cache_read_tokens",
+    "output_tokens",
+    "web_search_requests",
+)
+
+
+def _database_exists(url: str) -> bool:
+    parts = urlsplit(url)
+    admin = parts._replace(path="/postgres").geturl()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", [parts.path.lstrip("/")]
+        ).fetchone()
+        return row is not None
+
+
+def _manage(url: str, *args: str) -> None:
+    env = {**os.environ, "DATABASE_URL": url, "DJANGO_DEBUG": "1"}
+    subprocess.run([sys.executable, str(ROOT / "manage.py"), *args], env=env, check=True, cwd=ROOT)
+
+
+def _create_and_seed(url: str) -> None:
+    parts = urlsplit(url)
+    admin = parts._replace(path="/postgres").geturl()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{parts.path.lstrip("/")}"')
+    _manage(url, "migrate", "-v0")
+    _manage(url, "seed_benchmark")
+
+
+def _setup_django(url: str, redis_url: str) -> None:
+    os.environ.update(
+        DATABASE_URL=url,
+        REDIS_URL=redis_url,
+        DJANGO_SETTINGS_MODULE="agency.settings",
+        DJANGO_DEBUG="0",
+        DJANGO_SECRET_KEY="bench-" + "k" * 60,
+        DJANGO_SECURE_SSL_REDIRECT="0",
+        DJANGO_SECURE_COOKIES="0",
+        ALLOWED_HOSTS="testserver",
+    )
+    import django
+
+    django.setup()
+
+
+def _percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    index = max(0, min(len(ordered) - 1, round(pct / 100 * len(ordered) + 0.5) - 1))
+    return ordered[index]
+
+
+def _seed_report(full: date, current: date, clock: date, *, models: int, keys: int) -> int:
+    """Report rows for ``full`` (every day) and ``current`` (up to the day before the
+    clock), as described in the module docstring. Returns the number of rows."""
+    from django.db import connection
+
+    from agency.calendar import month_bounds
+
+    first = full
+    last = clock.replace(day=clock.day - 1)
+    tokens = ", ".join(TOKEN_COLUMNS)
+    sums = ", ".join(f"(SUM(r.{c}) * 1.02)::bigint" for c in TOKEN_COLUMNS)
+    with connection.cursor() as cursor:
+        # Seeded models: the clients' rollups, 2% more (what bypassed the meter).
+        cursor.execute(
+            f"""
+            INSERT INTO tracking_providerreportrow (
+                provider, day, model, api_key_id, workspace_id, service_tier,
+                context_window, inference_geo, speed, batch, {tokens}, requests,
+                amount_cents, list_amount_cents)
+            SELECT r.provider, r.day, r.model, 'apikey_bench_' || r.client_id, '',
+                   'standard', '0-200k', '', '', false, {sums}, SUM(r.events),
+                   SUM(r.cost_usd) * 102, SUM(r.cost_usd) * 102
+            FROM billing_dailyrollup r
+            JOIN tracking_modelrate m ON m.provider = r.provider AND m.model = r.model
+            WHERE r.day BETWEEN %s AND %s AND r.provider IN ('anthropic', 'openai')
+            GROUP BY r.provider, r.day, r.model, r.client_id
+            """,
+            [first, last],
+        )
+        cursor.execute(
+            "SELECT COUNT(DISTINCT model) FROM tracking_providerreportrow WHERE day >= %s", [first]
+        )
+        (seeded_models,) = cursor.fetchone()
+        # Filler models: the other rated models, then unrated names, every key, every day.
+        cursor.execute(
+            """
+            SELECT provider, model FROM tracking_modelrate
+            WHERE provider IN ('anthropic', 'openai')
+              AND model NOT IN (SELECT DISTINCT model FROM tracking_providerreportrow)
+            GROUP BY provider, model ORDER BY model
+            """
+        )
+        filler = list(cursor.fetchall())
+        filler += [("anthropic", f"bench-report-{i:02d}") for i in range(models)]
+        filler = filler[: max(0, models - seeded_models)]
+        for provider, model in filler:
+            cursor.execute(
+                """
+                INSERT INTO tracking_providerreportrow (
+                    provider, day, model, api_key_id, workspace_id, service_tier,
+                    context_window, inference_geo, speed, batch, input_tokens,
+                    cache_write_5m_tokens, cache_write_1h_tokens, cache_read_tokens,
+                    output_tokens, web_search_requests, requests, amount_cents,
+                    list_amount_cents)
+                SELECT %s, d::date, %s, 'apikey_filler_' || k, 'wrkspc_bench', 'standard',
+                       '0-200k', '', '', false, 1000 + k, 0, 0, 500, 100 + k, 0, 3,
+                       (1000 + k) * 0.0003, (1000 + k) * 0.0003
+                FROM generate_series(%s::date, %s::date, '1 day') d,
+                     generate_series(1, %s) k
+                """,
+                [provider, model, first, last, keys],
+            )
+        # One model priced 1% off: our rate table drifts from the provider's list price.
+        cursor.execute(
+            """
+            UPDATE tracking_providerreportrow SET list_amount_cents = list_amount_cents / 1.01
+            WHERE model = 'claude-haiku-4-5' AND day BETWEEN %s AND %s
+            """,
+            [first, last],
+        )
+        # Three quarters of the clients' keys mapped; ten clients metered from the report.
+        cursor.execute(
+            """
+            INSERT INTO tracking_provideraccount (provider, kind, external_id, client_id,
+                                                  label, created_at)
+            SELECT p.provider, 'api_key', 'apikey_bench_' || c.id, c.id, '', now()
+            FROM agency_client c CROSS JOIN (VALUES ('anthropic'), ('openai')) p (provider)
+            WHERE c.slug LIKE 'bench-%%' AND c.id %% 4 <> 0
+            """,
+            [],
+        )
+        cursor.execute(
+            """
+            UPDATE agency_client SET usage_source = 'provider_report'
+            WHERE id IN (SELECT id FROM agency_client WHERE slug LIKE 'bench-%%'
+                         ORDER BY slug DESC LIMIT 10)
+            """,
+            [],
+        )
+        cursor.execute("ANALYZE tracking_providerreportrow")
+        cursor.execute("ANALYZE tracking_provideraccount")
+        cursor.execute(
+            "SELECT COUNT(*) FROM tracking_providerreportrow WHERE day BETWEEN %s AND %s",
+            [first, month_bounds(full)[1]],
+        )
+        (rows,) = cursor.fetchone()
+    return int(rows)
+
+
+def _floor(month: date, *, repeat: int = 5) -> float:
+    """COPY out of the rows the page reads for ``month``: its report rows and its
+    daily rollups (the columns summed), median of ``repeat`` runs, in ms."""
+    from django.db import connection
+
+    from agency.calendar import month_bounds
+
+    first, last = month_bounds(month)
+    report = (
+        "COPY (SELECT day, provider, model, api_key_id, workspace_id, service_tier, "
+        f"context_window, inference_geo, speed, batch, {', '.join(TOKEN_COLUMNS)}, requests, "
+        "amount_cents, list_amount_cents FROM tracking_providerreportrow "
+        f"WHERE day BETWEEN '{first}' AND '{last}') TO STDOUT"
+    )
+    rollups = (
+        "COPY (SELECT day, provider, model, client_id, cost_usd, unpriced_events, "
+        f"{', '.join(TOKEN_COLUMNS)} FROM billing_dailyrollup "
+        f"WHERE day BETWEEN '{first}' AND '{last}') TO STDOUT"
+    )
+    timings = []
+    for _ in range(repeat):
+        began = time.perf_counter()
+        with connection.cursor() as cursor:
+            raw = cursor.cursor  # psycopg's own cursor: COPY
+            for statement in (report, rollups):
+                with raw.copy(statement) as copy:
+                    for _block in copy:
+                        pass
+        timings.append((time.perf_counter() - began) * 1000)
+    return statistics.median(timings)
+
+
+def _measure(http: Any, url: str, *, requests: int, headers: dict[str, str], cold: int) -> Any:
+    from django.core.cache import cache
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    cold_timings = []
+    for _ in range(cold):
+        cache.clear()
+        began = time.perf_counter()
+        response = http.get(url, **headers)
+        cold_timings.append((time.perf_counter() - began) * 1000)
+        assert response.status_code == 200, (url, response.status_code)
+    for _ in range(3):
+        assert http.get(url, **headers).status_code == 200
+    timings = []
+    for _ in range(requests):
+        began = time.perf_counter()
+        response = http.get(url, **headers)
+        timings.append((time.perf_counter() - began) * 1000)
+        assert response.status_code == 200
+    with CaptureQueriesContext(connection) as queries:
+        http.get(url, **headers)
+    return {
+        "p50": statistics.median(timings),
+        "p95": _percentile(timings, 95),
+        "max": max(timings),
+        "cold": statistics.median(cold_timings) if cold_timings else 0.0,
+        "queries": len(queries.captured_queries),
+        "bytes": len(response.content),
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    import time_machine
+    from django.contrib.auth import get_user_model
+    from django.db import transaction
+    from django.test import Client as HttpClient
+    from django.test.utils import override_settings
+
+    from agency.calendar import local_moment, month_start, shift_month
+    from tracking.keys import api_key_create
+    from tracking.models import UsageEvent
+
+    last_event = UsageEvent.objects.order_by("-occurred_at").values_list("occurred_at", flat=True)
+    latest = last_event.first()
+    if latest is None:
+        print("no events in this database: run manage.py seed_benchmark first")
+        return 1
+    current = month_start(latest.date())
+    full = shift_month(current, -1)
+    clock = current.replace(day=15)
+    static = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
+    from django.conf import settings
+
+    storages = {**settings.STORAGES, "staticfiles": static}
+    worst = 0.0
+    with (
+        time_machine.travel(local_moment(clock, datetime.min.time().replace(hour=12)), tick=True),
+        override_settings(STORAGES=storages),
+        transaction.atomic(),
+    ):
+        began = time.perf_counter()
+        rows = _seed_report(full, current, clock, models=args.models, keys=args.keys)
+        print(
+            f"{UsageEvent.objects.count():,} events; report for {full:%B %Y}: {rows:,} rows "
+            f"({args.models} models × {args.keys} keys × every day), seeded in "
+            f"{time.perf_counter() - began:.1f} s; clock fixed at {clock}",
+            flush=True,
+        )
+        staff = get_user_model().objects.create(username="bench-recon-staff", is_staff=True)
+        as_staff = HttpClient()
+        as_staff.force_login(staff)
+        agency_key = api_key_create(name="bench recon", client=None)[1]
+        api = {"HTTP_AUTHORIZATION": f"Bearer {agency_key}"}
+        htmx = {"HTTP_HX_REQUEST": "true"}
+        floors = {month: _floor(month) for month in (full, current)}
+        pages = [
+            (f"/reconciliation/ {full:%Y-%m} (full month)", f"/reconciliation/?month={full:%Y-%m}", {}, full),
+            (f"/reconciliation/ {current:%Y-%m} (htmx, this month)", f"/reconciliation/?month={current:%Y-%m}", htmx, current),
+            (f"GET /api/v1/reconciliation {full:%Y-%m}", f"/api/v1/reconciliation?month={full:%Y-%m}", api, full),
+            ("/overview/ this month (with the coverage line)", "/overview/", {}, current),
+        ]  # fmt: skip
+        if args.profile:
+            import cProfile
+            import pstats
+
+            url = pages[0][1]
+            as_staff.get(url)
+            profiler = cProfile.Profile()
+            profiler.enable()
+            for _ in range(5):
+                as_staff.get(url)
+            profiler.disable()
+            pstats.Stats(profiler).sort_stats("cumulative").print_stats(40)
+            transaction.set_rollback(True)
+            return 0
+        for label, url, headers, month in pages:
+            http = HttpClient() if headers is api else as_staff
+            figures = _measure(http, url, requests=args.requests, headers=headers, cold=args.cold)
+            floor = floors[month]
+            load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+            print(
+                f"{label:<48} p50 {figures['p50']:6.1f} ms  p95 {figures['p95']:6.1f} ms  "
+                f"max {figures['max']:6.1f} ms  cold {figures['cold']:7.1f} ms  "
+                f"{figures['queries']:>2} queries  floor (COPY) {floor:6.1f} ms  "
+                f"p95/floor {figures['p95'] / floor:4.2f}  cold/floor "
+                f"{figures['cold'] / floor:4.2f}  load {load}",
+                flush=True,
+            )
+            if not label.startswith("/overview/"):
+                worst = max(worst, figures["p95"])
+        transaction.set_rollback(True)
+    verdict = "met" if worst < 100 else "MISSED"
+    print(f"target p95 < 100 ms (page and API): {verdict} (worst p95 {worst:.1f} ms)")
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL))
+    parser.add_argument("--redis-url", default=DEFAULT_REDIS)
+    parser.add_argument("--requests", type=int, default=40)
+    parser.add_argument("--cold", type=int, default=3, help="Requests with an empty cache.")
+    parser.add_argument("--models", type=int, default=50)
+    parser.add_argument("--keys", type=int, default=200)
+    parser.add_argument("--profile", action="store_true", help="Profile 5 warm page requests.")
+    args = parser.parse_args()
+    if not _database_exists(args.database_url):
+        print(f"seeding {args.database_url} (200 clients, 10,000,000 events)")
+        _create_and_seed(args.database_url)
+    _manage(args.database_url, "migrate", "-v0")
+    _setup_django(args.database_url, args.redis_url)
+    return run(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
