@@ -474,9 +474,11 @@ class _Handler(BaseHTTPRequestHandler):
         pass  # quiet: the tests read ``standin.seen`` instead
 
 
-@pytest.fixture
-def standin(settings: Any) -> Iterator[ProviderStandIn]:
-    """A running stand-in, with the admin keys and base URLs pointing at it."""
+@pytest.fixture(name="standin")
+def standin_fixture(settings: Any) -> Iterator[ProviderStandIn]:
+    """A running stand-in, with the admin keys and base URLs pointing at it.
+
+    Import ``standin_fixture`` into a test module to use it as ``standin``."""
     with ProviderStandIn() as server:
         settings.ANTHROPIC_ADMIN_API_KEY = ANTHROPIC_ADMIN_KEY
         settings.OPENAI_ADMIN_API_KEY = OPENAI_ADMIN_KEY
@@ -487,5 +489,5 @@ def standin(settings: Any) -> Iterator[ProviderStandIn]:
 
 __all__ = [
     "ANTHROPIC_ADMIN_KEY", "OPENAI_ADMIN_KEY", "AnthropicRecord", "OpenAIRecord", "ProviderStandIn",
-    "standin",
+    "standin_fixture",
 ]  # fmt: skip

@@ -21,13 +21,13 @@ from anthropic.types.beta.organization.analytics import (
 )
 from openai.types.admin.organization import UsageCompletionsResponse, UsageCostsResponse
 
-from tests.standin import (  # noqa: F401 (the fixture)
+from tests.standin import (  # noqa: F401 (standin_fixture: the fixture "standin")
     ANTHROPIC_ADMIN_KEY,
     OPENAI_ADMIN_KEY,
     AnthropicRecord,
     OpenAIRecord,
     ProviderStandIn,
-    standin,
+    standin_fixture,
 )
 from tracking.models import ProviderReportRow, ProviderSyncRun, SyncStatus
 from tracking.provider_reports import anthropic_report, openai_report
@@ -120,9 +120,8 @@ def test_standin_anthropic_pages_validate_as_the_sdk_types(standin):
         for item in page["data"]:
             # No field the SDK does not know (a made-up name would pass the lenient model).
             assert set(item) <= set(item_type.model_fields)
-            assert set(item["group"]) <= set(
-                item_type.model_fields["group"].annotation.model_fields
-            )  # type: ignore[union-attr]
+            group_type: Any = item_type.model_fields["group"].annotation
+            assert set(item["group"]) <= set(group_type.model_fields)
             item_type.model_validate(item, strict=False)
 
 
