@@ -95,7 +95,7 @@ def _sync(provider: str = "anthropic", since: date = NOV1, until: date = NOV3) -
 
 
 def _get(
-    standin: ProviderStandIn, path: str, params: list[tuple[str, str]], headers: dict[str, str]
+    standin: ProviderStandIn, path: str, params: list[tuple[str, Any]], headers: dict[str, str]
 ) -> Any:
     response = httpx2.get(f"{standin.url}{path}", params=params, headers=headers)
     assert response.status_code == 200, response.text
