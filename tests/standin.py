@@ -44,7 +44,7 @@ OPENAI_USAGE_DIMENSIONS = ("model", "project_id", "api_key_id", "batch", "user_i
 OPENAI_COST_DIMENSIONS = ("project_id", "api_key_id", "line_item", "user_id")
 
 
-@dataclass
+@dataclass(slots=True)
 class AnthropicRecord:
     """One day of usage for one combination of every dimension, with its cost."""
 
@@ -243,10 +243,11 @@ class ProviderStandIn:
         )
 
     def _page(
-        self, query: dict[str, list[str]], limit: int, build: Any
+        self, query: dict[str, list[str]], limit: int, build: Any, render: Any
     ) -> tuple[list[dict[str, Any]], str | None]:
         """One page of a listing: the whole result is built on the first request and kept
-        under an opaque cursor, as the real APIs' cursors pin a snapshot."""
+        under an opaque cursor, as the real APIs' cursors pin a snapshot. Its entries
+        become JSON objects (``render``) only when their page is served."""
         cursor = query.get("page", [None])[0]
         if cursor:
             name, _, offset_text = cursor.partition(":")
@@ -262,7 +263,11 @@ class ProviderStandIn:
                 self._cursors[name] = results
             offset = 0
         end = offset + limit
-        return results[offset:end], (f"{name}:{end}" if end < len(results) else None)
+        if end >= len(results):
+            with self._lock:
+                self._cursors.pop(name, None)
+        next_page = f"{name}:{end}" if end < len(results) else None
+        return [render(entry) for entry in results[offset:end]], next_page
 
     # -- Anthropic -------------------------------------------------------------------
 
@@ -286,14 +291,16 @@ class ProviderStandIn:
             raise _BadRequest(f"starting_at/ending_at: {exc}") from exc
         if end - start > timedelta(days=31):
             raise _BadRequest("the range may span at most 31 days")
+        if start.time() != time(0) or end.time() != time(0):
+            raise _BadRequest("daily buckets: starting_at and ending_at at midnight UTC")
+        first, after = start.astimezone(UTC).date(), end.astimezone(UTC).date()
         geos = query.get("inference_geos[]")
         speeds = query.get("speeds[]")
 
-        def build() -> list[dict[str, Any]]:
+        def build() -> list[tuple[tuple[Any, ...], list[Any]]]:
             sums: dict[tuple[Any, ...], list[Any]] = {}
             for r in self.anthropic:
-                moment = datetime.combine(r.day, time(0), tzinfo=UTC)
-                if not start <= moment < end:
+                if not first <= r.day < after:
                     continue
                 if geos is not None and (r.inference_geo or "not_available") not in geos:
                     continue
@@ -312,41 +319,43 @@ class ProviderStandIn:
                 acc[6] += r.requests
                 acc[7] += Decimal(r.amount)
                 acc[8] += Decimal(r.list_amount)
-            items = []
-            for key in sorted(sums, key=lambda k: tuple("" if v is None else str(v) for v in k)):
-                acc = sums[key]
-                day = key[0]
-                group = dict.fromkeys(ANTHROPIC_DIMENSIONS)
-                group.update(zip(group_by, key[1:], strict=True))
-                item: dict[str, Any] = {
-                    "starting_at": _iso(day),
-                    "ending_at": _iso(day + timedelta(days=1)),
-                    "group": group,
-                }
-                if endpoint == "usage":
-                    item["usage"] = {
-                        "uncached_input_tokens": acc[0],
-                        "cache_creation": {
-                            "ephemeral_5m_input_tokens": acc[1],
-                            "ephemeral_1h_input_tokens": acc[2],
-                        },
-                        "cache_read_input_tokens": acc[3],
-                        "output_tokens": acc[4],
-                        "server_tool_use": {"web_search_requests": acc[5]},
-                        "requests": acc[6],
-                        "total_tokens": acc[0] + acc[1] + acc[2] + acc[3] + acc[4],
-                    }
-                else:
-                    item["cost"] = {
-                        "amount": str(acc[7]),
-                        "list_amount": str(acc[8]),
-                        "currency": "USD",
-                        "requests": acc[6],
-                    }
-                items.append(item)
-            return items
+            return sorted(
+                sums.items(), key=lambda kv: tuple("" if v is None else str(v) for v in kv[0])
+            )
 
-        data, next_page = self._page(query, min(limit, self.page_size or limit), build)
+        def render(entry: tuple[tuple[Any, ...], list[Any]]) -> dict[str, Any]:
+            key, acc = entry
+            day = key[0]
+            group = dict.fromkeys(ANTHROPIC_DIMENSIONS)
+            group.update(zip(group_by, key[1:], strict=True))
+            item: dict[str, Any] = {
+                "starting_at": _iso(day),
+                "ending_at": _iso(day + timedelta(days=1)),
+                "group": group,
+            }
+            if endpoint == "usage":
+                item["usage"] = {
+                    "uncached_input_tokens": acc[0],
+                    "cache_creation": {
+                        "ephemeral_5m_input_tokens": acc[1],
+                        "ephemeral_1h_input_tokens": acc[2],
+                    },
+                    "cache_read_input_tokens": acc[3],
+                    "output_tokens": acc[4],
+                    "server_tool_use": {"web_search_requests": acc[5]},
+                    "requests": acc[6],
+                    "total_tokens": acc[0] + acc[1] + acc[2] + acc[3] + acc[4],
+                }
+            else:
+                item["cost"] = {
+                    "amount": str(acc[7]),
+                    "list_amount": str(acc[8]),
+                    "currency": "USD",
+                    "requests": acc[6],
+                }
+            return item
+
+        data, next_page = self._page(query, min(limit, self.page_size or limit), build, render)
         return {
             "data": data,
             "has_more": next_page is not None,
@@ -388,7 +397,9 @@ class ProviderStandIn:
                 day += timedelta(days=1)
             return buckets
 
-        data, next_page = self._page(query, min(limit, self.openai_page_buckets or limit), build)
+        data, next_page = self._page(
+            query, min(limit, self.openai_page_buckets or limit), build, lambda bucket: bucket
+        )
         return {
             "object": "page",
             "data": data,
