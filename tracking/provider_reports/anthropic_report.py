@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
@@ -138,7 +139,9 @@ def report_read(*, api_key: str, base_url: str, since: date, until: date) -> Rep
     )
     analytics = client.beta.organization.analytics
     rows = ReportRows()
-    try:
+    # The cost listing of each pass is read in a second thread while this one reads and
+    # merges the usage listing: waiting for the provider overlaps with decoding.
+    with client, ThreadPoolExecutor(max_workers=1, thread_name_prefix="anthropic-cost") as costs:
         for start, end in windows(since, until):
             for geo in INFERENCE_GEOS:
                 for speed in SPEEDS:
@@ -152,17 +155,31 @@ def report_read(*, api_key: str, base_url: str, since: date, until: date) -> Rep
                         "limit": PAGE_LIMIT,
                     }
                     label = ("" if geo == "not_available" else geo, speed)
+                    cost_pages = costs.submit(
+                        _all_pages,
+                        analytics.cost.with_raw_response.list,
+                        params,
+                        _COST_PAGE,
+                        "cost",
+                    )
                     for usage_page in _pages(
-                        analytics.usage.with_raw_response.list, params, _USAGE_PAGE, "usage", rows
+                        analytics.usage.with_raw_response.list, params, _USAGE_PAGE, "usage"
                     ):
+                        rows.pages += 1
                         _add_usage(rows, usage_page.data, label)
-                    for cost_page in _pages(
-                        analytics.cost.with_raw_response.list, params, _COST_PAGE, "cost", rows
-                    ):
+                    for cost_page in cost_pages.result():
+                        rows.pages += 1
                         _add_costs(rows, cost_page.data, label)
-    finally:
-        client.close()
     return rows
+
+
+def _all_pages(
+    list_raw: Callable[..., Any],
+    params: dict[str, Any],
+    decoder: msgspec.json.Decoder[Any],
+    what: str,
+) -> list[Any]:
+    return list(_pages(list_raw, params, decoder, what))
 
 
 def _pages(
@@ -170,19 +187,19 @@ def _pages(
     params: dict[str, Any],
     decoder: msgspec.json.Decoder[Any],
     what: str,
-    rows: ReportRows,
 ) -> Iterator[Any]:
     """Every page of one listing, following the cursor (``next_page`` while ``has_more``)."""
     cursor: str | None = None
+    described = (
+        f"Anthropic {what} report {params['starting_at']:%Y-%m-%d}..{params['ending_at']:%Y-%m-%d}"
+    )
     while True:
         kwargs = params if cursor is None else {**params, "page": cursor}
-        described = f"Anthropic {what} report {params['starting_at']:%Y-%m-%d}..{params['ending_at']:%Y-%m-%d}"
         body = with_retries(functools.partial(_get, list_raw, kwargs), what=described)
         try:
             page = decoder.decode(body)
         except msgspec.ValidationError as exc:
             raise ProviderError(f"{described}: unexpected response ({exc})") from exc
-        rows.pages += 1
         yield page
         if page.has_more is False or not page.next_page:
             return
