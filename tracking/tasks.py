@@ -32,7 +32,7 @@ def provider_usage_sync_task(
     return run.pk
 
 
-@shared_task
+@shared_task(acks_late=True, reject_on_worker_lost=True)
 def provider_usage_sync_recent_task(days: int = 3) -> list[str]:
     """Queue a sync of the last ``days`` UTC days (today included) for each provider whose
     admin key is set; the providers queued."""
