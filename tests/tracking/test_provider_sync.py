@@ -461,3 +461,23 @@ def test_msgspec_reads_cents_without_a_float():
         type=anthropic_report.CostPage,
     )
     assert page.data[0].cost.amount == Decimal("0.1000000000000000055511151231257827")
+
+
+def test_a_run_left_running_by_a_dead_worker_is_marked_failed_by_the_next(standin):
+    from datetime import UTC, datetime, timedelta
+
+    stale = ProviderSyncRun.objects.create(
+        provider="anthropic",
+        since=NOV1,
+        until=NOV1,
+        started_at=datetime.now(UTC) - timedelta(hours=2),
+    )
+    recent = ProviderSyncRun.objects.create(
+        provider="anthropic", since=NOV1, until=NOV1, started_at=datetime.now(UTC)
+    )
+    _sync()
+    stale.refresh_from_db()
+    recent.refresh_from_db()
+    assert stale.status == SyncStatus.FAILED
+    assert "abandoned" in stale.error
+    assert recent.status == SyncStatus.RUNNING  # perhaps still at work: left alone
