@@ -247,7 +247,20 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "billing.tasks.invoices_finalize_due_task",
         "schedule": crontab(minute=0, hour=3),
     },
+    # Every 4 hours: re-pull the last 3 days of each provider's usage and cost report
+    # (providers revise recent days) for every provider whose admin key is set.
+    "provider-usage-sync": {
+        "task": "tracking.tasks.provider_usage_sync_recent_task",
+        "schedule": crontab(minute=20, hour="*/4"),
+    },
 }
+
+# The providers' usage and cost reports (tracking.provider_reports): organization admin
+# keys, only ever read from the environment. The base URLs default to the providers' own.
+ANTHROPIC_ADMIN_API_KEY = env_str("ANTHROPIC_ADMIN_API_KEY")
+OPENAI_ADMIN_API_KEY = env_str("OPENAI_ADMIN_API_KEY")
+ANTHROPIC_BASE_URL = env_str("ANTHROPIC_BASE_URL")
+OPENAI_BASE_URL = env_str("OPENAI_BASE_URL")
 
 # API keys: a lookup is cached this long in the shared cache (a revoke, rotation or delete
 # still takes effect on the next request). Off without Redis: a per-process cache would

@@ -15,7 +15,14 @@ from django.utils.html import format_html
 from agency.admin import HistoryAdmin
 from agency.admin_display import TEXTAREA_OVERRIDES
 from tracking.keys import ApiKeyError, api_key_create, api_key_revoke, api_key_rotate
-from tracking.models import ApiKey, ModelRate, UsageEvent
+from tracking.models import (
+    ApiKey,
+    ModelRate,
+    ProviderReportRow,
+    ProviderSyncRun,
+    SyncStatus,
+    UsageEvent,
+)
 from tracking.rates import rate_price_warnings
 
 
@@ -294,3 +301,58 @@ class ApiKeyAdmin(HistoryAdmin):
         if not created:
             return None
         return self._show_once(request, created)
+
+
+class _ReadOnlyAdmin(admin.ModelAdmin):
+    """Written only by the provider report sync: admin shows, never edits."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(ProviderSyncRun)
+class ProviderSyncRunAdmin(_ReadOnlyAdmin):
+    list_display = [
+        "started_at", "provider", "since", "until", "trigger", "outcome", "pages", "rows",
+        "duration", "error_summary",
+    ]  # fmt: skip
+    list_filter = ["status", "provider", "trigger"]
+    date_hierarchy = "started_at"
+
+    @admin.display(description="status", ordering="status")
+    def outcome(self, obj: ProviderSyncRun) -> str:
+        # A failed run is the one thing to see on this list: a gap in the provider's figures.
+        if obj.status == SyncStatus.FAILED:
+            return format_html('<strong style="color:#ba2121">{}</strong>', "✖ failed")
+        return obj.get_status_display()
+
+    @admin.display(description="took")
+    def duration(self, obj: ProviderSyncRun) -> str:
+        if obj.finished_at is None:
+            return "—"
+        return f"{(obj.finished_at - obj.started_at).total_seconds():.1f} s"
+
+    @admin.display(description="error")
+    def error_summary(self, obj: ProviderSyncRun) -> str:
+        return obj.error if len(obj.error) <= 160 else f"{obj.error[:160]}…"
+
+
+@admin.register(ProviderReportRow)
+class ProviderReportRowAdmin(_ReadOnlyAdmin):
+    list_display = [
+        "day", "provider", "model", "api_key_id", "workspace_id", "service_tier",
+        "context_window", "inference_geo", "speed", "batch", "input_tokens",
+        "cache_write_5m_tokens", "cache_write_1h_tokens", "cache_read_tokens", "output_tokens",
+        "web_search_requests", "requests", "amount_cents", "list_amount_cents",
+    ]  # fmt: skip
+    list_filter = ["provider", "service_tier", "inference_geo", "speed", "batch"]
+    search_fields = ["model", "api_key_id", "workspace_id"]
+    date_hierarchy = "day"
+    # A month of a large organization is hundreds of thousands of rows: no full count.
+    show_full_result_count = False
