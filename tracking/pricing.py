@@ -439,3 +439,55 @@ def price_usage(usage: NormalizedUsage, rate: RateCard) -> CostBreakdown:
         long_context=long_context,
         priced_at_list=usage.is_priority,
     )
+
+
+# --- the provider's own report --------------------------------------------------------
+
+# A report row's ``context_window`` is a range label ("0-200k", "200k-1M"); a range that
+# does not start at 0 is the long-context tier.
+_SHORT_CONTEXT_STARTS = {"", "0"}
+
+
+def report_usage(row: Any) -> NormalizedUsage:
+    """The disjoint buckets of one row of a provider's usage report (a
+    ``tracking.models.ProviderReportRow``, or a mapping with its field names, e.g. a
+    grouped ``values()`` row that sums several).
+
+    The report counts the same disjoint buckets as ``NormalizedUsage`` (uncached input,
+    cache writes 5m/1h, cache reads, output, web searches); a batch row prices as the
+    batch tier. A report only says which context-window range its tokens fell in, not the
+    size of each prompt, so the long-context tier is chosen from that range: the
+    context size is set just past any threshold for a long range and to 0 otherwise.
+    """
+
+    def get(name: str, default: Any = None) -> Any:
+        if isinstance(row, Mapping):
+            return row.get(name, default)
+        return getattr(row, name, default)
+
+    window = str(get("context_window") or "")
+    long_context = window.split("-", 1)[0].strip().lower() not in _SHORT_CONTEXT_STARTS
+    tier = "batch" if get("batch") else str(get("service_tier") or "")
+    return NormalizedUsage(
+        input_tokens=int(get("input_tokens") or 0),
+        cache_write_5m_tokens=int(get("cache_write_5m_tokens") or 0),
+        cache_write_1h_tokens=int(get("cache_write_1h_tokens") or 0),
+        cache_read_tokens=int(get("cache_read_tokens") or 0),
+        output_tokens=int(get("output_tokens") or 0),
+        web_search_requests=int(get("web_search_requests") or 0),
+        context_tokens=_LONG_CONTEXT if long_context else 0,
+        service_tier=tier,
+        inference_geo=str(get("inference_geo") or ""),
+        speed=str(get("speed") or ""),
+    )
+
+
+# Larger than any long-context threshold (they are prompt sizes, at most a few million).
+_LONG_CONTEXT = 10**15
+
+
+def price_report_row(row: Any, rate: RateCard) -> CostBreakdown:
+    """Our price, exact, for exactly the tokens of a provider report row under ``rate``:
+    what reconciliation sets against the provider's ``list_amount`` (rate drift), and
+    what a report-sourced client's usage costs. No rounding, no markup."""
+    return price_usage(report_usage(row), rate)
