@@ -39,7 +39,9 @@ class ClientUsageSourceForm(forms.ModelForm):
     def clean_usage_source(self) -> str:
         value: str = self.cleaned_data["usage_source"]
         stored = (
-            Client.objects.filter(pk=self.instance.pk).values_list("usage_source", flat=True).first()
+            Client.objects.filter(pk=self.instance.pk)
+            .values_list("usage_source", flat=True)
+            .first()
             if self.instance.pk
             else None
         )

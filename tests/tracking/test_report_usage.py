@@ -253,7 +253,7 @@ def test_a_day_the_client_posted_events_on_is_left_to_those_events(globex):
 
 
 def _events() -> list[dict[str, Any]]:
-    return list(UsageEvent.objects.order_by("pk").values())
+    return [dict(row) for row in UsageEvent.objects.order_by("pk").values()]
 
 
 def test_applying_the_same_rows_twice_changes_nothing(globex):
