@@ -185,11 +185,12 @@ class Owners:
 # --- the service ----------------------------------------------------------------------------
 
 
-def apply_report_rows(provider: str, days: Iterable[date]) -> ApplyResult:
+def apply_report_rows(provider: str, days: Iterable[date], *, notify: bool = True) -> ApplyResult:
     """Make the report rows of ``provider`` for these UTC ``days`` the usage events of the
     report-sourced clients that own them (see the module docstring). Called by the sync
     after each successful sync; safe to run twice, or concurrently (serialized per
-    provider)."""
+    provider). ``notify=False`` skips ``usage_recorded`` (the demo rebuilds everything
+    itself)."""
     wanted_days = sorted(set(days))
     result = ApplyResult()
     if not wanted_days:
@@ -197,7 +198,7 @@ def apply_report_rows(provider: str, days: Iterable[date]) -> ApplyResult:
     with transaction.atomic():
         _lock(provider)
         _apply(provider, wanted_days, result, now=timezone.now())
-        if result.client_ids:
+        if result.client_ids and notify:
             client_ids = set(result.client_ids)
             transaction.on_commit(
                 lambda: usage_recorded.send(sender=UsageEvent, client_ids=client_ids)
