@@ -227,6 +227,7 @@ def _apply(provider: str, days: list[date], result: ApplyResult, *, now: datetim
             occurred_at__in=list(moments),
             event_id__startswith=f"report:{provider}:",
         ).select_related("rate")
+        if is_report_event(e)
     }
     closed = set(
         ClosedPeriod.objects.filter(client_id__in=owners.report_clients).values_list(
@@ -318,12 +319,16 @@ def _posted_days(client_ids: set[int], days: list[date]) -> set[tuple[int, date]
     for day in days:
         start, end = day_bounds(day)
         condition |= Q(occurred_at__gte=start, occurred_at__lt=end)
-    posted = (
-        UsageEvent.objects.filter(condition, client_id__in=client_ids)
-        .exclude(event_id__startswith="report:")
-        .values_list("client_id", "occurred_at")
+    # Told apart by the metadata the report's events carry (an app may use any event id);
+    # a report-sourced client's events are few (one per report row), so read in Python.
+    events = UsageEvent.objects.filter(condition, client_id__in=client_ids).values_list(
+        "client_id", "occurred_at", "metadata"
     )
-    return {(client_id, local_day(moment)) for client_id, moment in posted}
+    return {
+        (client_id, local_day(moment))
+        for client_id, moment, metadata in events
+        if not (isinstance(metadata, dict) and metadata.get("source") == SOURCE)
+    }
 
 
 def _event(
@@ -408,7 +413,7 @@ def usage_source_switch_problem(client: Client, *, now: datetime | None = None) 
     month = current_month(now)
     posted = (
         UsageEvent.objects.filter(client=client, occurred_at__gte=local_moment(month))
-        .exclude(event_id__startswith="report:")
+        .exclude(event_id__startswith="report:", metadata__source=SOURCE)
         .order_by("-occurred_at")
         .values_list("occurred_at", flat=True)
     )

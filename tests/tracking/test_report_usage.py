@@ -366,3 +366,22 @@ def test_a_revision_of_an_invoiced_month_keeps_the_rate_it_was_invoiced_at(globe
     ProviderReportRow.objects.filter(pk=row.pk).update(input_tokens=2_000_000)
     apply_report_rows("anthropic", [DAY])
     assert the_event(globex).cost_usd == Decimal("6")  # 2M × $3, October's invoiced rate
+
+
+def test_a_posted_event_with_a_report_like_id_still_counts_as_posted(globex):
+    """Report events are told apart by their metadata, not by an id an app could use."""
+    event = priced_event(globex, at=booked_at(DAY))
+    UsageEvent.objects.filter(pk=event.pk).update(event_id="report:anthropic:2026-10-14:x")
+    report_row()
+    result = apply_report_rows("anthropic", [DAY])
+    assert result.skipped_posted_days == {(globex.pk, DAY)}
+    assert UsageEvent.objects.filter(client=globex).count() == 1
+
+
+def test_switching_back_to_events_keeps_the_report_usage_already_made(globex):
+    report_row()
+    apply_report_rows("anthropic", [DAY])
+    Client.objects.filter(pk=globex.pk).update(usage_source="events")
+    result = apply_report_rows("anthropic", [DAY])
+    assert (result.created, result.deleted) == (0, 0)
+    assert UsageEvent.objects.filter(client=globex).count() == 1
