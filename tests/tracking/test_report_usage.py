@@ -385,3 +385,20 @@ def test_switching_back_to_events_keeps_the_report_usage_already_made(globex):
     result = apply_report_rows("anthropic", [DAY])
     assert (result.created, result.deleted) == (0, 0)
     assert UsageEvent.objects.filter(client=globex).count() == 1
+
+
+def test_a_row_withdrawn_after_the_month_is_invoiced_is_credited_once(globex, time_machine):
+    report_row()  # $4.50 raw, 5.63 billed
+    withdrawn = report_row(model="claude-haiku-4-5", output_tokens=0)  # $1 raw, 1.25 billed
+    apply_report_rows("anthropic", [DAY])
+    time_machine.move_to(at(11, 5), tick=False)
+    assert invoice(OCT).total_usd == Decimal("6.88")
+    withdrawn.delete()  # the provider's revised 14 October no longer has it
+    assert apply_report_rows("anthropic", [DAY]).deleted == 1
+    report_row(day=date(2026, 11, 2), output_tokens=0)  # $3 raw
+    apply_report_rows("anthropic", [date(2026, 11, 2)])
+    time_machine.move_to(at(12, 5), tick=False)
+    november = invoice(NOV)
+    adjustment = november.lines.get(kind=InvoiceLineKind.ADJUSTMENT)
+    assert (adjustment.model, adjustment.amount_usd) == ("claude-haiku-4-5", Decimal("-1.25"))
+    assert november.total_usd == Decimal("2.50")  # 3.75 − 1.25
