@@ -8,9 +8,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 
-from agency.models import UsageSource
 from tracking.ingest import RequestError, parse_events_body, usage_ingest
-from tracking.ingest.rows import report_sourced_message
 from tracking.keys import api_error, api_key_required, rate_limit_hit
 from tracking.openapi import openapi_document
 
@@ -64,9 +62,6 @@ def _usage_create(request: HttpRequest) -> HttpResponse:
             "Too many requests for this key.",
             headers={"Retry-After": str(wait)},
         )
-    if key.client is not None and key.client.usage_source == UsageSource.PROVIDER_REPORT:
-        message = report_sourced_message(key.client)
-        return api_error(409, "report_sourced_client", f"{message}.", field="client")
     if (request.content_type or "").lower() != "application/json":
         return api_error(415, "unsupported_media_type", "Send Content-Type: application/json.")
     try:

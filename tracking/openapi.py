@@ -107,11 +107,6 @@ def _usage_path() -> dict[str, Any]:
                     headers={"WWW-Authenticate": {"schema": {"type": "string"}}},
                 ),
                 "405": _error("Only POST."),
-                "409": _error(
-                    "The key's client is metered from the provider's usage report; its "
-                    "events are refused (an agency-wide key gets a per-event rejection, "
-                    "report_sourced_client)."
-                ),
                 "411": _error("No Content-Length (a chunked body is not accepted)."),
                 "413": _error(
                     f"More than {max_events} events, or a body over "

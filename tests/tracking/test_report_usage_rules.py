@@ -80,18 +80,27 @@ def test_ingest_refuses_an_event_for_a_report_sourced_client_and_keeps_the_rest(
     assert not UsageEvent.objects.filter(client=globex).exists()
 
 
-def test_a_report_sourced_clients_own_key_gets_a_409_naming_the_client(client, globex):
+def test_a_report_sourced_clients_own_key_has_each_event_refused(client, globex):
+    """Per event, as every refusal of an event: the SDK then files them as dead letters
+    with this answer in one request (a whole-request 4xx would make it halve the batch
+    down to single events)."""
     _, key = api_key_create(name="globex app", client=globex)
-    response = post(client, key, [event("g")])
-    assert response.status_code == 409
-    assert response.json()["error"]["code"] == "report_sourced_client"
-    assert response.json()["error"]["field"] == "client"
+    response = post(client, key, [event("g1"), event("g2")])
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["accepted"], body["rejected"]) == (0, 2)
+    errors = [result["errors"][0] for result in body["results"]]
+    assert [(e["code"], e["field"]) for e in errors] == [
+        ("report_sourced_client", "events[0].client"),
+        ("report_sourced_client", "events[1].client"),
+    ]
+    assert "'globex' is metered from the provider's usage report" in errors[0]["message"]
     assert not UsageEvent.objects.exists()
 
 
-def test_the_409_is_documented(client):
+def test_the_refusal_code_is_documented(client):
     document = client.get("/api/v1/openapi.json").json()
-    assert "409" in document["paths"]["/usage"]["post"]["responses"]
+    assert "report_sourced_client" in json.dumps(document["components"]["schemas"])
 
 
 # --- admin ---------------------------------------------------------------------------------
