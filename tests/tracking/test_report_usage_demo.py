@@ -4,6 +4,7 @@ client metered from the provider report, all without network."""
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from decimal import Decimal
 from io import StringIO
 
@@ -18,6 +19,10 @@ from tracking.pricing import price_report_row
 from tracking.rates import RateBook
 
 
+def cents(rows: Iterable[ProviderReportRow]) -> Decimal:
+    return sum((r.list_amount_cents or Decimal(0) for r in rows), Decimal(0))
+
+
 @pytest.fixture
 def seeded(db, settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path
@@ -29,8 +34,8 @@ def seeded(db, settings, tmp_path):
 def test_the_demo_reports_spend_nobody_mapped(seeded):
     assert not ProviderAccount.objects.filter(external_id=UNMAPPED_KEY).exists()
     unmapped = ProviderReportRow.objects.filter(api_key_id=UNMAPPED_KEY)
-    total = sum(r.list_amount_cents for r in ProviderReportRow.objects.filter(provider="anthropic"))
-    share = sum(r.list_amount_cents for r in unmapped) / total
+    total = cents(ProviderReportRow.objects.filter(provider="anthropic"))
+    share = cents(unmapped) / total
     assert Decimal("0.015") < share < Decimal("0.035")
     # Every other row's key is mapped to a client.
     mapped = set(ProviderAccount.objects.values_list("external_id", flat=True))
@@ -47,7 +52,7 @@ def test_the_demo_has_exactly_one_drifting_model(seeded):
         if resolution is None:
             continue
         ours[row.model] += price_report_row(row, resolution.card).total * 100
-        theirs[row.model] += row.list_amount_cents
+        theirs[row.model] += row.list_amount_cents or Decimal(0)
     drifting = {
         model for model in ours if abs(theirs[model] - ours[model]) > ours[model] * Decimal("0.005")
     }
@@ -69,4 +74,5 @@ def test_the_report_sourced_client_has_its_rows_as_usage(seeded):
         resolution = book.resolve(row.provider, row.model, row.day)
         assert resolution is not None
         expected += price_report_row(row, resolution.card).total
-    assert sum(e.cost_usd for e in events) == expected
+    assert sum(e.cost_usd or Decimal(0) for e in events) == expected
+    assert not events.filter(cost_usd__isnull=True).exists()
