@@ -45,7 +45,6 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from agency.calendar import current_month, day_bounds, local_day, local_moment, month_start
@@ -217,29 +216,45 @@ def _lock(provider: str) -> None:
 
 def _apply(provider: str, days: list[date], result: ApplyResult, *, now: datetime) -> None:
     owners = Owners.load(provider)
-    moments = {booked_at(day): day for day in days}
-    wanted = _wanted_events(provider, days, owners)
-    posted = _posted_days(owners.report_clients, days)
-    existing = {
-        (e.client_id, e.event_id): e
-        for e in UsageEvent.objects.filter(
-            client_id__in=owners.report_clients,
-            occurred_at__in=list(moments),
-            event_id__startswith=f"report:{provider}:",
-        ).select_related("rate")
-        if is_report_event(e)
-    }
+    if not owners.report_clients:
+        return
     closed = set(
         ClosedPeriod.objects.filter(client_id__in=owners.report_clients).values_list(
             "client_id", "month"
         )
     )
     book = RateBook.load()
-    touched: set[tuple[int, date]] = set()
+    # One day at a time: a month of a large report stays a day's worth of rows in memory.
+    for day in days:
+        _apply_day(provider, day, owners, closed, book, result, now=now)
+
+
+def _apply_day(
+    provider: str,
+    day: date,
+    owners: Owners,
+    closed: set[tuple[int, date]],
+    book: RateBook,
+    result: ApplyResult,
+    *,
+    now: datetime,
+) -> None:
+    wanted = _wanted_events(provider, day, owners)
+    posted = _posted_clients(owners.report_clients, day)
+    existing = {
+        (e.client_id, e.event_id): e
+        for e in UsageEvent.objects.filter(
+            client_id__in=owners.report_clients,
+            occurred_at=booked_at(day),
+            event_id__startswith=f"report:{provider}:",
+        ).select_related("rate")
+        if is_report_event(e)
+    }
+    touched: set[int] = set()
     to_create: list[UsageEvent] = []
     to_update: list[UsageEvent] = []
-    for (client_id, event_id), (day, values) in sorted(wanted.items()):
-        if (client_id, day) in posted:
+    for (client_id, event_id), values in sorted(wanted.items()):
+        if client_id in posted:
             result.skipped_posted_days.add((client_id, day))
             continue
         old = existing.pop((client_id, event_id), None)
@@ -255,12 +270,12 @@ def _apply(provider: str, days: list[date], result: ApplyResult, *, now: datetim
             continue
         else:
             to_update.append(event)
-        touched.add((client_id, day))
-    # What is left was in a re-synced day and is no longer in the report.
-    gone = [e for e in existing.values() if (e.client_id, moments[e.occurred_at]) not in posted]
+        touched.add(client_id)
+    # What is left was in the re-synced day and is no longer in the report.
+    gone = [e.pk for e in existing.values() if e.client_id not in posted]
+    touched.update(e.client_id for e in existing.values() if e.client_id not in posted)
     if gone:
-        UsageEvent.objects.filter(pk__in=[e.pk for e in gone]).delete()
-        touched.update((e.client_id, moments[e.occurred_at]) for e in gone)
+        UsageEvent.objects.filter(pk__in=gone).delete()
     if to_create:
         UsageEvent.objects.bulk_create(to_create, batch_size=1000)
     if to_update:
@@ -270,31 +285,29 @@ def _apply(provider: str, days: list[date], result: ApplyResult, *, now: datetim
     result.created += len(to_create)
     result.updated += len(to_update)
     result.deleted += len(gone)
-    # Days are the agency-local days the events are booked on (the same calendar date).
-    dirty_days_mark(((c, local_day(booked_at(d))) for c, d in sorted(touched)), now=now)
-    result.client_ids.update(c for c, _ in touched)
+    # The agency-local day the events are booked on: the same calendar date.
+    dirty_days_mark(((c, local_day(booked_at(day))) for c in sorted(touched)), now=now)
+    result.client_ids.update(touched)
 
 
 def _wanted_events(
-    provider: str, days: list[date], owners: Owners
-) -> dict[tuple[int, str], tuple[date, dict[str, Any]]]:
-    """The report rows of report-sourced clients, summed per event (a row identity that
-    comes twice, say from two pages, is one event)."""
-    wanted: dict[tuple[int, str], tuple[date, dict[str, Any]]] = {}
-    if not owners.report_clients:
-        return wanted
-    rows = ProviderReportRow.objects.filter(provider=provider, day__in=days).values(
-        "day", *IDENTITY, *COUNTS, *AMOUNTS
+    provider: str, day: date, owners: Owners
+) -> dict[tuple[int, str], dict[str, Any]]:
+    """The day's report rows of report-sourced clients, summed per event (a row identity
+    that comes twice, say from two pages, is one event)."""
+    wanted: dict[tuple[int, str], dict[str, Any]] = {}
+    rows = ProviderReportRow.objects.filter(provider=provider, day=day).values(
+        *IDENTITY, *COUNTS, *AMOUNTS
     )
     for row in rows.iterator(chunk_size=5000):
         client_id = owners.report_owner(row["api_key_id"], row["workspace_id"])
         if client_id is None:
             continue
         identity = tuple(row[name] for name in IDENTITY)
-        key = (client_id, event_id_for(provider, row["day"], identity))
+        key = (client_id, event_id_for(provider, day, identity))
         if key not in wanted:
-            wanted[key] = (row["day"], {name: row[name] for name in IDENTITY})
-        values = wanted[key][1]
+            wanted[key] = {name: row[name] for name in IDENTITY}
+        values = wanted[key]
         for name in COUNTS:
             values[name] = values.get(name, 0) + row[name]
         for name in AMOUNTS:
@@ -304,29 +317,24 @@ def _wanted_events(
             else:
                 values.setdefault(name, None)
     return {
-        key: (day, values)
-        for key, (day, values) in wanted.items()
+        key: values
+        for key, values in wanted.items()
         if any(values[name] for name in COUNTS) or any(values[name] for name in AMOUNTS)
     }
 
 
-def _posted_days(client_ids: set[int], days: list[date]) -> set[tuple[int, date]]:
-    """(client, day) pairs among these days on which a report-sourced client has events
-    it posted itself (before its switch): those days stay counted by the posted events."""
-    if not client_ids:
-        return set()
-    condition = Q()
-    for day in days:
-        start, end = day_bounds(day)
-        condition |= Q(occurred_at__gte=start, occurred_at__lt=end)
+def _posted_clients(client_ids: set[int], day: date) -> set[int]:
+    """The report-sourced clients that have events of their own on this day (posted before
+    their switch): the day stays counted by those events."""
+    start, end = day_bounds(day)
     # Told apart by the metadata the report's events carry (an app may use any event id);
     # a report-sourced client's events are few (one per report row), so read in Python.
-    events = UsageEvent.objects.filter(condition, client_id__in=client_ids).values_list(
-        "client_id", "occurred_at", "metadata"
-    )
+    events = UsageEvent.objects.filter(
+        client_id__in=client_ids, occurred_at__gte=start, occurred_at__lt=end
+    ).values_list("client_id", "metadata")
     return {
-        (client_id, local_day(moment))
-        for client_id, moment, metadata in events
+        client_id
+        for client_id, metadata in events
         if not (isinstance(metadata, dict) and metadata.get("source") == SOURCE)
     }
 
