@@ -49,9 +49,11 @@ from django.utils import timezone
 
 from agency.calendar import current_month, day_bounds, local_day, local_moment, month_start
 from agency.models import Client, UsageSource
+from tracking.ingest.store import _insert_returning
 from tracking.models import (
     AccountKind,
     ClosedPeriod,
+    ModelRate,
     ProviderAccount,
     ProviderReportRow,
     UsageEvent,
@@ -241,43 +243,65 @@ def _apply_day(
 ) -> None:
     wanted = _wanted_events(provider, day, owners)
     posted = _posted_clients(owners.report_clients, day)
+    # The day's report events: only what tells a changed one apart (full rows are only
+    # needed for writing, and a re-sync mostly changes nothing).
     existing = {
-        (e.client_id, e.event_id): e
-        for e in UsageEvent.objects.filter(
+        (client_id, event_id): (pk, fingerprint, rate_id)
+        for pk, client_id, event_id, fingerprint, rate_id in UsageEvent.objects.filter(
             client_id__in=owners.report_clients,
             occurred_at=booked_at(day),
             event_id__startswith=f"report:{provider}:",
-        ).select_related("rate")
-        if is_report_event(e)
+            metadata__source=SOURCE,
+        ).values_list("pk", "client_id", "event_id", "fingerprint", "rate_id")
     }
+    rates: dict[int, ModelRate] = {}
     touched: set[int] = set()
-    to_create: list[UsageEvent] = []
+    to_create: list[dict[str, Any]] = []
     to_update: list[UsageEvent] = []
     for (client_id, event_id), values in sorted(wanted.items()):
         if client_id in posted:
             result.skipped_posted_days.add((client_id, day))
             continue
         old = existing.pop((client_id, event_id), None)
-        frozen = old is not None and (client_id, month_start(day)) in closed
-        was = (old.fingerprint, old.rate_id) if old is not None else None
-        event = _event(provider, client_id, event_id, day, values, book, old, frozen, now=now)
-        if event.pricing_status != "priced":
+        if old is not None and old[2] is not None and (client_id, month_start(day)) in closed:
+            # The month is invoiced at this rate: a revision bills its difference at it too.
+            if old[2] not in rates:
+                rates[old[2]] = ModelRate.objects.get(pk=old[2])
+            resolution: Resolution | None = Resolution(rates[old[2]], "invoiced")
+        else:
+            resolution = book.resolve(provider, values["model"], day)
+        fields = _event_fields(provider, client_id, day, values, resolution, now=now)
+        if fields["pricing_status"] != "priced":
             result.unpriced += 1
-        if was is None:
-            to_create.append(event)
-        elif was == (event.fingerprint, event.rate_id):
+        if old is None:
+            to_create.append(
+                {
+                    **fields,
+                    "client_id": client_id,
+                    "event_id": event_id,
+                    "provider": provider,
+                    "model": values["model"],
+                    "occurred_at": booked_at(day),
+                }
+            )
+        elif (old[1], old[2]) == (fields["fingerprint"], fields["rate_id"]):
             result.unchanged += 1
             continue
         else:
-            to_update.append(event)
+            to_update.append(UsageEvent(pk=old[0], **fields))
         touched.add(client_id)
     # What is left was in the re-synced day and is no longer in the report.
-    gone = [e.pk for e in existing.values() if e.client_id not in posted]
-    touched.update(e.client_id for e in existing.values() if e.client_id not in posted)
+    gone = [(pk, client_id) for (client_id, _), (pk, _, _) in existing.items()]
+    gone = [(pk, client_id) for pk, client_id in gone if client_id not in posted]
     if gone:
-        UsageEvent.objects.filter(pk__in=gone).delete()
+        UsageEvent.objects.filter(pk__in=[pk for pk, _ in gone]).delete()
+        touched.update(client_id for _, client_id in gone)
     if to_create:
-        UsageEvent.objects.bulk_create(to_create, batch_size=1000)
+        # Ingest's staged insert (COPY on PostgreSQL): Django's bulk_create spent ~0.9 ms
+        # per event binding parameters in Python (profiled, 10,000 events).
+        inserted = _insert_returning(to_create)
+        if len(inserted) != len(to_create):
+            raise ReportUsageError("an event id of the report was already taken")
     if to_update:
         UsageEvent.objects.bulk_update(
             to_update, [*_REVISED_FIELDS, *PRICING_FIELDS], batch_size=1000
@@ -339,30 +363,21 @@ def _posted_clients(client_ids: set[int], day: date) -> set[int]:
     }
 
 
-def _event(
+def _event_fields(
     provider: str,
     client_id: int,
-    event_id: str,
     day: date,
     values: dict[str, Any],
-    book: RateBook,
-    old: UsageEvent | None,
-    frozen: bool,
+    resolution: Resolution | None,
     *,
     now: datetime,
-) -> UsageEvent:
-    """The event of one report row: new, or ``old`` with the row's current figures."""
+) -> dict[str, Any]:
+    """The columns of one report row's event that a revision may change."""
     usage_json = {
         **{name: values[name] for name in IDENTITY if name != "model"},
         **{name: values[name] for name in COUNTS},
     }
     normalized = report_usage(values)
-    occurred_at = booked_at(day)
-    if frozen and old is not None and old.rate is not None:
-        # The month is invoiced at this rate: a revision bills its difference at it too.
-        resolution: Resolution | None = Resolution(old.rate, "invoiced")
-    else:
-        resolution = book.resolve(provider, values["model"], day)
     metadata = {
         "source": SOURCE,
         "report_day": day.isoformat(),
@@ -381,7 +396,7 @@ def _event(
             provider=provider,
             model=values["model"],
             usage={**usage_json, **{k: metadata[k] for k in metadata if k.startswith("provider_")}},
-            occurred_at=occurred_at,
+            occurred_at=booked_at(day),
             service_tier=normalized.service_tier,
         ),
         "usage": usage_json,
@@ -389,18 +404,7 @@ def _event(
         "received_at": now,
     }
     fields["pricing_status"] = str(fields["pricing_status"])
-    if old is not None:
-        for name, value in fields.items():
-            setattr(old, name, value)
-        return old
-    return UsageEvent(
-        client_id=client_id,
-        event_id=event_id,
-        provider=provider,
-        model=values["model"],
-        occurred_at=occurred_at,
-        **fields,
-    )
+    return fields
 
 
 def _text(amount: Decimal | None) -> str | None:
