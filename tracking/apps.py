@@ -12,3 +12,9 @@ class TrackingConfig(AppConfig):
         from tracking.keys import api_key_deleted
 
         post_delete.connect(api_key_deleted, sender="tracking.ApiKey", weak=False)
+
+        # The provider-account admin and the client admin's usage source (agency cannot
+        # import tracking, so they are added from here).
+        from tracking.admin_accounts import register
+
+        register()

@@ -201,7 +201,8 @@ class EventResult(msgspec.Struct, omit_defaults=True):
             list[Problem],
             Meta(
                 description="Why a rejected event was refused. Codes: invalid, required, "
-                "forbidden_client, unknown_client, too_old, in_future, duplicate_id, conflict."
+                "forbidden_client, unknown_client, report_sourced_client, too_old, in_future, "
+                "duplicate_id, conflict."
             ),
         ]
         | UnsetType

@@ -18,7 +18,13 @@ from django.utils import timezone
 from agency.calendar import local_day, month_start
 from tracking.buckets import BUCKETS, COST_COLUMNS, TOKEN_COLUMNS
 from tracking.models import ClosedPeriod, DirtyDay, PricingStatus, UsageEvent
-from tracking.pricing import NormalizedUsage, UsageError, normalize_usage, price_usage
+from tracking.pricing import (
+    NormalizedUsage,
+    UsageError,
+    normalize_usage,
+    price_usage,
+    report_usage,
+)
 from tracking.rates import RateBook, Resolution
 
 logger = logging.getLogger(__name__)
@@ -163,8 +169,14 @@ def usage_events_reprice(
                 result.skipped_closed += 1
                 continue
             try:
-                usage = normalize_usage(
-                    event.provider, event.usage, service_tier=event.service_tier or None
+                usage = (
+                    # An event made from a provider report row stores the row's buckets.
+                    report_usage(event.usage)
+                    if isinstance(event.metadata, dict)
+                    and event.metadata.get("source") == "provider_report"
+                    else normalize_usage(
+                        event.provider, event.usage, service_tier=event.service_tier or None
+                    )
                 )
             except UsageError:
                 logger.exception("stored usage of event %s no longer normalises", event.pk)

@@ -39,6 +39,9 @@ def client_form(**overrides):
         "projects-INITIAL_FORMS": "0",
         "memberships-TOTAL_FORMS": "0",
         "memberships-INITIAL_FORMS": "0",
+        "usage_source": "events",
+        "provider_accounts-TOTAL_FORMS": "0",
+        "provider_accounts-INITIAL_FORMS": "0",
     }
     data.update(overrides)
     return data

@@ -27,7 +27,7 @@ def seeded(db, settings, tmp_path):
 
 def test_the_demo_shows_every_kind_of_usage_logins_and_invoices(seeded):
     events = UsageEvent.objects.all()
-    assert Client.objects.count() == 4
+    assert Client.objects.count() == 5  # Hooli: metered from the provider report
     assert events.filter(cache_write_5m_tokens__gt=0).exists()
     assert events.filter(cache_write_1h_tokens__gt=0).exists()
     assert events.filter(cache_read_tokens__gt=0).exists()
@@ -50,13 +50,14 @@ def test_the_demo_shows_every_kind_of_usage_logins_and_invoices(seeded):
     # October issued with numbers and stored PDFs in every state; September in draft, and
     # the voided October invoice's correction in draft.
     issued = Invoice.objects.exclude(status=InvoiceStatus.DRAFT)
-    assert sorted(str(i.number) for i in issued) == [f"INV-2026-0000{n}" for n in range(1, 5)]
+    assert sorted(str(i.number) for i in issued) == [f"INV-2026-0000{n}" for n in range(1, 6)]
     assert all(i.pdf and i.month.isoformat() == "2026-10-01" for i in issued)
     assert {i.client.slug: i.status for i in issued} == {
         "acme": InvoiceStatus.PAID,
         "globex": InvoiceStatus.SENT,
         "initech": InvoiceStatus.VOID,
         "umbrella": InvoiceStatus.FINALIZED,
+        "hooli": InvoiceStatus.FINALIZED,
     }
     drafts = Invoice.objects.filter(status=InvoiceStatus.DRAFT)
     assert sorted((d.month.isoformat(), d.client.slug) for d in drafts) == [

@@ -15,7 +15,7 @@ import msgspec
 from django.conf import settings
 from django.db import models
 
-from agency.models import Client
+from agency.models import Client, UsageSource
 from tracking.ingest.results import EventOutcome
 from tracking.ingest.validate import ValidEvent
 from tracking.models import UsageEvent
@@ -81,11 +81,20 @@ def _text_columns() -> list[tuple[str, int, str]]:
 _TEXT_COLUMNS = _text_columns()
 
 
+def report_sourced_message(client: Client) -> str:
+    """Why a report-sourced client's events are refused: one meter per client."""
+    return (
+        f"client {client.slug!r} is metered from the provider's usage report; its events "
+        "are refused so that no usage is counted twice"
+    )
+
+
 def events_assign_clients(
     events: list[ValidEvent], key_client: Client | None, outcomes: list[EventOutcome]
 ) -> list[tuple[ValidEvent, Client]]:
-    """Each event with the client it is for; those it may not post for, or that repeat an
-    id of the same request, are rejected."""
+    """Each event with the client it is for; those it may not post for, that are for a
+    client metered from the provider report, or that repeat an id of the same request,
+    are rejected."""
     slugs = {e.event.client for e in events if e.event.client and key_client is None}
     by_slug = {c.slug: c for c in Client.objects.filter(slug__in=slugs)} if slugs else {}
     owned: list[tuple[ValidEvent, Client]] = []
@@ -103,6 +112,13 @@ def events_assign_clients(
         client = key_client or by_slug.get(slug or "")
         if client is None:
             outcome.reject(f"events[{valid.index}].client", "no such client", "unknown_client")
+            continue
+        if client.usage_source == UsageSource.PROVIDER_REPORT:
+            outcome.reject(
+                f"events[{valid.index}].client",
+                report_sourced_message(client),
+                "report_sourced_client",
+            )
             continue
         first = first_index.setdefault((client.pk, valid.event.id), valid.index)
         if first != valid.index:

@@ -40,7 +40,7 @@ from billing.services.invoices import (
     invoices_generate_month,
 )
 from billing.services.rollups import rollups_rebuild_period
-from tracking import demo
+from tracking import demo, demo_reports
 from tracking.keys import api_key_create
 from tracking.models import UsageEvent
 from tracking.pricing import normalize_usage
@@ -230,7 +230,13 @@ class Command(BaseCommand):
             )
         UsageEvent.objects.bulk_create(events, batch_size=2000)
         self._fit_budgets(events, month_start(day_now))
-        return len(events)
+        # The provider's report of last month and this one, and Hooli, metered from it.
+        seeded = demo_reports.provider_reports_seed(now=now, rng=random.Random(rng.random()))
+        self.stdout.write(
+            f"created {seeded.rows} provider report rows ({seeded.report_events} usage events "
+            "of Hooli, a client metered from the provider report)"
+        )
+        return len(events) + seeded.report_events
 
     def _fit_budgets(self, events: list[UsageEvent], month: date) -> None:
         """Budgets sized so the demo shows every status whatever the day of the month:
