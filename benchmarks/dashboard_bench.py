@@ -319,7 +319,7 @@ def run_top_lists(requests: int, raw_runs: int) -> int:
         http = HttpClient()
         http.force_login(staff)
         url = f"/clients/{largest.slug}/top/?month={month:%Y-%m}"
-        headers = {"HTTP_HX_REQUEST": "true"}
+        headers: dict[str, Any] = {"HTTP_HX_REQUEST": "true"}
         assert http.get(url, **headers).status_code == 200  # warm-up: templates, connection
         cold = []
         for _ in range(requests):

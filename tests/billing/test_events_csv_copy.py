@@ -74,7 +74,7 @@ def _orm_bytes(client: Client, **flags: bool) -> bytes:
         month_events(client, NOVEMBER),
         client_id=client.pk,
         days=(NOVEMBER, date(2026, 12, 1)),
-        **flags,  # type: ignore[arg-type]
+        **flags,
     )
     return "".join(csv_lines(rows)).encode()
 
@@ -84,7 +84,7 @@ def _copy_bytes(client: Client, **flags: bool) -> bytes:
         month_events(client, NOVEMBER),
         client_id=client.pk,
         days=(NOVEMBER, date(2026, 12, 1)),
-        **flags,  # type: ignore[arg-type]
+        **flags,
     )
     return b"".join(p if isinstance(p, bytes) else p.encode() for p in pieces)
 
