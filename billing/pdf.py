@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 from django.conf import settings
 from django.core.files.storage import default_storage
@@ -192,13 +195,69 @@ def _watermark(invoice: Invoice) -> str:
     return ""
 
 
+STYLESHEET = Path(settings.BASE_DIR) / "templates" / "billing" / "invoice_pdf.css"
+
+
+class _Renderer:
+    """WeasyPrint, prepared once per process: its fonts (one ``FontConfiguration``, so
+    fontconfig is set up and fonts are loaded once, not per invoice), the stylesheet
+    (parsed once), an image cache, and a URL fetcher that refuses the network: a PDF
+    only reads files under the storage that holds the agency's logo, or ``data:`` URLs.
+    """
+
+    def __init__(self) -> None:
+        # Imported here: WeasyPrint loads Pango, HarfBuzz and fontconfig (about a
+        # second), which web processes that never render a PDF need not pay at start.
+        from weasyprint import CSS
+        from weasyprint.text.fonts import FontConfiguration
+        from weasyprint.urls import URLFetcher
+
+        class LocalFetcher(URLFetcher):
+            def fetch(self, url: str, headers: Any = None) -> Any:
+                if url.startswith("data:"):
+                    return super().fetch(url, headers)
+                if url.startswith("file:"):
+                    path = Path(url2pathname(urlsplit(url).path)).resolve()
+                    # The storage's folder as it is now (settings may change at run time).
+                    if path.is_relative_to(Path(default_storage.path("")).resolve()):
+                        return super().fetch(url, headers)
+                raise ValueError(f"an invoice PDF fetches nothing from {url}")
+
+        self.fetcher = LocalFetcher(allowed_protocols={"file", "data"})
+        self.fonts = FontConfiguration()
+        self.css = CSS(
+            string=STYLESHEET.read_text(),
+            font_config=self.fonts,
+            url_fetcher=self.fetcher,
+        )
+        self.images: dict[str, Any] = {}
+
+    def document(self, html: str) -> Any:
+        from weasyprint import HTML
+
+        return HTML(string=html, base_url=str(settings.BASE_DIR), url_fetcher=self.fetcher).render(
+            stylesheets=[self.css], font_config=self.fonts, cache=self.images
+        )
+
+
+_renderer: _Renderer | None = None
+
+
+def pdf_renderer() -> _Renderer:
+    """The process's renderer, prepared on first use (a worker may call it at start)."""
+    global _renderer
+    if _renderer is None:
+        _renderer = _Renderer()
+    return _renderer
+
+
+def invoice_pdf_document(invoice: Invoice) -> Any:
+    """The invoice laid out (a WeasyPrint ``Document``: pages, boxes), not yet a PDF."""
+    return pdf_renderer().document(invoice_pdf_html(invoice))
+
+
 def invoice_pdf_render(invoice: Invoice) -> bytes:
     """The invoice as PDF bytes (A4)."""
-    # Imported on first use: WeasyPrint loads Pango, HarfBuzz and fontconfig (about a
-    # second), which web processes that never render a PDF need not pay at start.
-    from weasyprint import HTML
-
-    html = invoice_pdf_html(invoice)
-    pdf = HTML(string=html, base_url=str(settings.BASE_DIR)).write_pdf()
+    pdf = invoice_pdf_document(invoice).write_pdf()
     assert pdf is not None
     return bytes(pdf)
