@@ -6,6 +6,7 @@ from the live client or agency rows, so a re-render prints the same figures.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -16,6 +17,7 @@ from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
 from django.conf import settings
+from django.core.cache import cache
 from django.core.files.storage import default_storage
 from django.template.loader import render_to_string
 
@@ -256,8 +258,41 @@ def invoice_pdf_document(invoice: Invoice) -> Any:
     return pdf_renderer().document(invoice_pdf_html(invoice))
 
 
-def invoice_pdf_render(invoice: Invoice) -> bytes:
-    """The invoice as PDF bytes (A4)."""
-    pdf = invoice_pdf_document(invoice).write_pdf()
+# A PDF rendered ahead of its finalization (by a worker, in parallel with others) waits
+# in the cache under the hash of its HTML: the finalizing transaction uses it only if it
+# would print exactly the same document, else renders its own.
+PREPARED_SECONDS = 2 * 3600
+
+
+def prepared_key(html: str) -> str:
+    return f"billing:pdf-prepared:{hashlib.sha256(html.encode()).hexdigest()}"
+
+
+def invoice_pdf_prepare(invoice: Invoice) -> str:
+    """Render the invoice (as it is in memory: typically a draft given the figures of its
+    finalization) and keep the PDF in the cache for ``invoice_pdf_render(prepared=True)``.
+    Returns the cache key. Safe to run twice."""
+    html = invoice_pdf_html(invoice)
+    key = prepared_key(html)
+    if not cache.has_key(key):
+        cache.set(key, _pdf(pdf_renderer().document(html)), PREPARED_SECONDS)
+    return key
+
+
+def invoice_pdf_render(invoice: Invoice, *, prepared: bool = False) -> bytes:
+    """The invoice as PDF bytes (A4). With ``prepared``, a PDF rendered ahead of time for
+    exactly this document is taken from the cache instead, when there is one."""
+    html = invoice_pdf_html(invoice)
+    if prepared:
+        key = prepared_key(html)
+        content: bytes | None = cache.get(key)
+        if content is not None:
+            cache.delete(key)
+            return content
+    return _pdf(pdf_renderer().document(html))
+
+
+def _pdf(document: Any) -> bytes:
+    pdf = document.write_pdf()
     assert pdf is not None
     return bytes(pdf)
