@@ -70,7 +70,7 @@ def test_prepared_pdfs_are_used_and_numbers_are_gapless_in_order():
     # Each prepared PDF was taken by its finalization (and only there).
     assert not any(cache.has_key(key) for key in keys)
     for invoice in invoices:
-        assert invoice.number in _pdf_text(invoice)
+        assert invoice.number is not None and invoice.number in _pdf_text(invoice)
 
 
 def test_without_any_worker_the_job_renders_every_pdf_itself_and_reports_them():
@@ -109,8 +109,7 @@ def test_a_number_taken_meanwhile_makes_the_prepared_pdfs_unusable_never_wrong()
 
     assert [seq for _, seq in prepared] == [1, 2, 3]
     assert result.finalized == batch
-    numbers = sorted(Invoice.objects.values_list("seq", flat=True))
-    assert numbers == [1, 2, 3, 4]
+    assert set(Invoice.objects.values_list("seq", flat=True)) == {1, 2, 3, 4}
     for invoice_id in batch:
         invoice = Invoice.objects.get(pk=invoice_id)
         # Its own number only, never the one it was prepared with.
@@ -132,4 +131,4 @@ def test_the_daily_job_finalizes_due_drafts_over_the_workers(settings):
     ids = _drafts(2)
     result = invoices_finalize_due_parallel(prepare=_inline)  # drafts made today: due now
     assert sorted(result.finalized) == sorted(ids) and result.stragglers == []
-    assert sorted(Invoice.objects.values_list("seq", flat=True)) == [1, 2]
+    assert set(Invoice.objects.values_list("seq", flat=True)) == {1, 2}
