@@ -9,7 +9,7 @@ the slow part, rendering the PDF, which the counter lock would otherwise seriali
    are finalized in that order (the counter's current value + its position).
 2. One task per invoice (``billing.tasks.invoice_pdf_prepare_task``, on any worker)
    renders the PDF that invoice will have with those figures and keeps it in the cache
-   under the hash of its HTML (``billing.pdf.invoice_pdf_prepare``).
+   under the hash of its HTML (``billing.pdf.invoice_pdf_prepare``), then marks it ready.
 3. The job waits for them, rendering the ones still pending itself, from the end of the
    list (so it never waits on a queue it holds up: with one worker process it renders
    them all); those it rendered are reported as stragglers. Then it finalizes the
@@ -30,7 +30,7 @@ from django.utils import timezone
 
 from agency.calendar import local_day
 from billing.models import Invoice, InvoiceNumberCounter, InvoiceStatus
-from billing.pdf import invoice_pdf_html, invoice_pdf_prepare, prepared_key
+from billing.pdf import PREPARED_SECONDS, invoice_pdf_prepare
 from billing.services.invoices import (
     DueResult,
     finalized_fields,
@@ -55,11 +55,20 @@ def invoice_as_finalized(invoice_id: int, *, seq: int, moment: datetime) -> Invo
     return invoice
 
 
+def _ready_key(invoice_id: int, seq: int, moment: datetime) -> str:
+    return f"billing:pdf-ready:{invoice_id}:{seq}:{moment.isoformat()}"
+
+
 def invoice_pdf_prepare_for(*, invoice_id: int, seq: int, moment: datetime) -> str | None:
     """Render ahead the PDF of a draft finalized as number ``seq`` at ``moment`` (the
-    prepare task's work). Returns the cache key, None if the invoice is no draft."""
+    prepare task's work), then mark it ready for the job that waits. Returns the cache
+    key of the PDF, None if the invoice is no draft."""
     invoice = invoice_as_finalized(invoice_id, seq=seq, moment=moment)
-    return None if invoice is None else invoice_pdf_prepare(invoice)
+    if invoice is None:
+        return None
+    key = invoice_pdf_prepare(invoice)
+    cache.set(_ready_key(invoice_id, seq, moment), key, PREPARED_SECONDS)
+    return key
 
 
 def invoices_finalize_batch(
@@ -79,31 +88,32 @@ def invoices_finalize_batch(
         InvoiceNumberCounter.objects.filter(year=year).values_list("last_seq", flat=True).first()
         or 0
     )
-    expected: dict[int, str] = {}
+    drafts = set(
+        Invoice.objects.filter(pk__in=invoice_ids, status=InvoiceStatus.DRAFT).values_list(
+            "pk", flat=True
+        )
+    )
+    seqs: dict[int, int] = {}  # only drafts take a number, in the batch's order
     for invoice_id in invoice_ids:
-        seq = base + len(expected) + 1  # only drafts take a number
-        invoice = invoice_as_finalized(invoice_id, seq=seq, moment=moment)
-        if invoice is None:
-            continue
-        expected[invoice_id] = prepared_key(invoice_pdf_html(invoice))
-        try:
-            prepare(invoice_id, seq, moment.isoformat())
-        except Exception:  # the broker is down: this one is rendered while finalizing
-            logger.exception("could not enqueue the PDF of invoice %s", invoice_id)
+        if invoice_id in drafts:
+            seqs[invoice_id] = seq = base + len(seqs) + 1
+            try:
+                prepare(invoice_id, seq, moment.isoformat())
+            except Exception:  # the broker is down: the job renders this one itself
+                logger.exception("could not enqueue the PDF of invoice %s", invoice_id)
     # Wait for the workers, helping from the end of the list: the job never waits on
     # a queue it may itself be holding up (a single worker process runs this job).
-    pending = [pk for pk in invoice_ids if pk in expected]
-    while pending := [pk for pk in pending if not cache.has_key(expected[pk])]:
-        invoice_id = pending[-1]
-        seq = base + list(expected).index(invoice_id) + 1
-        invoice_pdf_prepare_for(invoice_id=invoice_id, seq=seq, moment=moment)
+    pending = list(seqs)
+    while pending := [pk for pk in pending if not cache.has_key(_ready_key(pk, seqs[pk], moment))]:
+        invoice_id = pending.pop()
+        invoice_pdf_prepare_for(invoice_id=invoice_id, seq=seqs[invoice_id], moment=moment)
         result.stragglers.append(invoice_id)
     if result.stragglers:
         logger.info(
             "%s of %s invoice PDFs rendered by the finalization job itself, not ahead by "
             "a worker: %s",
             len(result.stragglers),
-            len(expected),
+            len(seqs),
             result.stragglers,
         )
     for invoice_id in invoice_ids:

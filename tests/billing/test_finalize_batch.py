@@ -132,3 +132,15 @@ def test_the_daily_job_finalizes_due_drafts_over_the_workers(settings):
     result = invoices_finalize_due_parallel(prepare=_inline)  # drafts made today: due now
     assert sorted(result.finalized) == sorted(ids) and result.stragglers == []
     assert set(Invoice.objects.values_list("seq", flat=True)) == {1, 2}
+
+
+def test_a_draft_finalized_elsewhere_while_the_job_waits_does_not_hang_it():
+    ids = _drafts(2)
+
+    def finalize_the_last_elsewhere(invoice_id: int, seq: int, moment_iso: str) -> None:
+        if invoice_id == ids[-1]:
+            invoice_finalize(invoice_id=invoice_id, now=NOW)  # never prepared, never will be
+
+    result = invoices_finalize_batch(ids, prepare=finalize_the_last_elsewhere, now=NOW)
+    assert result.finalized == [ids[0]] and result.failed == [ids[-1]]
+    assert set(Invoice.objects.values_list("seq", flat=True)) == {1, 2}
