@@ -21,6 +21,16 @@ Pages: the overview (200 active clients), its htmx sort fragment, the client pag
 largest client (~9% of all events) and of a median one, the htmx month fragment of the
 largest client's previous month, and the largest client's page as its own user.
 Target: p95 under 200 ms for the overview and for a client page.
+
+``--top-lists`` measures only the client page's top lists (issue 14), with the clock
+fixed to 2026-11-15 12:00 UTC (time-machine) so every run reads the same month: the
+largest client's November top end users and prompts, before (the raw-event scan the
+page used to run, timed in the same run) and after (the top-list fragment, every
+request with an empty Django cache), beside their floor (``COPY … TO STDOUT`` of the
+top-list rollup rows the lists sum); then what the top-list rollups add to the rollup
+job: one full day rebuilt for every client (``_rebuild_day_sql``), each statement timed,
+rolled back. Needs migration ``billing.0012_scale_top_list_rollups`` applied (it fills
+the top-list rollups from the existing events).
 """
 
 from __future__ import annotations
@@ -202,6 +212,191 @@ def run(requests: int, cold: int) -> int:
     return 0
 
 
+def _load() -> str:
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def _copy_seconds(sql: str, params: list[Any]) -> tuple[float, int]:
+    """Time ``COPY (sql) TO STDOUT`` read to the end and discarded: the floor."""
+    from django.db import connection
+
+    began = time.perf_counter()
+    size = 0
+    with (
+        connection.cursor() as cursor,
+        cursor.cursor.copy(f"COPY ({sql}) TO STDOUT WITH (FORMAT csv)", params) as copy,
+    ):
+        for block in copy:
+            size += len(block)
+    return time.perf_counter() - began, size
+
+
+def _raw_scan_top_lists(client: Any, month: Any) -> None:
+    """What the page ran before issue 14: the month's raw events grouped by end user and
+    by prompt hash (the queries of ``end_users``/``top_prompts`` as they were)."""
+    from django.db.models import Count, FloatField, Max, Min, Q, Sum
+    from django.db.models.functions import Cast
+
+    from agency.calendar import month_range
+    from agency.db import ExactSum
+    from billing.selectors.dashboard.usage import TOKEN_COLUMNS
+    from tracking.models import PricingStatus, UsageEvent
+
+    start, end = month_range(month)
+    events = UsageEvent.objects.filter(client=client, occurred_at__gte=start, occurred_at__lt=end)
+    rank = Cast(ExactSum("cost_usd"), FloatField())
+    list(
+        events.values("end_user")
+        .annotate(
+            n=Count("id"),
+            unpriced=Count("id", filter=Q(pricing_status=PricingStatus.UNPRICED)),
+            **{f"sum_{name}": Sum(name) for name in TOKEN_COLUMNS},
+            raw=ExactSum("cost_usd"),
+            rank=rank,
+        )
+        .order_by("-rank", "-n", "end_user")[:20]
+    )
+    list(
+        events.exclude(prompt_hash="")
+        .values("prompt_hash")
+        .annotate(
+            n=Count("id"),
+            raw=ExactSum("cost_usd"),
+            first=Min("occurred_at"),
+            last=Max("occurred_at"),
+            rank=rank,
+        )
+        .order_by("-rank", "-n", "prompt_hash")[:10]
+    )
+
+
+def run_top_lists(requests: int, raw_runs: int) -> int:
+    import datetime as dt
+
+    import time_machine
+    from django.contrib.auth import get_user_model
+    from django.core.cache import cache
+    from django.db import connection, transaction
+    from django.test import Client as HttpClient
+    from django.test.utils import override_settings
+
+    from agency.calendar import month_bounds, month_range
+    from agency.models import Client
+    from billing.models import EndUserDailyRollup, PromptDailyRollup
+    from billing.services import rollups
+    from tracking.models import UsageEvent
+
+    moment = dt.datetime(2026, 11, 15, 12, tzinfo=dt.UTC)
+    month = dt.date(2026, 11, 1)
+    print(f"clock fixed to {moment:%Y-%m-%d %H:%M} UTC; {_load()}")
+    largest = Client.objects.filter(active=True).order_by("slug").first()
+    assert largest is not None
+    start, end = month_range(month)
+    events = UsageEvent.objects.filter(
+        client=largest, occurred_at__gte=start, occurred_at__lt=end
+    ).count()
+    first, last = month_bounds(month)
+    rows = [
+        model.objects.filter(client=largest, day__gte=first, day__lte=last).count()
+        for model in (EndUserDailyRollup, PromptDailyRollup)
+    ]
+    print(
+        f"largest client {largest.slug}, {month:%Y-%m}: {events:,} events; top-list rollup "
+        f"rows: {rows[0]:,} by end user, {rows[1]:,} by prompt hash"
+    )
+    static = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
+    with (
+        time_machine.travel(moment, tick=True),
+        override_settings(STORAGES={**_storages(), "staticfiles": static}),
+        transaction.atomic(),
+    ):
+        raw = []
+        for _ in range(raw_runs):
+            began = time.perf_counter()
+            _raw_scan_top_lists(largest, month)
+            raw.append((time.perf_counter() - began) * 1000)
+        staff = get_user_model().objects.create(username="bench-staff", is_staff=True)
+        http = HttpClient()
+        http.force_login(staff)
+        url = f"/clients/{largest.slug}/top/?month={month:%Y-%m}"
+        headers: dict[str, Any] = {"HTTP_HX_REQUEST": "true"}
+        assert http.get(url, **headers).status_code == 200  # warm-up: templates, connection
+        cold = []
+        for _ in range(requests):
+            cache.clear()
+            began = time.perf_counter()
+            response = http.get(url, **headers)
+            cold.append((time.perf_counter() - began) * 1000)
+            assert response.status_code == 200
+        floors = []
+        for _ in range(5):
+            seconds = 0.0
+            for model in (EndUserDailyRollup, PromptDailyRollup):
+                sql, params = (
+                    model.objects.filter(client=largest, day__gte=first, day__lte=last)
+                    .order_by()
+                    .query.sql_with_params()
+                )
+                seconds += _copy_seconds(sql, list(params))[0]
+            floors.append(seconds * 1000)
+        floor = statistics.median(floors)
+        before = statistics.median(raw)
+        p50, p95 = statistics.median(cold), _percentile(cold, 95)
+        print(
+            f"before: raw-event scan, median of {raw_runs}: {before:,.0f} ms "
+            f"({before / floor:,.0f}x the floor)"
+        )
+        print(
+            f"after:  top lists fragment, empty cache, {requests} requests: p50 {p50:.1f} ms, "
+            f"p95 {p95:.1f} ms, max {max(cold):.1f} ms  (target < 200 ms cold: "
+            f"{'met' if p95 < 200 else 'MISSED'})"
+        )
+        print(
+            f"floor:  COPY TO STDOUT of those {sum(rows):,} rollup rows: {floor:.1f} ms; "
+            f"fragment p95 / floor = {p95 / floor:.1f}x; before / after p95 = {before / p95:,.0f}x"
+        )
+        transaction.set_rollback(True)
+
+    # What the top-list rollups cost the rollup job: one full day, every client.
+    day = dt.date(2026, 11, 14)
+    timings: dict[str, float] = {}
+
+    def timed(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        began = time.perf_counter()
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            key = "other"
+            for table in ("dailyrollup", "hourlyrollup", "enduserdailyrollup", "promptdailyrollup"):
+                if sql.lstrip().startswith(f"INSERT INTO billing_{table}"):
+                    key = table
+            timings[key] = timings.get(key, 0.0) + (time.perf_counter() - began) * 1000
+
+    day_events = UsageEvent.objects.filter(
+        occurred_at__gte=dt.datetime.combine(day, dt.time.min, dt.UTC),
+        occurred_at__lt=dt.datetime.combine(day + dt.timedelta(days=1), dt.time.min, dt.UTC),
+    ).count()
+    with time_machine.travel(moment, tick=True), transaction.atomic():
+        rollups._rebuild_day_sql(day, None)  # warm: the day's events in shared buffers
+        with connection.execute_wrapper(timed):
+            began = time.perf_counter()
+            rollups._rebuild_day_sql(day, None)
+            total = (time.perf_counter() - began) * 1000
+        transaction.set_rollback(True)
+    top = timings.get("enduserdailyrollup", 0) + timings.get("promptdailyrollup", 0)
+    print(
+        f"rollup job, {day} rebuilt for every client ({day_events:,} events): {total:,.0f} ms; "
+        f"daily {timings.get('dailyrollup', 0):,.0f} ms, hourly "
+        f"{timings.get('hourlyrollup', 0):,.0f} ms, by end user "
+        f"{timings.get('enduserdailyrollup', 0):,.0f} ms, by prompt "
+        f"{timings.get('promptdailyrollup', 0):,.0f} ms, deletes and locks "
+        f"{timings.get('other', 0):,.0f} ms: the top-list rollups add {top:,.0f} ms "
+        f"({top / max(total - top, 1) * 100:.0f}% on top of the rest)"
+    )
+    print(_load())
+    return 0
+
+
 def _storages() -> dict[str, Any]:
     from django.conf import settings
 
@@ -215,11 +410,15 @@ def main() -> int:
     parser.add_argument("--cold", type=int, default=3, help="Requests with an empty cache.")
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--events", type=int, default=10_000_000)
+    parser.add_argument("--top-lists", action="store_true", help="Only the top lists.")
+    parser.add_argument("--raw-runs", type=int, default=2, help="Raw scans timed (before).")
     args = parser.parse_args()
     if not _database_exists(args.database_url):
         print(f"seeding {args.database_url} ({args.clients} clients, {args.events:,} events)")
         _create_and_seed(args.database_url, args.clients, args.events)
     _setup_django(args.database_url)
+    if args.top_lists:
+        return run_top_lists(args.requests, args.raw_runs)
     return run(args.requests, args.cold)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
+from typing import Any
 
 from django.core.files.storage import Storage, storages
 from django.db import models
@@ -10,6 +11,7 @@ from django.db import models
 from agency.calendar import local_day
 from agency.db import CostField
 from agency.models import Client
+from tracking.buckets import GROUPED
 from tracking.models import InvoiceBuckets, RollupBuckets, TrailingFields
 
 
@@ -83,6 +85,66 @@ class HourlyRollup(UsageCounts):
 
     def __str__(self) -> str:
         return f"{self.client_id} {self.hour:%Y-%m-%d %H:00}"
+
+
+def _top_list_tokens() -> Any:
+    """An abstract model with the token columns the dashboards' usage tables add up
+    (``tracking.buckets.GROUPED``): what a top-list row shows, without the per-bucket
+    costs a DailyRollup keeps for invoices."""
+    fields: dict[str, Any] = {
+        str(bucket.token_column): models.BigIntegerField(default=0) for bucket in GROUPED
+    }
+    meta = type("Meta", (), {"abstract": True})
+    return type(
+        "TopListTokens", (TrailingFields,), {"__module__": __name__, "Meta": meta, **fields}
+    )
+
+
+TopListTokens = _top_list_tokens()
+
+
+class EndUserDailyRollup(UsageCounts, TopListTokens):  # type: ignore[misc, valid-type]
+    """Usage of one end user of a client on one agency-local day: what the client page's
+    top end users read (instead of scanning the month's raw events). Rebuilt with the
+    day's DailyRollup rows, in the same transaction, from the same raw events."""
+
+    client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    end_user = models.CharField(max_length=200, blank=True)
+    cost_usd = CostField(default=0, help_text="Raw provider cost of the priced events.")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["client", "day", "end_user"], name="enduserdailyrollup_unique_bucket"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.client_id} {self.day} {self.end_user}"
+
+
+class PromptDailyRollup(UsageCounts):
+    """Calls and raw cost of one prompt hash of a client on one agency-local day, with
+    its first and last call: what the client page's top prompts read. Events without a
+    prompt hash are left out (the list never shows them). Rebuilt with DailyRollup."""
+
+    client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    prompt_hash = models.CharField(max_length=200)
+    cost_usd = CostField(default=0, help_text="Raw provider cost of the priced events.")
+    first_at = models.DateTimeField()
+    last_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["client", "day", "prompt_hash"], name="promptdailyrollup_unique_bucket"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.client_id} {self.day} {self.prompt_hash}"
 
 
 class BudgetStatus(models.TextChoices):

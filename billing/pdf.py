@@ -6,13 +6,18 @@ from the live client or agency rows, so a re-render prints the same figures.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 from django.conf import settings
+from django.core.cache import cache
 from django.core.files.storage import default_storage
 from django.template.loader import render_to_string
 
@@ -192,13 +197,102 @@ def _watermark(invoice: Invoice) -> str:
     return ""
 
 
-def invoice_pdf_render(invoice: Invoice) -> bytes:
-    """The invoice as PDF bytes (A4)."""
-    # Imported on first use: WeasyPrint loads Pango, HarfBuzz and fontconfig (about a
-    # second), which web processes that never render a PDF need not pay at start.
-    from weasyprint import HTML
+STYLESHEET = Path(settings.BASE_DIR) / "templates" / "billing" / "invoice_pdf.css"
 
+
+class _Renderer:
+    """WeasyPrint, prepared once per process: its fonts (one ``FontConfiguration``, so
+    fontconfig is set up and fonts are loaded once, not per invoice), the stylesheet
+    (parsed once), an image cache, and a URL fetcher that refuses the network: a PDF
+    only reads files under the storage that holds the agency's logo, or ``data:`` URLs.
+    """
+
+    def __init__(self) -> None:
+        # Imported here: WeasyPrint loads Pango, HarfBuzz and fontconfig (about a
+        # second), which web processes that never render a PDF need not pay at start.
+        from weasyprint import CSS
+        from weasyprint.text.fonts import FontConfiguration
+        from weasyprint.urls import URLFetcher
+
+        class LocalFetcher(URLFetcher):
+            def fetch(self, url: str, headers: Any = None) -> Any:
+                if url.startswith("data:"):
+                    return super().fetch(url, headers)
+                if url.startswith("file:"):
+                    path = Path(url2pathname(urlsplit(url).path)).resolve()
+                    # The storage's folder as it is now (settings may change at run time).
+                    if path.is_relative_to(Path(default_storage.path("")).resolve()):
+                        return super().fetch(url, headers)
+                raise ValueError(f"an invoice PDF fetches nothing from {url}")
+
+        self.fetcher = LocalFetcher(allowed_protocols={"file", "data"})
+        self.fonts = FontConfiguration()
+        self.css = CSS(
+            string=STYLESHEET.read_text(),
+            font_config=self.fonts,
+            url_fetcher=self.fetcher,
+        )
+        self.images: dict[str, Any] = {}
+
+    def document(self, html: str) -> Any:
+        from weasyprint import HTML
+
+        return HTML(string=html, base_url=str(settings.BASE_DIR), url_fetcher=self.fetcher).render(
+            stylesheets=[self.css], font_config=self.fonts, cache=self.images
+        )
+
+
+_renderer: _Renderer | None = None
+
+
+def pdf_renderer() -> _Renderer:
+    """The process's renderer, prepared on first use (a worker may call it at start)."""
+    global _renderer
+    if _renderer is None:
+        _renderer = _Renderer()
+    return _renderer
+
+
+def invoice_pdf_document(invoice: Invoice) -> Any:
+    """The invoice laid out (a WeasyPrint ``Document``: pages, boxes), not yet a PDF."""
+    return pdf_renderer().document(invoice_pdf_html(invoice))
+
+
+# A PDF rendered ahead of its finalization (by a worker, in parallel with others) waits
+# in the cache under the hash of its HTML: the finalizing transaction uses it only if it
+# would print exactly the same document, else renders its own.
+PREPARED_SECONDS = 2 * 3600
+
+
+def prepared_key(html: str) -> str:
+    return f"billing:pdf-prepared:{hashlib.sha256(html.encode()).hexdigest()}"
+
+
+def invoice_pdf_prepare(invoice: Invoice) -> str:
+    """Render the invoice (as it is in memory: typically a draft given the figures of its
+    finalization) and keep the PDF in the cache for ``invoice_pdf_render(prepared=True)``.
+    Returns the cache key. Safe to run twice."""
     html = invoice_pdf_html(invoice)
-    pdf = HTML(string=html, base_url=str(settings.BASE_DIR)).write_pdf()
+    key = prepared_key(html)
+    if not cache.has_key(key):
+        cache.set(key, _pdf(pdf_renderer().document(html)), PREPARED_SECONDS)
+    return key
+
+
+def invoice_pdf_render(invoice: Invoice, *, prepared: bool = False) -> bytes:
+    """The invoice as PDF bytes (A4). With ``prepared``, a PDF rendered ahead of time for
+    exactly this document is taken from the cache instead, when there is one."""
+    html = invoice_pdf_html(invoice)
+    if prepared:
+        key = prepared_key(html)
+        content: bytes | None = cache.get(key)
+        if content is not None:
+            cache.delete(key)
+            return content
+    return _pdf(pdf_renderer().document(html))
+
+
+def _pdf(document: Any) -> bytes:
+    pdf = document.write_pdf()
     assert pdf is not None
     return bytes(pdf)

@@ -9,7 +9,7 @@ sends it in the request, so it happens at most once.
 from __future__ import annotations
 
 import logging
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from celery import shared_task
@@ -25,7 +25,8 @@ from billing.services.alerts import (
     alert_delivery_send,
 )
 from billing.services.budgets import budgets_recompute
-from billing.services.invoices import invoices_finalize_due, previous_month_of
+from billing.services.finalize import invoice_pdf_prepare_for, invoices_finalize_due_parallel
+from billing.services.invoices import previous_month_of
 from billing.services.month_end import month_end_resume, month_end_run
 from billing.services.reconciliation import recon_alerts_evaluate
 from billing.services.rollups import rollups_rebuild_dirty
@@ -139,7 +140,32 @@ def invoices_generate_task(month_iso: str | None = None) -> list[int]:
 @shared_task(**AT_LEAST_ONCE)
 def invoices_finalize_due_task() -> list[int]:
     """The daily job: finish any month-end run cut short (or missed), refresh past
-    months' drafts and finalize those past the grace period. Idempotent: finalizing needs
-    a draft, and a finalized invoice is none."""
+    months' drafts and finalize those past the grace period, their PDFs rendered ahead
+    by one ``invoice_pdf_prepare_task`` per invoice over the workers (the job waits for
+    them, rendering the stragglers itself, and reports them). Idempotent: finalizing needs a draft, and a
+    finalized invoice is none."""
     month_end_resume()
-    return invoices_finalize_due().finalized
+    result = invoices_finalize_due_parallel(prepare=_prepare_on_a_worker)
+    if result.stragglers or result.failed:
+        logger.warning(
+            "finalized %s invoices; PDFs the job rendered itself: %s; failed: %s",
+            len(result.finalized),
+            result.stragglers,
+            result.failed,
+        )
+    return result.finalized
+
+
+def _prepare_on_a_worker(invoice_id: int, seq: int, moment_iso: str) -> None:
+    invoice_pdf_prepare_task.delay(invoice_id, seq, moment_iso)
+
+
+# At least once, and cheap to repeat: the PDF is kept in the cache under its HTML's hash,
+# and only a finalization that would print exactly that document uses it.
+@shared_task(**AT_LEAST_ONCE)
+def invoice_pdf_prepare_task(invoice_id: int, seq: int, moment_iso: str) -> str | None:
+    """Render ahead the PDF a draft will have once finalized as number ``seq`` of its
+    year at that moment (``billing.services.finalize``)."""
+    return invoice_pdf_prepare_for(
+        invoice_id=invoice_id, seq=seq, moment=datetime.fromisoformat(moment_iso)
+    )

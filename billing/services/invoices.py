@@ -202,6 +202,10 @@ def invoices_generate_month(
 # --- finalization ------------------------------------------------------------------------
 
 
+def invoice_number(year: int, seq: int) -> str:
+    return f"{settings.INVOICE_NUMBER_PREFIX}-{year}-{seq:05d}"
+
+
 def _next_number(year: int) -> tuple[int, str]:
     # The counter row is created if missing (ON CONFLICT DO NOTHING, so two first
     # finalizations of a year don't collide), then locked: concurrent finalizations
@@ -212,12 +216,12 @@ def _next_number(year: int) -> tuple[int, str]:
     counter = InvoiceNumberCounter.objects.select_for_update().get(year=year)
     counter.last_seq += 1
     counter.save(update_fields=["last_seq"])
-    return counter.last_seq, f"{settings.INVOICE_NUMBER_PREFIX}-{year}-{counter.last_seq:05d}"
+    return counter.last_seq, invoice_number(year, counter.last_seq)
 
 
-def _write_pdf(invoice: Invoice, *, suffix: str = "") -> dict[str, str]:
+def _write_pdf(invoice: Invoice, *, suffix: str = "", prepared: bool = False) -> dict[str, str]:
     """Render and store the invoice's PDF as it is now; its ``pdf`` and ``pdf_sha256``."""
-    content = invoice_pdf_render(invoice)
+    content = invoice_pdf_render(invoice, prepared=prepared)
     name = f"invoices/{invoice.year}/{invoice.number}{suffix}.pdf"
     stored = invoice.pdf.storage.save(name, ContentFile(content))
     return {"pdf": stored, "pdf_sha256": hashlib.sha256(content).hexdigest()}
@@ -226,9 +230,34 @@ def _write_pdf(invoice: Invoice, *, suffix: str = "") -> dict[str, str]:
 def _store_pdf(invoice: Invoice) -> None:
     # The database lets a finalized invoice's PDF be set once, in the finalizing
     # transaction (migration 0007); after that it is frozen like everything printed.
-    fields = _write_pdf(invoice)
+    # A PDF prepared ahead for exactly this document (invoices_finalize_batch) is used.
+    fields = _write_pdf(invoice, prepared=True)
     Invoice.objects.filter(pk=invoice.pk).update(**fields)
     invoice.pdf.name, invoice.pdf_sha256 = fields["pdf"], fields["pdf_sha256"]
+
+
+def finalized_fields(invoice: Invoice, *, moment: datetime, seq: int) -> dict[str, Any]:
+    """What finalizing ``invoice`` at ``moment`` with number ``seq`` of its year writes."""
+    client = Client.objects.get(pk=invoice.client_id)
+    today = local_day(moment)
+    agency = _agency_snapshot()
+    fields = {
+        **_client_snapshot(client),
+        **agency,
+        "number": invoice_number(today.year, seq),
+        "year": today.year,
+        "seq": seq,
+        "issue_date": today,
+        "due_date": today + timedelta(days=agency["payment_terms_days"]),
+        "status": InvoiceStatus.FINALIZED,
+        "finalized_at": moment,
+    }
+    # The lines were computed at the draft's settings; keep those two flags as they were
+    # so the printed layout matches the lines.
+    fields.pop("split_by_project")
+    fields.pop("tax_rate_pct")
+    fields.pop("tax_label")
+    return fields
 
 
 @transaction.atomic
@@ -244,26 +273,8 @@ def invoice_finalize(*, invoice_id: int, now: datetime | None = None) -> Invoice
         raise InvoiceError(f"{invoice} is {invoice.status}, not a draft")
     if not invoice.lines.exists():
         raise InvoiceError(f"{invoice} has no lines")
-    client = Client.objects.get(pk=invoice.client_id)
-    today = local_day(moment)
-    seq, number = _next_number(today.year)
-    agency = _agency_snapshot()
-    fields = {
-        **_client_snapshot(client),
-        **agency,
-        "number": number,
-        "year": today.year,
-        "seq": seq,
-        "issue_date": today,
-        "due_date": today + timedelta(days=agency["payment_terms_days"]),
-        "status": InvoiceStatus.FINALIZED,
-        "finalized_at": moment,
-    }
-    # The lines were computed at the draft's settings; keep those two flags as they were
-    # so the printed layout matches the lines.
-    fields.pop("split_by_project")
-    fields.pop("tax_rate_pct")
-    fields.pop("tax_label")
+    seq, _ = _next_number(local_day(moment).year)
+    fields = finalized_fields(invoice, moment=moment, seq=seq)
     updated = Invoice.objects.filter(pk=invoice.pk, status=InvoiceStatus.DRAFT).update(**fields)
     if updated != 1:
         raise InvoiceError(f"{invoice} changed while finalizing")
@@ -290,6 +301,9 @@ class DueResult:
     refreshed: int = 0
     finalized: list[int] = field(default_factory=list)
     failed: list[int] = field(default_factory=list)
+    # PDFs the finalization job rendered itself, not ahead by a worker (see
+    # billing.services.finalize).
+    stragglers: list[int] = field(default_factory=list)
 
 
 def invoices_finalize_due(*, now: datetime | None = None) -> DueResult:
@@ -297,31 +311,40 @@ def invoices_finalize_due(*, now: datetime | None = None) -> DueResult:
     grace period), then finalize those whose grace period is over. Safe to run twice:
     a finalized invoice is no longer a draft."""
     moment = now or timezone.now()
-    today = local_day(moment)
+    result, due = invoices_refresh_due(now=moment)
+    for invoice_id in due:
+        try:
+            invoice_finalize(invoice_id=invoice_id, now=moment)
+        except Exception:
+            logger.exception("finalizing invoice %s failed", invoice_id)
+            result.failed.append(invoice_id)
+        else:
+            result.finalized.append(invoice_id)
+    return result
+
+
+def invoices_refresh_due(*, now: datetime) -> tuple[DueResult, list[int]]:
+    """Regenerate every draft of a past month; the ids of those past their grace period,
+    in the order they are to be finalized."""
+    today = local_day(now)
     this_month = month_start(today)
     rollups_refresh()
     result = DueResult()
+    due = []
     drafts = Invoice.objects.filter(
         status=InvoiceStatus.DRAFT, kind=InvoiceKind.MONTHLY, month__lt=this_month
     ).order_by("month", "pk")
     for client_id, month in drafts.values_list("client_id", "month"):
         try:
-            invoice = invoice_generate(client_id=client_id, month=month, now=moment)
+            invoice = invoice_generate(client_id=client_id, month=month, now=now)
         except InvoiceError:
             continue
         if invoice is None:
             continue
         result.refreshed += 1
-        if not invoice_is_due(invoice, today=today):
-            continue
-        try:
-            invoice_finalize(invoice_id=invoice.pk, now=moment)
-        except Exception:
-            logger.exception("finalizing invoice %s failed", invoice.pk)
-            result.failed.append(invoice.pk)
-        else:
-            result.finalized.append(invoice.pk)
-    return result
+        if invoice_is_due(invoice, today=today):
+            due.append(invoice.pk)
+    return result, due
 
 
 # --- after issue ---------------------------------------------------------------------------

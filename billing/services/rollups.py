@@ -1,5 +1,8 @@
 """Daily and hourly rollups, rebuilt whole per (client, agency-local day) from raw events.
 
+With them, the same rebuild writes the top-list rollups (per end user and per prompt
+hash), so the client page's top lists never scan raw events.
+
 A (client, day) is never incremented: its rows are deleted and re-aggregated from the raw
 events of that day in one transaction. The incremental path (days marked dirty by ingest
 and re-pricing) and a full rebuild therefore run the same aggregation and agree to the
@@ -21,7 +24,7 @@ from decimal import ROUND_HALF_UP, Decimal, localcontext
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Count, Q, QuerySet, Sum, Value
+from django.db.models import Count, Max, Min, Q, QuerySet, Sum, Value
 from django.db.models.functions import Coalesce, Trunc, TruncDate
 from django.utils import timezone
 
@@ -29,8 +32,8 @@ from agency.calendar import day_bounds, local_day, local_days, today, zone
 from agency.db import ExactSum
 from agency.models import Client
 from agency.money import COST_PLACES, apply_markup
-from billing.models import DailyRollup, HourlyRollup
-from tracking.buckets import Reach, cost_columns, token_columns
+from billing.models import DailyRollup, EndUserDailyRollup, HourlyRollup, PromptDailyRollup
+from tracking.buckets import GROUPED, Reach, cost_columns, token_columns
 from tracking.models import DirtyDay, PricingStatus, UsageEvent
 from tracking.services import dirty_days_mark
 
@@ -39,6 +42,10 @@ logger = logging.getLogger(__name__)
 # What a rollup row sums: the buckets that reach the rollups, and the raw cost.
 TOKEN_FIELDS = token_columns(Reach.ROLLUP)
 COST_FIELDS = (*cost_columns(Reach.ROLLUP), "cost_usd")
+# What the top-list rollups (end users, prompt hashes) sum: the usage tables' tokens.
+TOP_TOKEN_FIELDS = tuple(str(bucket.token_column) for bucket in GROUPED)
+# Every model rebuilt with a (client, day), in one transaction.
+DAY_MODELS = (DailyRollup, HourlyRollup, EndUserDailyRollup, PromptDailyRollup)
 ZERO = Decimal("0")
 # A dirty mark younger than this is rebuilt but kept for the next run. Ingest stamps
 # marked_at with its own clock before its transaction commits, so a mark can be
@@ -161,6 +168,62 @@ def _hourly_rows(client_id: int, day: date) -> list[HourlyRollup]:
     ]
 
 
+def _end_user_rows(client_id: int, day: date) -> list[EndUserDailyRollup]:
+    groups = (
+        _events_of_day(client_id, day)
+        .values("end_user")
+        .annotate(
+            n_events=Count("pk"),
+            n_unpriced=_unpriced(),
+            cost=ExactSum("cost_usd"),
+            **{f"sum_{name}": Sum(name) for name in TOP_TOKEN_FIELDS},
+        )
+    )
+    rows = []
+    for values in groups:
+        group: dict[str, Any] = dict(values)
+        rows.append(
+            EndUserDailyRollup(
+                client_id=client_id,
+                day=day,
+                end_user=group["end_user"],
+                events=group["n_events"],
+                unpriced_events=group["n_unpriced"],
+                cost_usd=group["cost"] if group["cost"] is not None else ZERO,
+                **{name: group[f"sum_{name}"] or 0 for name in TOP_TOKEN_FIELDS},
+            )
+        )
+    return rows
+
+
+def _prompt_rows(client_id: int, day: date) -> list[PromptDailyRollup]:
+    groups = (
+        _events_of_day(client_id, day)
+        .exclude(prompt_hash="")
+        .values("prompt_hash")
+        .annotate(
+            n_events=Count("pk"),
+            n_unpriced=_unpriced(),
+            cost=ExactSum("cost_usd"),
+            first=Min("occurred_at"),
+            last=Max("occurred_at"),
+        )
+    )
+    return [
+        PromptDailyRollup(
+            client_id=client_id,
+            day=day,
+            prompt_hash=group["prompt_hash"],
+            events=group["n_events"],
+            unpriced_events=group["n_unpriced"],
+            cost_usd=group["cost"] if group["cost"] is not None else ZERO,
+            first_at=group["first"],
+            last_at=group["last"],
+        )
+        for group in groups
+    ]
+
+
 def _lock_clients(client_ids: Iterable[int]) -> None:
     """Serialize rebuilds of the same client (concurrent workers would otherwise both
     delete, then both insert and collide on the unique bucket). FOR NO KEY UPDATE does not
@@ -182,15 +245,21 @@ def rollups_rebuild_days(*, client_id: int, days: Iterable[date]) -> int:
         return 0
     _lock_clients([client_id])
     markups = MarkupBook([client_id])
-    DailyRollup.objects.filter(client_id=client_id, day__in=day_list).delete()
-    HourlyRollup.objects.filter(client_id=client_id, day__in=day_list).delete()
+    for model in DAY_MODELS:
+        model.objects.filter(client_id=client_id, day__in=day_list).delete()
     daily: list[DailyRollup] = []
     hourly: list[HourlyRollup] = []
+    end_users: list[EndUserDailyRollup] = []
+    prompts: list[PromptDailyRollup] = []
     for day in day_list:
         daily.extend(_daily_rows(client_id, day, markups.markup(client_id, day)))
         hourly.extend(_hourly_rows(client_id, day))
+        end_users.extend(_end_user_rows(client_id, day))
+        prompts.extend(_prompt_rows(client_id, day))
     DailyRollup.objects.bulk_create(daily, batch_size=1000)
     HourlyRollup.objects.bulk_create(hourly, batch_size=1000)
+    EndUserDailyRollup.objects.bulk_create(end_users, batch_size=1000)
+    PromptDailyRollup.objects.bulk_create(prompts, batch_size=1000)
     return len(daily)
 
 
@@ -280,12 +349,10 @@ def rollups_rebuild_period(*, start: date, end: date, client_id: int | None = No
     first, _ = day_bounds(start)
     _, last = day_bounds(end)
     events = UsageEvent.objects.filter(occurred_at__gte=first, occurred_at__lt=last)
-    rollups = DailyRollup.objects.filter(day__gte=start, day__lte=end)
-    hourly = HourlyRollup.objects.filter(day__gte=start, day__lte=end)
+    stored = [model.objects.filter(day__gte=start, day__lte=end) for model in DAY_MODELS]
     if client_id is not None:
         events = events.filter(client_id=client_id)
-        rollups = rollups.filter(client_id=client_id)
-        hourly = hourly.filter(client_id=client_id)
+        stored = [rows.filter(client_id=client_id) for rows in stored]
     pairs = set(
         events.annotate(local=TruncDate("occurred_at", tzinfo=zone()))
         .values_list("client_id", "local")
@@ -295,8 +362,8 @@ def rollups_rebuild_period(*, start: date, end: date, client_id: int | None = No
     for pair_client, day in pairs:
         by_client[pair_client].add(day)
     with transaction.atomic():
-        rollups.delete()
-        hourly.delete()
+        for rows in stored:
+            rows.delete()
         for pair_client, days in sorted(by_client.items()):
             written += rollups_rebuild_days(client_id=pair_client, days=days)
     return written
@@ -334,22 +401,46 @@ GROUP BY e.client_id, date_trunc('hour', e.occurred_at, 'UTC')
 """
 
 
+_END_USER_SQL = """
+INSERT INTO billing_enduserdailyrollup (
+    client_id, day, end_user, events, unpriced_events, cost_usd, {token_columns}
+)
+SELECT e.client_id, %(day)s, e.end_user, COUNT(*),
+       COUNT(*) FILTER (WHERE e.pricing_status = 'unpriced'), COALESCE(SUM(e.cost_usd), 0),
+       {token_sums}
+FROM tracking_usageevent e
+WHERE e.occurred_at >= %(start)s AND e.occurred_at < %(end)s {client_filter}
+GROUP BY e.client_id, e.end_user
+"""
+
+_PROMPT_SQL = """
+INSERT INTO billing_promptdailyrollup (
+    client_id, day, prompt_hash, events, unpriced_events, cost_usd, first_at, last_at
+)
+SELECT e.client_id, %(day)s, e.prompt_hash, COUNT(*),
+       COUNT(*) FILTER (WHERE e.pricing_status = 'unpriced'), COALESCE(SUM(e.cost_usd), 0),
+       MIN(e.occurred_at), MAX(e.occurred_at)
+FROM tracking_usageevent e
+WHERE e.occurred_at >= %(start)s AND e.occurred_at < %(end)s AND e.prompt_hash <> ''
+      {client_filter}
+GROUP BY e.client_id, e.prompt_hash
+"""
+
+
 @transaction.atomic
 def _rebuild_day_sql(day: date, only: list[int] | None) -> int:
     """Rebuild one local day for these clients (all when ``only`` is None) in one
     transaction: the same rows as ``rollups_rebuild_days``, from two statements."""
     start, end = day_bounds(day)
     events = UsageEvent.objects.filter(occurred_at__gte=start, occurred_at__lt=end)
-    rollups = DailyRollup.objects.filter(day=day)
-    hourly = HourlyRollup.objects.filter(day=day)
+    stored = [model.objects.filter(day=day) for model in DAY_MODELS]
     if only is not None:
         events = events.filter(client_id__in=only)
-        rollups = rollups.filter(client_id__in=only)
-        hourly = hourly.filter(client_id__in=only)
+        stored = [rows.filter(client_id__in=only) for rows in stored]
     client_ids = sorted(set(events.values_list("client_id", flat=True).distinct()))
     _lock_clients(client_ids if only is None else only)
-    rollups.delete()
-    hourly.delete()
+    for rows in stored:
+        rows.delete()
     if not client_ids:
         return 0
     markups = MarkupBook(client_ids)
@@ -372,4 +463,13 @@ def _rebuild_day_sql(day: date, only: list[int] | None) -> int:
         cursor.execute(daily_sql, params)
         written = cursor.rowcount
         cursor.execute(_HOURLY_SQL.format(client_filter=client_filter), params)
+        cursor.execute(
+            _END_USER_SQL.format(
+                token_columns=", ".join(TOP_TOKEN_FIELDS),
+                token_sums=", ".join(f"COALESCE(SUM(e.{name}), 0)" for name in TOP_TOKEN_FIELDS),
+                client_filter=client_filter,
+            ),
+            params,
+        )
+        cursor.execute(_PROMPT_SQL.format(client_filter=client_filter), params)
     return written

@@ -24,7 +24,7 @@ from django.views.decorators.http import require_GET
 from agency.calendar import MonthError, next_month, parse_month
 from agency.models import Client
 from agency.selectors import client_for
-from billing.csv_export import csv_lines, event_rows, invoice_lines_rows
+from billing.csv_export import csv_lines, event_csv, invoice_lines_rows
 from billing.pdf import invoice_pdf_render
 from billing.selectors.invoices import invoice_events, invoice_for, month_events
 
@@ -67,8 +67,8 @@ def invoice_events_csv(request: HttpRequest, slug: str, pk: int) -> StreamingHtt
     events = invoice_events(invoice)
     first = invoice.lines.order_by("usage_month").values_list("usage_month", flat=True).first()
     days = (first or invoice.month, next_month(invoice.month))
-    rows = event_rows(events, client_id=client.pk, days=days, **_event_money(request, client))
-    return _csv(csv_lines(rows), f"{_filename(invoice.number, invoice.pk)}-events.csv")
+    lines = event_csv(events, client_id=client.pk, days=days, **_event_money(request, client))
+    return _csv(lines, f"{_filename(invoice.number, invoice.pk)}-events.csv")
 
 
 @never_cache
@@ -82,8 +82,8 @@ def usage_month_csv(request: HttpRequest, slug: str, month: str) -> StreamingHtt
         raise Http404("No such month") from None
     events = month_events(client, first_day)
     days = (first_day, next_month(first_day))
-    rows = event_rows(events, client_id=client.pk, days=days, **_event_money(request, client))
-    return _csv(csv_lines(rows), f"{client.slug}-usage-{first_day:%Y-%m}.csv")
+    lines = event_csv(events, client_id=client.pk, days=days, **_event_money(request, client))
+    return _csv(lines, f"{client.slug}-usage-{first_day:%Y-%m}.csv")
 
 
 def _event_money(request: HttpRequest, client: Client) -> dict[str, bool]:
@@ -94,7 +94,7 @@ def _event_money(request: HttpRequest, client: Client) -> dict[str, bool]:
     return {"show_cost": staff, "show_billed": staff or client.show_pricing_details}
 
 
-def _csv(lines: Iterable[str], filename: str) -> StreamingHttpResponse:
+def _csv(lines: Iterable[str | bytes], filename: str) -> StreamingHttpResponse:
     response = StreamingHttpResponse(lines, content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response

@@ -8,6 +8,7 @@ import time_machine
 
 from agency.models import Client
 from billing.selectors import dashboard
+from billing.services.rollups import rollups_rebuild_period
 from billing.templatetags.dashboard import sort_headers
 from billing.views.dashboard import month_param
 from tests.clock import AGENCY_TZ
@@ -17,6 +18,11 @@ pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("private_cache")]
 
 TODAY = dt.date(2026, 11, 20)
 NOON = dt.datetime(2026, 11, 20, 12, tzinfo=AGENCY_TZ)
+
+
+def _rebuild_rollups():
+    """The top lists read the rollups: build them from the events, as the beat would."""
+    rollups_rebuild_period(start=dt.date(2026, 10, 1), end=dt.date(2026, 11, 30))
 
 
 def _overview(**kwargs):
@@ -245,6 +251,7 @@ def test_end_users_ranks_by_cost_within_client_and_month():
     UsageEventFactory.create(
         client=ClientFactory.create(), end_user="mallory", cost_usd=Decimal("70")
     )
+    _rebuild_rollups()
     users = dashboard.end_users(client, month=dt.date(2026, 11, 1))
     assert [(u.name, u.events, u.raw_usd) for u in users] == [
         ("bob", 2, Decimal("10")),
@@ -258,6 +265,7 @@ def test_end_users_ranks_numerically_not_as_text():
     client = ClientFactory.create()
     UsageEventFactory.create(client=client, end_user="small", cost_usd=Decimal("9"))
     UsageEventFactory.create(client=client, end_user="large", cost_usd=Decimal("10"))
+    _rebuild_rollups()
     assert [u.name for u in dashboard.end_users(client, month=dt.date(2026, 11, 1))] == [
         "large",
         "small",
@@ -269,6 +277,7 @@ def test_end_users_stop_at_the_limit():
     client = ClientFactory.create()
     for i in range(5):
         UsageEventFactory.create(client=client, end_user=f"u{i}")
+    _rebuild_rollups()
     assert len(dashboard.end_users(client, month=dt.date(2026, 11, 1), limit=3)) == 3
 
 
@@ -285,6 +294,7 @@ def test_top_prompts_show_calls_and_time_span():
         )
     UsageEventFactory.create(client=client, prompt_hash="calm", cost_usd=Decimal("1"))
     UsageEventFactory.create(client=client, prompt_hash="", cost_usd=Decimal("100"))
+    _rebuild_rollups()
     storm, calm = dashboard.top_prompts(client, month=dt.date(2026, 11, 1))
     assert (storm.prompt_hash, storm.calls, storm.raw_usd) == ("storm", 10, Decimal("5.0"))
     assert storm.span == dt.timedelta(minutes=4, seconds=30)
@@ -373,9 +383,11 @@ def _top(client, *, compute):
 def test_top_lists_are_computed_only_when_asked_then_reused():
     client = ClientFactory.create()
     UsageEventFactory.create(client=client, end_user="alice")
+    _rebuild_rollups()
     assert _top(client, compute=False) is None
     assert [u.name for u in _top(client, compute=True).end_users] == ["alice"]
     UsageEventFactory.create(client=client, end_user="bob", cost_usd=Decimal("5"))
+    _rebuild_rollups()
     assert [u.name for u in _top(client, compute=False).end_users] == ["alice"]
 
 
@@ -385,6 +397,7 @@ def test_top_lists_stay_good_while_the_months_rollups_are_unchanged():
     with time_machine.travel(NOON, tick=False) as traveller:
         UsageEventFactory.create(client=client, end_user="alice", cost_usd=Decimal("2"))
         UsageEventFactory.create(client=client, prompt_hash="p-1", cost_usd=Decimal("3"))
+        _rebuild_rollups()
         _top(client, compute=True)
         traveller.shift(dt.timedelta(hours=2))
         served = _top(client, compute=False)

@@ -11,6 +11,8 @@ import pytest
 import time_machine
 from django.urls import reverse
 
+from agency.calendar import local_day
+from billing.services.rollups import rollups_rebuild_days
 from tests.factories import (
     ClientFactory,
     ClientMembershipFactory,
@@ -341,7 +343,9 @@ def test_member_page_has_no_admin_links(client, member):
 
 @pytest.fixture
 def acme_calls(acme):
-    UsageEventFactory.create(client=acme, end_user="alice", prompt_hash="p-1")
+    event = UsageEventFactory.create(client=acme, end_user="alice", prompt_hash="p-1")
+    day = local_day(event.occurred_at)
+    rollups_rebuild_days(client_id=acme.pk, days=[day])
 
 
 def test_client_page_loads_top_lists_afterwards_when_not_cached(client, staff, acme_calls):
@@ -376,3 +380,17 @@ def test_top_lists_fragment_hides_raw_cost_from_a_member(client, member, acme_ca
 def test_top_lists_fragment_is_404_for_the_outsider(client, outsider, acme_calls):
     url = reverse("client_top_lists", args=["acme"]) + "?month=2026-11"
     assert client.get(url, **HTMX).status_code == 404
+
+
+def test_top_lists_fragment_sends_the_anonymous_to_sign_in(client, acme_calls):
+    response = client.get(reverse("client_top_lists", args=["acme"]) + "?month=2026-11")
+    assert response.status_code == 302
+    assert response.url.startswith(reverse("login"))
+
+
+def test_outsider_sees_own_top_lists_never_acmes(client, outsider, acme_calls, globex):
+    event = UsageEventFactory.create(client=globex, end_user="gus", prompt_hash="g-1")
+    rollups_rebuild_days(client_id=globex.pk, days=[local_day(event.occurred_at)])
+    content = client.get(reverse("client_top_lists", args=["globex"]) + "?month=2026-11").content
+    assert b"gus" in content and b"g-1" in content
+    assert b"alice" not in content and b"p-1" not in content

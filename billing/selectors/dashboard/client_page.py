@@ -1,4 +1,4 @@
-"""The client page: one client's month from the rollups, and its raw-event top lists."""
+"""The client page: one client's month from the rollups, and its top lists from theirs."""
 
 from __future__ import annotations
 
@@ -8,15 +8,15 @@ from decimal import Decimal, localcontext
 from typing import Any
 
 from django.core.cache import cache
-from django.db.models import Count, FloatField, Max, Min, Q, QuerySet, Sum
+from django.db.models import Count, FloatField, Max, Min, QuerySet, Sum
 from django.db.models.functions import Cast
 from django.utils import timezone
 
-from agency.calendar import month_bounds, month_range, month_start, next_month
+from agency.calendar import month_bounds, month_start, next_month
 from agency.db import ExactSum
 from agency.models import Client
 from agency.money import apply_markup, split_cents
-from billing.models import DailyRollup, Invoice
+from billing.models import DailyRollup, EndUserDailyRollup, Invoice, PromptDailyRollup
 from billing.selectors.dashboard.usage import (
     ROLLUP_FIELDS,
     TOKEN_COLUMNS,
@@ -26,7 +26,6 @@ from billing.selectors.dashboard.usage import (
     group_totals,
 )
 from billing.selectors.lines import MonthBill
-from tracking.models import PricingStatus, UsageEvent
 
 TOP_N = 20
 # Top lists of a month whose rollups have not changed stay valid; kept this long.
@@ -87,7 +86,7 @@ class ClientMonth:
 
 @dataclass
 class TopLists:
-    """The month's top end users and prompt hashes, read from raw events."""
+    """The month's top end users and prompt hashes, from their daily rollups."""
 
     end_users: list[UsageTotals]
     prompts: list[PromptHashRow]
@@ -100,7 +99,7 @@ def client_month(
 ) -> ClientMonth:
     """Everything the client page shows for one month from the rollups: one query for the
     month (plus the two weeks before its end, for week-over-week) and one for the months
-    with usage. The raw-event top lists come separately from ``top_lists``."""
+    with usage. The top lists come separately from ``top_lists``."""
     last_day = month_bounds(month)[1]
     days = [month + timedelta(days=i) for i in range((last_day - month).days + 1)]
     wow_end = min(today, last_day) if month <= today else last_day
@@ -174,13 +173,14 @@ def month_watermark(client: Client, month: date) -> str:
 
 
 def top_lists(client: Client, *, month: date, watermark: str, compute: bool) -> TopLists | None:
-    """The month's top end users and prompts, from the cache when still good, computed
-    from raw events when ``compute``; None when neither (the page then loads them in a
-    second request, so the rollup-backed page never waits on a raw scan).
+    """The month's top end users and prompts, from the cache when still good, summed from
+    their daily rollups when ``compute``; None when neither (the page then loads them in
+    a second request).
 
     Still good: computed at the same rollup ``watermark`` (nothing changed since), or less
-    than ``TREND_CACHE_SECONDS`` ago. A busy client's current month changes every minute;
-    re-scanning ~10⁵–10⁶ raw events each time would make its page slow for everyone.
+    than ``TREND_CACHE_SECONDS`` ago. Since the lists come from rollups (a few thousand
+    rows for a month of the largest client, not its ~10⁵–10⁶ raw events) computing them
+    is cheap; the cache only spares the repeat.
     """
     key = f"dashboard:top:{client.pk}:{month:%Y-%m}"
     cached: TopLists | None = cache.get(key)
@@ -202,10 +202,10 @@ def top_lists(client: Client, *, month: date, watermark: str, compute: bool) -> 
     return lists
 
 
-def _month_events(client: Client, month: date) -> QuerySet[UsageEvent]:
-    # Bounded by the (client, occurred_at) index: one client, one month of rows.
-    start, end = month_range(month)
-    return UsageEvent.objects.filter(client=client, occurred_at__gte=start, occurred_at__lt=end)
+def _month_rollups(model: Any, client: Client, month: date) -> QuerySet[Any]:
+    # Bounded by the unique (client, day, …) index: one client, one month of days.
+    first, last = month_bounds(month)
+    return model.objects.filter(client=client, day__gte=first, day__lte=last).order_by()
 
 
 def _rank() -> Cast:
@@ -215,14 +215,15 @@ def _rank() -> Cast:
 
 
 def end_users(client: Client, *, month: date, limit: int = TOP_N) -> list[UsageTotals]:
-    """The month's top end users by raw cost, with calls and tokens by kind."""
+    """The month's top end users by raw cost, with calls and tokens by kind, summed from
+    their daily rollups (``EndUserDailyRollup``), never from raw events."""
     result = []
     for item in (
-        _month_events(client, month)
+        _month_rollups(EndUserDailyRollup, client, month)
         .values("end_user")
         .annotate(
-            n=Count("id"),
-            unpriced=Count("id", filter=Q(pricing_status=PricingStatus.UNPRICED)),
+            n=Sum("events"),
+            unpriced=Sum("unpriced_events"),
             **{f"sum_{name}": Sum(name) for name in TOKEN_COLUMNS},
             raw=ExactSum("cost_usd"),
             rank=_rank(),
@@ -238,7 +239,7 @@ def end_users(client: Client, *, month: date, limit: int = TOP_N) -> list[UsageT
                 "unpriced_events": item["unpriced"],
                 **{name: sums[f"sum_{name}"] or 0 for name in TOKEN_COLUMNS},
                 "cost_usd": raw,
-                # The client's current markup: raw events carry no billed amount.
+                # The client's current markup: the list shows raw cost under it.
                 "billed_usd": apply_markup(raw, client.markup_pct),
             }
         )
@@ -248,7 +249,8 @@ def end_users(client: Client, *, month: date, limit: int = TOP_N) -> list[UsageT
 
 def top_prompts(client: Client, *, month: date, limit: int = 10) -> list[PromptHashRow]:
     """Prompt hashes with the highest raw cost this month, with call counts and the time
-    between their first and last call (many calls in minutes: a retry storm)."""
+    between their first and last call (many calls in minutes: a retry storm), summed
+    from their daily rollups (``PromptDailyRollup``)."""
     return [
         PromptHashRow(
             prompt_hash=item["prompt_hash"],
@@ -258,14 +260,13 @@ def top_prompts(client: Client, *, month: date, limit: int = 10) -> list[PromptH
             first_at=item["first"],
             last_at=item["last"],
         )
-        for item in _month_events(client, month)
-        .exclude(prompt_hash="")
+        for item in _month_rollups(PromptDailyRollup, client, month)
         .values("prompt_hash")
         .annotate(
-            n=Count("id"),
+            n=Sum("events"),
             raw=ExactSum("cost_usd"),
-            first=Min("occurred_at"),
-            last=Max("occurred_at"),
+            first=Min("first_at"),
+            last=Max("last_at"),
             rank=_rank(),
         )
         .order_by("-rank", "-n", "prompt_hash")[:limit]
