@@ -155,3 +155,13 @@ def test_a_batch_discount_that_is_not_a_number_is_refused_with_its_line():
         _discount("half")
 
     assert str(refused.value) == "line 2, column batch_discount_pct: 'half' is not a number"
+
+
+def test_a_long_context_threshold_that_is_not_an_integer_is_refused_with_its_line():
+    with pytest.raises(RateFileError) as refused:
+        parse_rates_csv(
+            "provider,model,effective_from,input,output,long_context_threshold\n"
+            "anthropic,claude-x,2026-01-01,3,15,200k\n"
+        )
+
+    assert str(refused.value) == "line 2, column long_context_threshold: must be an integer"
