@@ -1,5 +1,6 @@
-"""Tests that kill the mutants of tracking/rates.py the first mutation run left (bin/mutate;
-README, "Mutation testing"): the words of a sanity refusal."""
+"""Tests that kill the mutants of tracking/rates.py the mutation runs left (bin/mutate;
+README, "Mutation testing"): the words of a sanity refusal, the optional columns read as
+written (or empty when absent), the bounds of a price and of the batch discount."""
 
 from __future__ import annotations
 
@@ -9,7 +10,14 @@ from decimal import Decimal
 import pytest
 
 from tracking.models import ModelRate
-from tracking.rates import PriceWarning, RateBook, RateSanityError, model_rates_load
+from tracking.rates import (
+    PriceWarning,
+    RateBook,
+    RateFileError,
+    RateSanityError,
+    model_rates_load,
+    parse_rates_csv,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -68,3 +76,92 @@ def test_a_price_with_as_many_decimal_places_as_its_column_loads_exactly():
     model_rates_load(text=HEADER + "anthropic,claude-x,2026-01-01,3.123456789,15\n")
 
     assert ModelRate.objects.get(model="claude-x").input_usd_per_mtok == Decimal("3.123456789")
+
+
+# --- the optional columns ----------------------------------------------------------------
+
+
+def test_optional_text_columns_are_read_as_written():
+    (row,) = parse_rates_csv(
+        "provider,model,aliases,display_name,effective_from,input,output,notes\n"
+        "anthropic,claude-x,claude-x-latest   claude-x-2026,Claude X,2026-01-01,3,15,list price\n"
+    )
+
+    assert (row["aliases"], row["display_name"], row["notes"]) == (
+        "claude-x-latest claude-x-2026",
+        "Claude X",
+        "list price",
+    )
+
+
+def test_absent_optional_text_columns_are_empty():
+    (row,) = parse_rates_csv(HEADER + "anthropic,claude-x,2026-01-01,3,15\n")
+
+    assert (row["aliases"], row["display_name"], row["notes"]) == ("", "", "")
+
+
+def test_every_unknown_column_is_named():
+    with pytest.raises(RateFileError) as refused:
+        parse_rates_csv(
+            "provider,model,effective_from,input,output,cache_reed,colour\n"
+            "anthropic,claude-x,2026-01-01,3,15,0.3,red\n"
+        )
+
+    assert str(refused.value) == "unknown columns: cache_reed, colour"
+
+
+def test_the_long_context_threshold_is_read():
+    (row,) = parse_rates_csv(
+        "provider,model,effective_from,input,output,long_context_threshold,long_context_input\n"
+        "anthropic,claude-x,2026-01-01,3,15,200000,6\n"
+    )
+
+    assert (row["long_context_threshold"], row["long_context_input_usd_per_mtok"]) == (
+        200000,
+        Decimal("6"),
+    )
+
+
+# --- bounds ------------------------------------------------------------------------------
+
+
+def test_a_free_model_loads_with_zero_prices():
+    (row,) = parse_rates_csv(HEADER + "anthropic,claude-free,2026-01-01,0,0\n")
+
+    assert (row["input_usd_per_mtok"], row["output_usd_per_mtok"]) == (Decimal("0"), Decimal("0"))
+
+
+def _discount(value: str) -> Decimal:
+    (row,) = parse_rates_csv(
+        "provider,model,effective_from,input,output,batch_discount_pct\n"
+        f"anthropic,claude-x,2026-01-01,3,15,{value}\n"
+    )
+    return row["batch_discount_pct"]
+
+
+def test_a_batch_discount_of_100_percent_loads():
+    assert _discount("100") == Decimal("100")
+
+
+def test_a_batch_discount_over_100_percent_is_refused_with_its_line():
+    with pytest.raises(RateFileError) as refused:
+        _discount("100.5")
+
+    assert str(refused.value) == "line 2, column batch_discount_pct: must be at most 100"
+
+
+def test_a_batch_discount_that_is_not_a_number_is_refused_with_its_line():
+    with pytest.raises(RateFileError) as refused:
+        _discount("half")
+
+    assert str(refused.value) == "line 2, column batch_discount_pct: 'half' is not a number"
+
+
+def test_a_long_context_threshold_that_is_not_an_integer_is_refused_with_its_line():
+    with pytest.raises(RateFileError) as refused:
+        parse_rates_csv(
+            "provider,model,effective_from,input,output,long_context_threshold\n"
+            "anthropic,claude-x,2026-01-01,3,15,200k\n"
+        )
+
+    assert str(refused.value) == "line 2, column long_context_threshold: must be an integer"
