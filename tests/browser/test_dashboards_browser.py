@@ -12,8 +12,10 @@ import pytest
 import time_machine
 from django.utils import timezone
 
-from agency.calendar import shift_month
+from agency.calendar import local_day, shift_month
+from billing.models import EndUserDailyRollup, PromptDailyRollup
 from billing.services.invoices import invoice_finalize, invoice_generate
+from billing.services.rollups import _end_user_rows, _prompt_rows
 from tests.clock import AGENCY_TZ
 from tests.factories import (
     ClientFactory,
@@ -66,7 +68,11 @@ def seeded(live_server: Any) -> dict[str, Any]:
     invoice = invoice_generate(client_id=clients["green"].pk, month=last_month)
     assert invoice is not None
     invoice = invoice_finalize(invoice_id=invoice.pk)
-    UsageEventFactory.create(client=clients["green"], end_user="alice", prompt_hash="p-1")
+    alice = UsageEventFactory.create(client=clients["green"], end_user="alice", prompt_hash="p-1")
+    # The top lists read their own daily rollups: build them for alice's day only.
+    alice_day = local_day(alice.occurred_at)
+    EndUserDailyRollup.objects.bulk_create(_end_user_rows(clients["green"].pk, alice_day))
+    PromptDailyRollup.objects.bulk_create(_prompt_rows(clients["green"].pk, alice_day))
     StaffFactory.create(username="staff")
     ClientMembershipFactory.create(
         user=UserFactory.create(username="green-user"), client=clients["green"]
