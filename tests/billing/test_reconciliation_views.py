@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any
 
 import pytest
 import time_machine
 
 from agency.models import Client
-from tests.billing.test_reconciliation import make_book, report
-from tests.factories import ClientMembershipFactory, StaffFactory, UserFactory
+from billing.selectors.reconciliation import reconciliation_for
+from tests.billing.test_reconciliation import make_book, rate, report
+from tests.factories import (
+    ClientFactory,
+    ClientMembershipFactory,
+    DailyRollupFactory,
+    StaffFactory,
+    UserFactory,
+)
 
 
 @pytest.fixture
@@ -113,3 +122,51 @@ def test_overview_links_the_coverage_line(staff: Any, book: dict[str, Client]) -
 def test_overview_has_no_line_without_a_report(staff: Any, book: dict[str, Client]) -> None:
     html = staff.get("/overview/", {"month": "2026-10"}).content.decode()
     assert 'data-testid="recon-line"' not in html
+
+
+def _cents(text: str) -> Decimal:
+    return Decimal(text.replace("$", "").replace(",", ""))
+
+
+def test_the_pages_money_adds_up_to_the_cent(staff: Any, db: None) -> None:
+    """Fractional cents on both sides: each model's figures are rounded to the cent, the
+    cards add up those rows, and untracked is provider − tracked as shown (the rule of the
+    invoice). Exactly: provider $2.008, tracked $1.0008, which round to $2.01 and $1.00
+    whose difference is not the $1.0072 untracked rounded ($1.01) either way."""
+    rate("recon-model")
+    rate("drift-model")
+    acme = ClientFactory.create(name="Acme", slug="acme")
+    for model in ("recon-model", "drift-model"):
+        report(date(2026, 11, 3), model, "100.4", api_key_id="apikey_x", input_tokens=1_000)
+        DailyRollupFactory.create(
+            client=acme, day=date(2026, 11, 3), model=model, cost_usd=Decimal("0.5004")
+        )
+
+    html = staff.get(URL, {"month": "2026-11"}).content.decode()
+
+    cards = {
+        name: _cents(re.search(rf'data-testid="{name}">([^<]+)<', html).group(1))  # type: ignore[union-attr]
+        for name in ("provider-cost", "tracked-cost", "untracked")
+    }
+    rows = re.findall(
+        r'<tr data-model="[^"]+">.*?<td class="num">([^<]+)</td>\s*'
+        r'<td class="num">([^<]+)</td>\s*<td class="num">[^<]+</td>\s*'
+        r'<td class="num">([^<]+)</td>',
+        html,
+        re.S,
+    )
+    assert len(rows) == 2
+    provider, tracked, untracked = (sum(_cents(row[i]) for row in rows) for i in range(3))
+    assert cards == {
+        "provider-cost": provider,
+        "tracked-cost": tracked,
+        "untracked": untracked,
+    }
+    assert cards["untracked"] == cards["provider-cost"] - cards["tracked-cost"]
+    assert [row[2] for row in rows] == ["$0.50", "$0.50"]  # $1.00 − $0.50 on each row
+    # The exact figures stay the selector's (and so the API's).
+    total = reconciliation_for(date(2026, 11, 1)).total
+    assert (total.provider_cost_usd, total.tracked_cost_usd) == (
+        Decimal("2.008"),
+        Decimal("1.0008"),
+    )
