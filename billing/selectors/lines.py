@@ -273,6 +273,10 @@ class BillLine:
         return self.billed_usd - self.raw_usd
 
     @property
+    def priced_events(self) -> int:
+        return self.events - self.unpriced_events
+
+    @property
     def not_priced(self) -> bool:
         """Every call of the line lacks a rate: its amount is unknown, not $0."""
         return self.events > 0 and self.unpriced_events == self.events
@@ -306,10 +310,10 @@ class MonthBill:
         return sum(line.events for line in self.lines)
 
     @property
-    def events_of_priced_lines(self) -> int:
-        """Calls on lines with an amount: the total under a table that leaves out the
-        lines not priced (a client's view without pricing details)."""
-        return sum(line.events for line in self.lines if not line.not_priced)
+    def priced_events(self) -> int:
+        """Calls with a price: the total under a table that leaves out the calls not
+        priced (a client's view without pricing details)."""
+        return self.events - self.unpriced_events
 
     @property
     def unpriced_events(self) -> int:

@@ -240,3 +240,62 @@ def test_project_and_feature_tables_add_up_to_the_bill(acme, frozen):
     for table in (data.by_project, data.by_feature):
         assert sum(g.billed_usd for g in table) == bill.billed_usd
         assert sum(g.raw_usd for g in table) == bill.raw_usd
+
+
+# --- calls counted alike on every table of the page ---------------------------------------
+
+
+def _calls_on_the_page(content):
+    """The Calls card, the bill's total row, and the sums of each usage table's Calls."""
+    card = re.search(
+        r'<div class="kpi-label">Calls</div>\s*<div class="kpi-value num">([\d,]+)<', content
+    )
+    lines_total = re.search(
+        r"<tfoot>\s*<tr>\s*<th scope=\"row\">Total</th>\s*<td class=\"num\">([\d,]+)<", content
+    )
+    tables = {}
+    for title, body in re.findall(r"<h3>([^<]+)</h3>.*?<tbody>(.*?)</tbody>", content, re.S):
+        if title.startswith("Billed by line"):
+            continue  # "4 calls" per line: its total row is the figure compared
+        cells = re.findall(r"</th>\s*<td class=\"num\">([\d,]+)</td>", body)
+        tables[title] = sum(int(c.replace(",", "")) for c in cells)
+    assert card and lines_total, "the page lost its Calls card or its bill total"
+    return int(card.group(1).replace(",", "")), int(lines_total.group(1).replace(",", "")), tables
+
+
+@pytest.mark.parametrize("who", ["staff", "client user"])
+def test_every_calls_figure_counts_the_same_calls(client, rates, frozen, who):
+    """4 priced calls and 3 to a model without a rate: staff count all 7 in every Calls
+    figure (and are told 3 are not priced); a client user not shown pricing details,
+    whose bill leaves the unpriced line out, sees the 4 billed calls in every one of them
+    (card, bill total, models, projects, features, end users), not 7 here and 4 there."""
+    from billing.services.rollups import rollups_rebuild_period
+    from tests.factories import priced_event
+    from tracking.models import UsageEvent
+
+    globex = ClientFactory.create(name="Globex", slug="globex", show_pricing_details=False)
+    for hour in range(4):
+        priced_event(globex, at=at(11, 3, 9 + hour))
+    for hour in range(3):
+        priced_event(globex, at=at(11, 4, 9 + hour), model="claude-experimental-9")
+    UsageEvent.objects.filter(client=globex).update(feature="chat", end_user="u-1")
+    assert UsageEvent.objects.filter(client=globex, pricing_status="unpriced").count() == 3
+    rollups_rebuild_period(start=NOVEMBER, end=dt.date(2026, 11, 30), client_id=globex.pk)
+    if who == "staff":
+        _staff(client)
+        expected = 7
+    else:
+        client.force_login(ClientMembershipFactory.create(client=globex).user)
+        expected = 4
+    content = client.get(reverse("client_detail", args=["globex"]), {"top": "1"}).content.decode()
+
+    card, lines_total, tables = _calls_on_the_page(content)
+    assert card == lines_total == expected
+    assert set(tables) >= {"Tokens by model", "By project", "By feature, with cache hit ratio",
+                           "Top end users"}  # fmt: skip
+    assert tables == dict.fromkeys(tables, expected)
+    assert ("3 not priced yet" in content) is (who == "staff")
+    # The user who must be refused: another client's user sees none of it.
+    other = ClientMembershipFactory.create(client=ClientFactory.create(slug="initech")).user
+    client.force_login(other)
+    assert client.get(reverse("client_detail", args=["globex"])).status_code == 404

@@ -38,6 +38,12 @@ class UsageTotals:
         self.billed_usd += row["billed_usd"]
 
     @property
+    def priced_events(self) -> int:
+        """The calls that have a price: what a client's user who is not shown pricing
+        details counts (its bill leaves the calls without a rate out)."""
+        return self.events - self.unpriced_events
+
+    @property
     def input_tokens(self) -> int:
         return self.tokens["input"]
 
