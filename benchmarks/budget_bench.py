@@ -10,6 +10,11 @@ Prints, in milliseconds:
 - a dirty-day rebuild of today's rollups for every client (what the debounced task does
   after a burst of ingest touching all clients).
 Target: a recompute of 200 clients in under 2 s.
+
+The clock is fixed (time-machine) to noon on the 15th of last month, which the seed fills
+in full (``floor.mid_month``). Beside the recompute it prints its floor, ``COPY … TO
+STDOUT`` of the month's daily rollup rows the recompute reads, the ratio and the load
+average.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ os.environ.pop("AGENCY_SLACK_WEBHOOK_URL", None)
 os.environ.pop("REDIS_URL", None)  # eager Celery: deliveries run in-process
 
 import django
+import time_machine
+from floor import copy_out_ms, load_average, mid_month, versus_floor
 
 django.setup()
 
@@ -37,7 +44,7 @@ from django.db import connection  # noqa: E402
 from django.db.models import Count  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
-from agency.calendar import current_month, month_range, today  # noqa: E402
+from agency.calendar import current_month, month_bounds, month_range, today  # noqa: E402
 from agency.db import ExactSum  # noqa: E402
 from agency.models import Client  # noqa: E402
 from billing.models import DailyRollup  # noqa: E402
@@ -60,6 +67,13 @@ def runs(action: Callable[[], object], count: int) -> list[float]:
 def main() -> None:
     if connection.vendor != "postgresql":
         sys.exit("Run against the PostgreSQL database seeded by seed_benchmark.")
+    moment = mid_month()
+    print(f"clock fixed to {moment:%Y-%m-%d %H:%M} UTC; {load_average()}")
+    with time_machine.travel(moment, tick=True):
+        measure()
+
+
+def measure() -> None:
     clients = Client.objects.count()
     events = UsageEvent.objects.count()
     rollups = DailyRollup.objects.count()
@@ -72,6 +86,14 @@ def main() -> None:
     print(
         f"full recompute, steady state:           {statistics.median(steady):8.1f} ms median "
         f"(min {min(steady):.1f}, max {max(steady):.1f})"
+    )
+    first_day, last_day = month_bounds(month)
+    rows = DailyRollup.objects.filter(day__gte=first_day, day__lte=last_day)
+    sql, params = rows.query.sql_with_params()
+    floors = [copy_out_ms(sql, params)[0] for _ in range(3)]
+    print(
+        f"  beside it: COPY TO STDOUT of the month's {rows.count():,} rollup rows: "
+        + versus_floor(statistics.median(steady), min(floors))
     )
 
     totals = runs(lambda: month_totals(month=month), 7)
