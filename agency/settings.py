@@ -14,6 +14,7 @@ from pathlib import Path
 import dj_database_url
 from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Exchange, Queue
 
 from agency.env import env_bool, env_decimal, env_int, env_int_list, env_list, env_str
 
@@ -200,6 +201,29 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TIMEZONE = TIME_ZONE
+# Queues, so that one kind of work never waits behind another: "usage" (the ingest side:
+# re-pricing, rollups and budget recompute, run ~30 s after usage arrives), "notify"
+# (alert emails and webhooks), "documents" (month-end drafts, finalization, PDFs) and
+# "reports" (provider report syncs); anything else goes to "celery". A worker consumes
+# every queue unless started with -Q (bin/worker lists them all, WORKER_QUEUES narrows
+# it): at scale, give "documents" workers of their own (README, "Scaling").
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+CELERY_TASK_QUEUES = [
+    Queue(name, Exchange(name), routing_key=name)
+    for name in ("celery", "documents", "notify", "reports", "usage")
+]
+CELERY_TASK_ROUTES = {
+    "tracking.tasks.reprice_unpriced_task": {"queue": "usage"},
+    "billing.tasks.budgets_recompute_task": {"queue": "usage"},
+    "billing.tasks.alert_delivery_send_task": {"queue": "notify"},
+    "billing.tasks.alert_deliveries_retry_task": {"queue": "notify"},
+    "billing.tasks.recon_alerts_task": {"queue": "notify"},
+    "billing.tasks.invoices_generate_task": {"queue": "documents"},
+    "billing.tasks.invoices_finalize_due_task": {"queue": "documents"},
+    "billing.tasks.invoice_pdf_prepare_task": {"queue": "documents"},
+    "tracking.tasks.provider_usage_sync_task": {"queue": "reports"},
+    "tracking.tasks.provider_usage_sync_recent_task": {"queue": "reports"},
+}
 # A task whose whole worker vanished (machine lost) stays unacknowledged in Redis this
 # long before another worker takes it again. It must exceed the longest task, or a slow
 # task would run twice at once: the longest measured is month-end finalization, ~95 s for

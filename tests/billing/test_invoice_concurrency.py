@@ -118,7 +118,13 @@ def invoice_worker(transactional_db) -> Iterator[None]:
 
     app.conf.task_always_eager = False
     try:
-        with start_worker(app, pool="solo", perform_ping_check=False, loglevel="WARNING"):
+        # The worker consumes every queue of the settings, as bin/worker does: the
+        # month-end tasks go through their own ("documents"), as in production. (Named:
+        # a worker started before in this process may have narrowed the app's queues.)
+        queues = [queue.name for queue in settings.CELERY_TASK_QUEUES]
+        with start_worker(
+            app, pool="solo", queues=queues, perform_ping_check=False, loglevel="WARNING"
+        ):
             yield
     finally:
         app.conf.task_always_eager = True

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
+from unittest import mock
 
 import pytest
 from celery.contrib.testing.worker import start_worker
@@ -85,8 +86,12 @@ def worker(settings: Any) -> Iterator[None]:
     app.conf.task_default_queue = queue
     task_postrun.connect(_close_worker_connections, weak=False)
     try:
-        with start_worker(
-            app, pool="solo", queues=[queue], perform_ping_check=False, shutdown_timeout=10
+        # Every task to the private queue, past the settings' routes ("usage", "notify").
+        with (
+            mock.patch.object(app.amqp.router, "routes", []),
+            start_worker(
+                app, pool="solo", queues=[queue], perform_ping_check=False, shutdown_timeout=10
+            ),
         ):
             yield
     finally:
