@@ -20,7 +20,13 @@ What it does:
    time each 500-event batch costs: JSON parsing, validation, pricing, the insert's
    client side and the response body. Less noisy than throughput on a shared machine.
 
-Each figure line ends with the load average (1 minute) when it was taken.
+Each figure line ends with the load average (1 minute) when it was taken, and the ratio
+of ingest to its COPY floor is printed.
+
+With ``--keep-database`` it posts into ``--database-url`` as it is, for example a
+``seed_benchmark`` database with 30 million events (the 100M plan's question: does a full
+table slow ingest?), and measures the floor twice: into an empty copy of the table and
+into the full table itself.
 
 Everything runs on this machine, load generator included, so the figures are
 conservative. Targets (issue 3): at least 5,000 events/s sustained, p99 under 300 ms.
@@ -195,13 +201,14 @@ def load() -> str:
     return f"[load {os.getloadavg()[0]:.2f}]"
 
 
-def report(label: str, events: int, wall: float, latencies: list[float]) -> None:
+def report(label: str, events: int, wall: float, latencies: list[float]) -> float:
     ms = [v * 1000 for v in latencies]
     print(
         f"{label}: {events:,} events in {wall:.1f} s = {events / wall:,.0f} events/s; "
         f"batch latency p50 {statistics.median(ms):.0f} ms, p95 {percentile(ms, 95):.0f} ms, "
         f"p99 {percentile(ms, 99):.0f} ms, max {max(ms):.0f} ms {load()}"
     )
+    return events / wall
 
 
 def cpu_per_batch(env: dict[str, str], key: str, bodies: list[bytes]) -> list[float]:
@@ -228,8 +235,12 @@ def cpu_per_batch(env: dict[str, str], key: str, bodies: list[bytes]) -> list[fl
     return seconds
 
 
-def copy_floor(database_url: str, batch_size: int) -> tuple[int, float]:
-    """COPY the stored events into an identical table, one transaction per batch."""
+def copy_floor(
+    database_url: str, batch_size: int, *, into_itself: bool = False
+) -> tuple[int, float]:
+    """COPY the events ingest stored for the bench client into an identical empty table,
+    one transaction per batch; with ``into_itself``, into the event table itself (beside
+    the rows already there, under new ids, deleted afterwards): the floor on a full table."""
     with psycopg.connect(database_url) as conn:
         columns = [
             row[0]
@@ -241,18 +252,33 @@ def copy_floor(database_url: str, batch_size: int) -> tuple[int, float]:
         ]
         column_list = ", ".join(f'"{c}"' for c in columns)
         # As text: COPY's own format, and jsonb then needs no adapter on the way back.
-        as_text = ", ".join(f'"{c}"::text' for c in columns)
-        rows = conn.execute(f"SELECT {as_text} FROM tracking_usageevent ORDER BY id").fetchall()
-        conn.execute("DROP TABLE IF EXISTS bench_copy")
-        conn.execute("CREATE TABLE bench_copy (LIKE tracking_usageevent INCLUDING ALL)")
+        as_text = ", ".join(
+            "\"event_id\" || '-floor'" if into_itself and c == "event_id" else f'"{c}"::text'
+            for c in columns
+        )
+        rows = conn.execute(
+            f"SELECT {as_text} FROM tracking_usageevent WHERE client_id = "
+            "(SELECT id FROM agency_client WHERE slug = 'bench') ORDER BY id"
+        ).fetchall()
+        target = "tracking_usageevent" if into_itself else "bench_copy"
+        if not into_itself:
+            conn.execute("DROP TABLE IF EXISTS bench_copy")
+            conn.execute("CREATE TABLE bench_copy (LIKE tracking_usageevent INCLUDING ALL)")
         conn.commit()
         started = time.perf_counter()
         for start in range(0, len(rows), batch_size):
-            with conn.cursor().copy(f"COPY bench_copy ({column_list}) FROM STDIN") as copy:
+            with conn.cursor().copy(f"COPY {target} ({column_list}) FROM STDIN") as copy:
                 for row in rows[start : start + batch_size]:
                     copy.write_row(row)
             conn.commit()
-        return len(rows), time.perf_counter() - started
+        seconds = time.perf_counter() - started
+        if into_itself:
+            conn.execute(
+                "DELETE FROM tracking_usageevent WHERE event_id LIKE '%-floor' AND client_id = "
+                "(SELECT id FROM agency_client WHERE slug = 'bench')"
+            )
+            conn.commit()
+        return len(rows), seconds
 
 
 def free_port() -> int:
@@ -291,19 +317,38 @@ def main() -> None:
         default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15"),
         help="cache, rate limits and the Celery broker, as in production",
     )
+    parser.add_argument(
+        "--keep-database",
+        action="store_true",
+        help="post into --database-url as it is (e.g. a seed_benchmark database with tens "
+        "of millions of events) instead of a fresh scratch one; the floor is then also "
+        "measured into the full event table",
+    )
     args = parser.parse_args()
 
-    print(f"scratch database {urlsplit(args.database_url).path.lstrip('/')}: migrating…")
-    recreate_database(args.database_url)
+    name = urlsplit(args.database_url).path.lstrip("/")
     env = _django_env(args.database_url, {"REDIS_URL": args.redis_url})
     port = args.port or free_port()
-    _manage(env, "migrate", "--noinput")
-    _manage(env, "load_model_rates")
+    if args.keep_database:
+        with psycopg.connect(args.database_url) as conn:
+            found = conn.execute("SELECT count(*) FROM tracking_usageevent").fetchone()
+            existing = found[0] if found else 0
+            conn.execute(
+                "DELETE FROM tracking_usageevent WHERE client_id IN "
+                "(SELECT id FROM agency_client WHERE slug = 'bench')"
+            )
+        print(f"database {name} as it is: {existing:,} events already stored")
+    else:
+        print(f"scratch database {name}: migrating…")
+        recreate_database(args.database_url)
+        _manage(env, "migrate", "--noinput")
+        _manage(env, "load_model_rates")
     _manage(
         env,
         "shell",
         "-c",
-        "from agency.models import Client; Client.objects.create(name='Bench', slug='bench')",
+        "from agency.models import Client; "
+        "Client.objects.get_or_create(slug='bench', defaults={'name': 'Bench'})",
     )
     key = _manage(env, "create_api_key", "--client", "bench", "--name", "bench").strip()
 
@@ -328,7 +373,7 @@ def main() -> None:
         wall, latencies, counts = run_load(port, key, bodies[warmup:], args.senders)
         if counts["accepted"] != args.batches * args.batch_size:
             raise SystemExit(f"not everything was accepted: {counts}")
-        report("ingest (new events)", counts["accepted"], wall, latencies)
+        rate = report("ingest (new events)", counts["accepted"], wall, latencies)
         replay = bodies[warmup : warmup + max(1, args.batches // 5)]
         wall, latencies, counts = run_load(port, key, replay, args.senders)
         if counts["duplicates"] != len(replay) * args.batch_size:
@@ -343,6 +388,14 @@ def main() -> None:
         f"COPY floor: {rows:,} rows in {seconds:.1f} s = {rows / seconds:,.0f} rows/s "
         f"(batches of {args.batch_size}, one transaction each) {load()}"
     )
+    print(f"ingest ÷ floor: {rate / (rows / seconds):.2f}")
+    if args.keep_database:
+        rows, seconds = copy_floor(args.database_url, args.batch_size, into_itself=True)
+        print(
+            f"COPY floor into the full event table: {rows:,} rows in {seconds:.1f} s = "
+            f"{rows / seconds:,.0f} rows/s {load()}"
+        )
+        print(f"ingest ÷ that floor: {rate / (rows / seconds):.2f}")
     if args.cpu_batches:
         bodies = build_bodies(args.cpu_batches, args.batch_size, seed=4)
         ms = sorted(s * 1000 for s in cpu_per_batch(env, key, bodies))
