@@ -429,3 +429,26 @@ def test_month_watermark_matches_the_client_month():
     DailyRollupFactory.create(client=client, day=TODAY)
     data = dashboard.client_month(client, month=dt.date(2026, 11, 1), today=TODAY)
     assert data.watermark == dashboard.month_watermark(client, dt.date(2026, 11, 1))
+
+
+def test_overview_months_are_those_of_the_clients_given_with_gaps_and_no_future(
+    django_assert_max_num_queries,
+):
+    """The overview's picker: months with usage of any of the clients, a month without any
+    left out, another client's months left out, no future month; read by index probes,
+    not a scan of every rollup (a bounded number of queries per month of history)."""
+    acme, globex, hidden = ClientFactory.create_batch(3)
+    for client, day in [
+        (acme, dt.date(2026, 6, 30)),
+        (acme, dt.date(2026, 9, 1)),
+        (globex, dt.date(2026, 9, 30)),
+        (globex, dt.date(2026, 11, 2)),
+        (hidden, dt.date(2026, 8, 15)),  # not among the clients asked about
+        (acme, dt.date(2027, 1, 5)),  # ahead of the clock
+    ]:
+        DailyRollupFactory.create(client=client, day=day)
+    clients = Client.objects.filter(pk__in=[acme.pk, globex.pk])
+    with django_assert_max_num_queries(8):
+        months = dashboard.months_with_data(clients, today=TODAY)
+    assert months == [dt.date(2026, 11, 1), dt.date(2026, 9, 1), dt.date(2026, 6, 1)]
+    assert dashboard.months_with_data(Client.objects.none(), today=TODAY) == []

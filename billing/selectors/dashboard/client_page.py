@@ -287,13 +287,24 @@ def months_with_usage(client: Client, *, today: date) -> list[date]:
 
 
 def months_with_data(clients: QuerySet[Client], *, today: date) -> list[date]:
-    """The overview's picker: months in which any of these clients has usage."""
-    current = month_start(today)
-    months = set(
-        DailyRollup.objects.filter(client__in=clients, day__lt=next_month(current)).dates(
-            "day", "month"
-        )
+    """The overview's picker: months in which any of these clients has usage.
+
+    Read month by month, each step the first rollup day on or after the month's start
+    (``ORDER BY day LIMIT 1``: a walk of the (day, client) index that jumps over months
+    without usage), not as the distinct months of every rollup row: that scanned the
+    whole table, ~0.4 s at 200 clients and 10M events, on every overview request."""
+    end = next_month(month_start(today))
+    days = (
+        DailyRollup.objects.filter(client__in=clients, day__lt=end)
+        .order_by("day")
+        .values_list("day", flat=True)
     )
+    months: list[date] = []
+    first = days.first()
+    while first is not None:
+        months.append(month_start(first))
+        after = next_month(month_start(first))
+        first = days.filter(day__gte=after).first() if after < end else None
     return sorted(months, reverse=True)
 
 
