@@ -10,7 +10,7 @@ import pytest
 
 from agency.models import Client, UsageSource
 from billing.selectors.reconciliation import Figures, reconciliation_for
-from billing.services.rollups import rollups_rebuild_period
+from billing.services.rollups import model_rollups_refresh, rollups_rebuild_period
 from tests.factories import ClientFactory, DailyRollupFactory, priced_event
 from tracking.models import AccountKind, ModelRate, ProviderAccount, ProviderReportRow
 from tracking.pricing import RateCard, price_report_row
@@ -141,6 +141,8 @@ def make_book() -> dict[str, Client]:
         model="recon-model",
         cost_usd=Decimal("7"),
     )
+    # Written by hand, not by the rebuild: derive the per-model rollups the page reads.
+    model_rollups_refresh(start=NOVEMBER, end=date(2026, 11, 30))
     return {"acme": acme, "sourced": sourced}  # fmt: skip
 
 
