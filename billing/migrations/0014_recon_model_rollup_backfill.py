@@ -29,9 +29,7 @@ def backfill(apps: Any, schema_editor: Any) -> None:
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute(
-                _SQL.format(
-                    tokens=", ".join(TOKENS), sums=", ".join(f"SUM(r.{t})" for t in TOKENS)
-                )
+                _SQL.format(tokens=", ".join(TOKENS), sums=", ".join(f"SUM(r.{t})" for t in TOKENS))
             )
             cursor.execute("ANALYZE billing_modeldailyrollup")
         return
@@ -50,9 +48,14 @@ def backfill(apps: Any, schema_editor: Any) -> None:
     model.objects.bulk_create(
         [
             model(
-                client_id=g["client_id"], day=g["day"], provider=g["provider"],
-                model=g["model"], events=g["n"] or 0, unpriced_events=g["u"] or 0,
-                cost_usd=g["c"] or 0, **{t: g[f"s_{t}"] or 0 for t in TOKENS},
+                client_id=g["client_id"],
+                day=g["day"],
+                provider=g["provider"],
+                model=g["model"],
+                events=g["n"] or 0,
+                unpriced_events=g["u"] or 0,
+                cost_usd=g["c"] or 0,
+                **{t: g[f"s_{t}"] or 0 for t in TOKENS},
             )  # fmt: skip
             for g in groups
         ],

@@ -32,7 +32,8 @@ from billing.selectors.reconciliation import (
 from billing.services.rollups import rollups_rebuild_dirty, rollups_rebuild_period
 from tests.billing.test_reconciliation import report
 from tests.factories import ClientFactory, ProjectFactory, priced_event
-from tracking.models import AccountKind, ProviderAccount, UsageEvent
+from tracking.models import AccountKind, ProviderAccount, ProviderReportRow, UsageEvent
+from tracking.provider_reports.summaries import report_summaries_refresh
 
 OCTOBER, NOVEMBER, DECEMBER = date(2026, 10, 1), date(2026, 11, 1), date(2026, 12, 1)
 MONTHS = (OCTOBER, NOVEMBER, DECEMBER)
@@ -78,15 +79,34 @@ def clients(settings: Any, rates: None, time_machine: Any) -> dict[str, Client]:
     # The provider's books: not every day, several keys, OpenAI with nothing tracked.
     for day in (date(2026, 10, 31), date(2026, 11, 1), date(2026, 11, 14), date(2026, 11, 30)):
         for key in ("apikey_acme", "apikey_beta", "apikey_s", "apikey_unmapped"):
-            report(day, "claude-sonnet-4-5", "123.456", "123.4", api_key_id=key, input_tokens=9)
+            report(
+                day, "claude-sonnet-4-5", "123.456", "123.4", api_key_id=key, input_tokens=9,
+                requests=4,
+            )  # fmt: skip
             report(day, "claude-haiku-4-5-20251001", "7.0001", api_key_id=key, output_tokens=5)
         report(day, "gpt-4.1", "50", provider="openai", api_key_id="sk_1", input_tokens=100)
     report(date(2026, 12, 1), "claude-opus-4-5", "99.99", api_key_id="apikey_acme")
+    # A group only a report-sourced key used, and rows without an amount or a list amount.
+    report(date(2026, 11, 14), "claude-opus-4-5", "10.5", api_key_id="apikey_s")
+    report(date(2026, 11, 14), "no-rate-x", "1", api_key_id="apikey_s")  # unrated too
+    for key, amount in (("apikey_s", None), ("apikey_unmapped", Decimal("3.000000000001"))):
+        ProviderReportRow.objects.create(
+            provider="anthropic", day=date(2026, 11, 30), model="claude-sonnet-4-5",
+            api_key_id=key, batch=True, amount_cents=amount, list_amount_cents=None,
+            input_tokens=11,
+        )  # fmt: skip
+    ProviderReportRow.objects.create(
+        provider="anthropic", day=date(2026, 11, 30), model="claude-haiku-4-5",
+        api_key_id="apikey_s", service_tier="priority", amount_cents=None, output_tokens=3,
+    )  # fmt: skip
+    report_summaries_refresh(
+        provider="anthropic", since=date(2026, 11, 30), until=date(2026, 11, 30)
+    )
     return {"acme": acme, "beta": beta, "loose": loose, "sourced": sourced}
 
 
 def both(month: date) -> tuple[Reconciliation, Reconciliation]:
-    return reconciliation_for(month), _reconciliation(month, DailyRollup)
+    return reconciliation_for(month), _reconciliation(month, legacy=True)
 
 
 def assert_identical(month: date) -> Reconciliation:
