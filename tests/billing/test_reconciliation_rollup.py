@@ -39,8 +39,8 @@ OCTOBER, NOVEMBER, DECEMBER = date(2026, 10, 1), date(2026, 11, 1), date(2026, 1
 MONTHS = (OCTOBER, NOVEMBER, DECEMBER)
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -67,7 +67,10 @@ def clients(settings: Any, rates: None, time_machine: Any) -> dict[str, Client]:
     models = ("claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-5-20251101", "no-rate-x")
     for n, at in enumerate(moments):
         for m, model in enumerate(models):
-            tokens = {"input_tokens": 1_234 + 7 * n + m, "output_tokens": 321 + 3 * n * m}
+            tokens: dict[str, Any] = {
+                "input_tokens": 1_234 + 7 * n + m,
+                "output_tokens": 321 + 3 * n * m,
+            }
             priced_event(acme, at=at, model=model, **tokens)
             priced_event(beta, at=at, model=model, **tokens)  # untagged
             if m % 2:
@@ -180,6 +183,7 @@ def test_a_late_event_shows_after_the_dirty_day_rebuild(clients: dict[str, Clien
     assert reconciliation_for(NOVEMBER) == before
     rollups_rebuild_dirty()
     after = assert_identical(NOVEMBER)
+    assert late.cost_usd is not None
     assert after.total.tracked_cost_usd == before.total.tracked_cost_usd + late.cost_usd
     day = after.by_day[13]
     assert day.day == date(2026, 11, 14)
