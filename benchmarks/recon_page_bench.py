@@ -15,14 +15,15 @@ What it does:
    client's API key (2% more than tracked: untracked spend), and filler models bring the
    report to ``--models`` models × ``--keys`` API keys × every day (about 300,000 rows for
    a 30-day month); three quarters of the keys are mapped to their clients, ten clients are
-   metered from the report, and one model's rate is off by 1% (drift).
+   metered from the report, and one model's rate is off by 1% (drift). Then the report's
+   day sums are refreshed as a sync does (timed: what they add to a sync).
 3. With the clock fixed on the 15th of the seed's current month, renders each page
    in-process with Django's test client under production settings (DEBUG off) and the
    shared cache in Redis (``--redis-url``, flushed before every cold request), and prints
    p50/p95/max warm (from the 5-minute cache) and cold (``--cold`` requests, each with
    an empty cache: what the first visitor after a sync, a rate edit or an expiry waits),
    the queries per request, and beside them the floor: PostgreSQL ``COPY … TO STDOUT``
-   of the rows the page reads (the month's report rows and per-model rollups), the
+   of the rows the page reads (the report's day sums and the per-model rollups), the
    ratios to that floor, and the load average.
 4. ``--rebuild``: what the per-model rollup (``ModelDailyRollup``) adds to the rollup
    job: one full day rebuilt for every client (``_rebuild_day_sql``), each statement
@@ -198,6 +199,20 @@ def _seed_report(full: date, current: date, clock: date, *, models: int, keys: i
         )
         cursor.execute("ANALYZE tracking_providerreportrow")
         cursor.execute("ANALYZE tracking_provideraccount")
+    # What a sync does after replacing the rows: the day sums the page reads.
+    from tracking.provider_reports.summaries import report_summaries_refresh
+
+    began = time.perf_counter()
+    for provider in ("anthropic", "openai"):
+        report_summaries_refresh(provider=provider, since=first, until=last)
+    print(
+        f"day sums of the report refreshed ({first}..{last}, both providers): "
+        f"{(time.perf_counter() - began) * 1000:,.0f} ms",
+        flush=True,
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE tracking_reportmodelday")
+        cursor.execute("ANALYZE tracking_reportaccountday")
         cursor.execute(
             "SELECT COUNT(*) FROM tracking_providerreportrow WHERE day BETWEEN %s AND %s",
             [first, month_bounds(full)[1]],
@@ -207,18 +222,24 @@ def _seed_report(full: date, current: date, clock: date, *, models: int, keys: i
 
 
 def _floor(month: date, *, repeat: int = 5) -> float:
-    """COPY out of the rows the page reads for ``month``: its report rows and its
-    per-model rollups (the columns summed), median of ``repeat`` runs, in ms."""
+    """COPY out of the rows the page reads for ``month``: the report's day sums (per
+    model, per key) and the per-model rollups, median of ``repeat`` runs, in ms. (The
+    report-sourced clients' own report rows, read through their index, are left out:
+    a few thousand rows.)"""
     from django.db import connection
 
     from agency.calendar import month_bounds
 
     first, last = month_bounds(month)
     report = (
-        "COPY (SELECT day, provider, model, api_key_id, workspace_id, service_tier, "
-        f"context_window, inference_geo, speed, batch, {', '.join(TOKEN_COLUMNS)}, requests, "
-        "amount_cents, list_amount_cents FROM tracking_providerreportrow "
+        "COPY (SELECT day, provider, model, service_tier, context_window, inference_geo, "
+        f"speed, batch, rows, amount_rows, list_rows, {', '.join(TOKEN_COLUMNS)}, requests, "
+        "amount_cents, list_amount_cents FROM tracking_reportmodelday "
         f"WHERE day BETWEEN '{first}' AND '{last}') TO STDOUT"
+    )
+    accounts = (
+        "COPY (SELECT provider, api_key_id, workspace_id, amount_cents "
+        f"FROM tracking_reportaccountday WHERE day BETWEEN '{first}' AND '{last}') TO STDOUT"
     )
     rollups = (
         "COPY (SELECT day, provider, model, client_id, cost_usd, unpriced_events, "
@@ -230,7 +251,7 @@ def _floor(month: date, *, repeat: int = 5) -> float:
         began = time.perf_counter()
         with connection.cursor() as cursor:
             raw = cursor.cursor  # psycopg's own cursor: COPY
-            for statement in (report, rollups):
+            for statement in (report, accounts, rollups):
                 with raw.copy(statement) as copy:
                     for _block in copy:
                         pass
