@@ -11,7 +11,7 @@ from simple_history.models import HistoricalRecords
 
 from agency.db import CostField
 from agency.models import Client, Project
-from tracking.buckets import Reach, buckets
+from tracking.buckets import Reach, buckets, token_columns
 
 
 class TrailingFields(models.Model):
@@ -435,14 +435,8 @@ class ProviderReportRow(models.Model):
 
 # The price dimensions of a report row (everything but the model that changes its price).
 REPORT_PRICE_DIMENSIONS = ("service_tier", "context_window", "inference_geo", "speed", "batch")
-REPORT_TOKEN_COLUMNS = (
-    "input_tokens",
-    "cache_write_5m_tokens",
-    "cache_write_1h_tokens",
-    "cache_read_tokens",
-    "output_tokens",
-    "web_search_requests",
-)
+# The report's token columns: the billed buckets (what the reconciliation compares).
+REPORT_TOKEN_COLUMNS = token_columns(Reach.INVOICE)
 
 
 def _report_cents(help_text: str) -> CostField:
