@@ -29,6 +29,7 @@ from agency.calendar import month_start, previous_month, today
 from agency.models import Client, UsageSource
 from tracking.models import AccountKind, DirtyDay, ProviderAccount, ProviderReportRow, UsageEvent
 from tracking.pricing import RateCard, price_report_row
+from tracking.provider_reports.summaries import report_summaries_refresh
 from tracking.rates import RateBook
 from tracking.report_usage import apply_report_rows, booked_at
 
@@ -76,6 +77,9 @@ def provider_reports_seed(*, now: datetime, rng: random.Random) -> Seeded:
     rows += [_priced(row, book) for day in hooli_days for row in _hooli_rows(day, rng)]
     rows += _unmapped_rows(rows, book)
     ProviderReportRow.objects.bulk_create(rows, batch_size=2000)
+    for provider in sorted({row.provider for row in rows}):
+        days = [row.day for row in rows if row.provider == provider]
+        report_summaries_refresh(provider=provider, since=min(days), until=max(days))
     result = apply_report_rows("anthropic", hooli_days, notify=False)
     # The demo rebuilds every rollup of its period itself, right after.
     DirtyDay.objects.filter(client=hooli).delete()

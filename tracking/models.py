@@ -11,7 +11,7 @@ from simple_history.models import HistoricalRecords
 
 from agency.db import CostField
 from agency.models import Client, Project
-from tracking.buckets import Reach, buckets
+from tracking.buckets import Reach, buckets, token_columns
 
 
 class TrailingFields(models.Model):
@@ -422,10 +422,93 @@ class ProviderReportRow(models.Model):
         indexes = [
             models.Index(fields=["provider", "day"], name="reportrow_provider_day"),
             models.Index(fields=["day"], name="reportrow_day"),
+            # The rows of a report-sourced client's keys and workspaces (reconciliation).
+            models.Index(fields=["provider", "api_key_id", "day"], name="reportrow_key_day"),
+            models.Index(
+                fields=["provider", "workspace_id", "day"], name="reportrow_workspace_day"
+            ),
         ]
 
     def __str__(self) -> str:
         return f"{self.provider} {self.day} {self.model}"
+
+
+# The price dimensions of a report row (everything but the model that changes its price).
+REPORT_PRICE_DIMENSIONS = ("service_tier", "context_window", "inference_geo", "speed", "batch")
+# The report's token columns: the billed buckets (what the reconciliation compares).
+REPORT_TOKEN_COLUMNS = token_columns(Reach.INVOICE)
+
+
+def _report_cents(help_text: str) -> CostField:
+    """A sum of report amounts: exact (text on SQLite), the rows' 12 places."""
+    return CostField(max_digits=30, decimal_places=12, null=True, blank=True, help_text=help_text)
+
+
+class ReportModelDay(models.Model):
+    """A provider's report of one UTC day summed per model and price dimensions over
+    every API key and workspace: the provider side of the reconciliation (about 1,500
+    rows for a month instead of 300,000 at 50 models × 200 keys). Replaced with the day's
+    rows, in the same transaction, by whatever replaces them (the sync, the demo):
+    ``tracking.provider_reports.summaries.report_summaries_refresh``.
+
+    ``rows``, ``amount_rows`` and ``list_rows`` count the rows summed and those with an
+    amount and a list amount, so that a part of the sum (a report-sourced client's keys)
+    can be taken out exactly, NULL sums included."""
+
+    provider = models.CharField(max_length=20, choices=Provider)
+    day = models.DateField()
+    model = models.CharField(max_length=128, blank=True)
+    service_tier = models.CharField(max_length=32, blank=True)
+    context_window = models.CharField(max_length=32, blank=True)
+    inference_geo = models.CharField(max_length=32, blank=True)
+    speed = models.CharField(max_length=16, blank=True)
+    batch = models.BooleanField(default=False)
+    rows = models.BigIntegerField(default=0)
+    amount_rows = models.BigIntegerField(default=0)
+    list_rows = models.BigIntegerField(default=0)
+    input_tokens = models.BigIntegerField(default=0)
+    cache_write_5m_tokens = models.BigIntegerField(default=0)
+    cache_write_1h_tokens = models.BigIntegerField(default=0)
+    cache_read_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    web_search_requests = models.BigIntegerField(default=0)
+    requests = models.BigIntegerField(default=0)
+    amount_cents = _report_cents("Sum of the rows' amounts, in cents (NULL: none had one).")
+    list_amount_cents = _report_cents("Sum of the rows' list amounts, in cents.")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["day", "provider", "model", *REPORT_PRICE_DIMENSIONS],
+                name="reportmodelday_unique",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider} {self.day} {self.model}"
+
+
+class ReportAccountDay(models.Model):
+    """A provider's report of one UTC day summed per API key and workspace: the
+    reconciliation's spend by key (a few hundred rows a day instead of every model's).
+    Kept with ``ReportModelDay``."""
+
+    provider = models.CharField(max_length=20, choices=Provider)
+    day = models.DateField()
+    api_key_id = models.CharField(max_length=128, blank=True)
+    workspace_id = models.CharField(max_length=128, blank=True)
+    amount_cents = _report_cents("Sum of the rows' amounts, in cents (NULL: none had one).")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["day", "provider", "api_key_id", "workspace_id"],
+                name="reportaccountday_unique",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider} {self.day} {self.api_key_id or self.workspace_id}"
 
 
 class AccountKind(models.TextChoices):

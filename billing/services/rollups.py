@@ -1,7 +1,9 @@
 """Daily and hourly rollups, rebuilt whole per (client, agency-local day) from raw events.
 
 With them, the same rebuild writes the top-list rollups (per end user and per prompt
-hash), so the client page's top lists never scan raw events.
+hash), so the client page's top lists never scan raw events, and the per-model rollups
+the reconciliation reads (``ModelDailyRollup``: the day's DailyRollup rows summed per
+client, provider and model, in the same transaction).
 
 A (client, day) is never incremented: its rows are deleted and re-aggregated from the raw
 events of that day in one transaction. The incremental path (days marked dirty by ingest
@@ -32,7 +34,13 @@ from agency.calendar import day_bounds, local_day, local_days, today, zone
 from agency.db import ExactSum
 from agency.models import Client
 from agency.money import COST_PLACES, apply_markup
-from billing.models import DailyRollup, EndUserDailyRollup, HourlyRollup, PromptDailyRollup
+from billing.models import (
+    DailyRollup,
+    EndUserDailyRollup,
+    HourlyRollup,
+    ModelDailyRollup,
+    PromptDailyRollup,
+)
 from tracking.buckets import GROUPED, Reach, cost_columns, token_columns
 from tracking.models import DirtyDay, PricingStatus, UsageEvent
 from tracking.services import dirty_days_mark
@@ -44,8 +52,10 @@ TOKEN_FIELDS = token_columns(Reach.ROLLUP)
 COST_FIELDS = (*cost_columns(Reach.ROLLUP), "cost_usd")
 # What the top-list rollups (end users, prompt hashes) sum: the usage tables' tokens.
 TOP_TOKEN_FIELDS = tuple(str(bucket.token_column) for bucket in GROUPED)
+# What the reconciliation's rollup sums: the billed buckets (tracking.buckets).
+MODEL_TOKEN_FIELDS = token_columns(Reach.INVOICE)
 # Every model rebuilt with a (client, day), in one transaction.
-DAY_MODELS = (DailyRollup, HourlyRollup, EndUserDailyRollup, PromptDailyRollup)
+DAY_MODELS = (DailyRollup, HourlyRollup, EndUserDailyRollup, PromptDailyRollup, ModelDailyRollup)
 ZERO = Decimal("0")
 # A dirty mark younger than this is rebuilt but kept for the next run. Ingest stamps
 # marked_at with its own clock before its transaction commits, so a mark can be
@@ -260,7 +270,66 @@ def rollups_rebuild_days(*, client_id: int, days: Iterable[date]) -> int:
     HourlyRollup.objects.bulk_create(hourly, batch_size=1000)
     EndUserDailyRollup.objects.bulk_create(end_users, batch_size=1000)
     PromptDailyRollup.objects.bulk_create(prompts, batch_size=1000)
+    _model_rows_insert(day_list, [client_id])
     return len(daily)
+
+
+def _model_rows_insert(days: list[date], client_ids: list[int] | None) -> None:
+    """Insert the ``ModelDailyRollup`` rows of these days (these clients, or all) as the
+    sums of their ``DailyRollup`` rows, which must be current and the model rows gone.
+    Summing the stored rows, not the events again, keeps the rebuild cheap (~8 rows per
+    client and day instead of a third pass over the events) and makes the two rollups
+    agree by construction: a NUMERIC sum of NUMERICs is exact."""
+    if not days:
+        return
+    if connection.vendor == "postgresql":
+        params: dict[str, Any] = {"days": days, "clients": client_ids}
+        client_filter = "AND r.client_id = ANY(%(clients)s)" if client_ids is not None else ""
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _MODEL_SQL.format(
+                    token_columns=", ".join(MODEL_TOKEN_FIELDS),
+                    token_sums=", ".join(f"SUM(r.{name})" for name in MODEL_TOKEN_FIELDS),
+                    client_filter=client_filter,
+                ),
+                params,
+            )
+        return
+    rows = DailyRollup.objects.filter(day__in=days).order_by()
+    if client_ids is not None:
+        rows = rows.filter(client_id__in=client_ids)
+    groups = rows.values("client_id", "day", "provider", "model").annotate(
+        n_events=Sum("events"),
+        n_unpriced=Sum("unpriced_events"),
+        cost=ExactSum("cost_usd"),
+        **{f"sum_{name}": Sum(name) for name in MODEL_TOKEN_FIELDS},
+    )
+    made = []
+    for values in groups:
+        group: dict[str, Any] = dict(values)
+        made.append(
+            ModelDailyRollup(
+                client_id=group["client_id"],
+                day=group["day"],
+                provider=group["provider"],
+                model=group["model"],
+                events=group["n_events"] or 0,
+                unpriced_events=group["n_unpriced"] or 0,
+                cost_usd=group["cost"] if group["cost"] is not None else ZERO,
+                **{name: group[f"sum_{name}"] or 0 for name in MODEL_TOKEN_FIELDS},
+            )
+        )
+    ModelDailyRollup.objects.bulk_create(made, batch_size=1000)
+
+
+@transaction.atomic
+def model_rollups_refresh(*, start: date, end: date) -> None:
+    """Re-derive the ``ModelDailyRollup`` rows of these local days from the stored
+    ``DailyRollup`` rows, for every client: for rollups written outside the rebuild
+    (tests, a repair by hand). The rebuild keeps them current on its own."""
+    days = list(local_days(start, end))
+    ModelDailyRollup.objects.filter(day__gte=start, day__lte=end).delete()
+    _model_rows_insert(days, None)
 
 
 def markup_changes_mark(*, now: datetime | None = None) -> int:
@@ -426,6 +495,17 @@ WHERE e.occurred_at >= %(start)s AND e.occurred_at < %(end)s AND e.prompt_hash <
 GROUP BY e.client_id, e.prompt_hash
 """
 
+_MODEL_SQL = """
+INSERT INTO billing_modeldailyrollup (
+    client_id, day, provider, model, events, unpriced_events, cost_usd, {token_columns}
+)
+SELECT r.client_id, r.day, r.provider, r.model, SUM(r.events), SUM(r.unpriced_events),
+       SUM(r.cost_usd), {token_sums}
+FROM billing_dailyrollup r
+WHERE r.day = ANY(%(days)s) {client_filter}
+GROUP BY r.client_id, r.day, r.provider, r.model
+"""
+
 
 @transaction.atomic
 def _rebuild_day_sql(day: date, only: list[int] | None) -> int:
@@ -472,4 +552,5 @@ def _rebuild_day_sql(day: date, only: list[int] | None) -> int:
             params,
         )
         cursor.execute(_PROMPT_SQL.format(client_filter=client_filter), params)
+    _model_rows_insert([day], only)
     return written

@@ -10,10 +10,11 @@ import pytest
 
 from agency.models import Client, UsageSource
 from billing.selectors.reconciliation import Figures, reconciliation_for
-from billing.services.rollups import rollups_rebuild_period
+from billing.services.rollups import model_rollups_refresh, rollups_rebuild_period
 from tests.factories import ClientFactory, DailyRollupFactory, priced_event
 from tracking.models import AccountKind, ModelRate, ProviderAccount, ProviderReportRow
 from tracking.pricing import RateCard, price_report_row
+from tracking.provider_reports.summaries import report_summaries_refresh
 
 NOVEMBER = date(2026, 11, 1)
 
@@ -32,7 +33,8 @@ def rate(model: str, **prices: str) -> ModelRate:
 
 
 def report(day: date, model: str, amount: str, list_amount: str | None = None, **fields: Any):
-    return ProviderReportRow.objects.create(
+    """A report row, with its day's sums refreshed as a sync does."""
+    row = ProviderReportRow.objects.create(
         provider=fields.pop("provider", "anthropic"),
         day=day,
         model=model,
@@ -40,6 +42,8 @@ def report(day: date, model: str, amount: str, list_amount: str | None = None, *
         list_amount_cents=Decimal(list_amount if list_amount is not None else amount),
         **fields,
     )
+    report_summaries_refresh(provider=row.provider, since=day, until=day)
+    return row
 
 
 @pytest.fixture
@@ -141,6 +145,8 @@ def make_book() -> dict[str, Client]:
         model="recon-model",
         cost_usd=Decimal("7"),
     )
+    # Written by hand, not by the rebuild: derive the per-model rollups the page reads.
+    model_rollups_refresh(start=NOVEMBER, end=date(2026, 11, 30))
     return {"acme": acme, "sourced": sourced}  # fmt: skip
 
 

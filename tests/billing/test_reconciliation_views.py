@@ -12,6 +12,7 @@ import time_machine
 
 from agency.models import Client
 from billing.selectors.reconciliation import reconciliation_for
+from billing.services.rollups import model_rollups_refresh
 from tests.billing.test_reconciliation import make_book, rate, report
 from tests.factories import (
     ClientFactory,
@@ -141,6 +142,7 @@ def test_the_pages_money_adds_up_to_the_cent(staff: Any, db: None) -> None:
         DailyRollupFactory.create(
             client=acme, day=date(2026, 11, 3), model=model, cost_usd=Decimal("0.5004")
         )
+    model_rollups_refresh(start=date(2026, 11, 3), end=date(2026, 11, 3))
 
     html = staff.get(URL, {"month": "2026-11"}).content.decode()
 

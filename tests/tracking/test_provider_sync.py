@@ -29,7 +29,13 @@ from tests.standin import (  # noqa: F401 (standin_fixture: the fixture "standin
     ProviderStandIn,
     standin_fixture,
 )
-from tracking.models import ProviderReportRow, ProviderSyncRun, SyncStatus
+from tracking.models import (
+    ProviderReportRow,
+    ProviderSyncRun,
+    ReportAccountDay,
+    ReportModelDay,
+    SyncStatus,
+)
 from tracking.provider_reports import anthropic_report, openai_report
 from tracking.provider_reports.retry import MAX_ATTEMPTS, retry_after_seconds
 from tracking.provider_reports.services import provider_report_sync
@@ -481,3 +487,37 @@ def test_a_run_left_running_by_a_dead_worker_is_marked_failed_by_the_next(standi
     assert stale.status == SyncStatus.FAILED
     assert "abandoned" in stale.error
     assert recent.status == SyncStatus.RUNNING  # perhaps still at work: left alone
+
+
+def _day_sums() -> dict[tuple[Any, ...], tuple[Any, ...]]:
+    figures = ("rows", "input_tokens", "output_tokens", "requests", "amount_cents",
+               "list_amount_cents")  # fmt: skip
+    return {
+        (row.day, row.model, row.service_tier): tuple(getattr(row, f) for f in figures)
+        for row in ReportModelDay.objects.all()
+    }
+
+
+def test_a_sync_replaces_the_day_sums_the_reconciliation_reads(standin):
+    """The day sums (ReportModelDay, ReportAccountDay) follow every replacement of a
+    day's rows, in the same transaction: a revision replaces them, other days stay."""
+    standin.anthropic = _anthropic_records()
+    _sync()
+    standin.anthropic[2].output_tokens = 25
+    standin.anthropic[2].amount = "3.45"
+    del standin.anthropic[3]
+    _sync(since=NOV2, until=NOV2)
+    sums = _day_sums()
+    assert sums[(NOV2, "claude-sonnet-4-6", "batch")] == (
+        1, 10, 25, 2, Decimal("3.45"), Decimal("6.6"),
+    )  # fmt: skip
+    assert sums[(NOV1, "claude-opus-4-6", "priority")] == (
+        1, 100, 50, 1, Decimal("0.000000000001"), Decimal("0.5"),
+    )  # fmt: skip
+    assert sum(s[0] for s in sums.values()) == ProviderReportRow.objects.count()
+    by_key = {
+        (a.day, a.api_key_id): a.amount_cents
+        for a in ReportAccountDay.objects.filter(provider="anthropic")
+    }
+    assert by_key[(NOV1, "apikey_a")] == Decimal("1234.567890123")
+    assert by_key[(NOV2, "apikey_a")] == Decimal("3.45")

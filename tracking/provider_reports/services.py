@@ -25,6 +25,7 @@ from tracking.models import Provider, ProviderReportRow, ProviderSyncRun, SyncSt
 from tracking.provider_reports import anthropic_report, openai_report
 from tracking.provider_reports.retry import ProviderError
 from tracking.provider_reports.rows import COLUMNS, ReportRows
+from tracking.provider_reports.summaries import report_summaries_refresh
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +104,7 @@ def provider_report_sync(
             _lock(provider)
             ProviderReportRow.objects.filter(provider=provider, day__range=(since, until)).delete()
             _rows_insert(provider, report, run.pk, since=since, until=until)
+            report_summaries_refresh(provider=provider, since=since, until=until)
             _apply_report_rows(provider, days)
             ProviderSyncRun.objects.filter(pk=run.pk).update(
                 status=SyncStatus.SUCCEEDED, finished_at=timezone.now(),
