@@ -3,12 +3,16 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import date
 
 import pytest
+from django.core.cache import cache
 
 from billing.models import Invoice, InvoiceNumberCounter, InvoiceStatus
+from billing.services.finalize import invoice_pdf_prepare_for
 from billing.services.invoices import (
+    RunResult,
     invoice_finalize,
     invoice_mark_paid,
     invoice_void,
@@ -63,6 +67,110 @@ def test_finalize_due_works_at_the_moment_given_not_the_clock(acme, time_machine
     assert (result.refreshed, result.finalized, result.failed) == (2, drafts, [])
     assert set(Invoice.objects.values_list("status", flat=True)) == {InvoiceStatus.FINALIZED}
     assert Invoice.objects.get(client=acme).finalized_at == at(11, 10)
+
+
+# --- generating a month: which clients, at what moment, the counts -------------------
+
+
+def _run(result: RunResult) -> tuple[int, int, int, int]:
+    return (result.generated, result.skipped_issued, result.empty, len(result.invoice_ids))
+
+
+def test_usage_of_the_months_before_and_after_is_not_this_months(acme, time_machine):
+    globex = ClientFactory.create(slug="globex")
+    priced_event(acme, at=at(9, 28))
+    priced_event(globex, at=at(11, 2))
+    time_machine.move_to(at(11, 3), tick=False)
+
+    assert _run(invoices_generate_month(month=OCT)) == (0, 0, 0, 0)
+    assert not Invoice.objects.exists()
+
+
+def test_an_earlier_draft_or_a_later_issued_invoice_does_not_bring_a_client_in(acme, time_machine):
+    # Only an earlier *issued* invoice (late usage to adjust) or a draft of the month
+    # itself (it may have become empty) makes a client without usage worth a look.
+    globex = ClientFactory.create(slug="globex")
+    priced_event(acme, at=at(9, 28))
+    priced_event(globex, at=at(11, 2))
+    time_machine.move_to(at(12, 1, 2), tick=False)
+    invoices_generate_month(month=date(2026, 9, 1))  # Acme's draft of September
+    invoice_finalize(invoice_id=invoices_generate_month(month=NOV).invoice_ids[0])
+
+    assert _run(invoices_generate_month(month=OCT)) == (0, 0, 0, 0)
+    assert Invoice.objects.filter(month=OCT).count() == 0
+
+
+def test_an_issued_invoice_of_the_month_whose_usage_is_gone_is_not_regenerated(acme, time_machine):
+    # The month's events were deleted after its invoice was issued: nothing to bill, and
+    # the issued invoice is no draft to look at.
+    event = priced_event(acme, at=at(10, 3))
+    time_machine.move_to(at(11, 1, 2), tick=False)
+    invoice_finalize(invoice_id=invoices_generate_month(month=OCT).invoice_ids[0])
+    event.delete()
+    dirty_days_mark([(acme.pk, date(2026, 10, 3))])
+
+    assert _run(invoices_generate_month(month=OCT)) == (0, 0, 0, 0)
+
+
+def test_generating_records_the_moment_given_not_the_clock(acme, time_machine):
+    priced_event(acme, at=at(10, 3))
+    time_machine.move_to(at(11, 1, 2), tick=False)
+
+    draft = invoices_generate_month(month=OCT, now=at(11, 2, 8)).invoice_ids[0]
+
+    assert Invoice.objects.get(pk=draft).generated_at == at(11, 2, 8)
+
+
+def test_every_issued_and_every_emptied_invoice_is_counted(acme, time_machine):
+    clients = [acme, *(ClientFactory.create() for _ in range(3))]
+    events = [priced_event(client, at=at(10, 3)) for client in clients]
+    time_machine.move_to(at(11, 1, 2), tick=False)
+    drafts = invoices_generate_month(month=OCT).invoice_ids
+    for draft in drafts[:2]:
+        invoice_finalize(invoice_id=draft)
+    for event in events[2:]:
+        event.delete()
+    dirty_days_mark([(client.pk, date(2026, 10, 3)) for client in clients[2:]])
+
+    assert _run(invoices_generate_month(month=OCT)) == (0, 2, 2, 0)
+
+
+# --- finalizing: its dates, its PDF ------------------------------------------------------
+
+
+def test_finalizing_dates_the_invoice_by_the_moment_given_not_the_clock(acme, time_machine):
+    priced_event(acme, at=at(10, 3))
+    time_machine.move_to(at(11, 1, 2), tick=False)
+    draft = invoices_generate_month(month=OCT).invoice_ids[0]
+
+    issued = invoice_finalize(invoice_id=draft, now=at(11, 10))
+
+    assert (issued.issue_date, issued.due_date) == (date(2026, 11, 10), date(2026, 12, 10))
+
+
+def test_the_finalized_pdf_is_stored_under_its_number(acme, time_machine, settings, tmp_path):
+    settings.PRIVATE_STORAGE_ROOT = tmp_path  # empty: the name is not taken already
+    priced_event(acme, at=at(10, 3))
+    time_machine.move_to(at(11, 1, 2), tick=False)
+
+    issued = invoice_finalize(invoice_id=invoices_generate_month(month=OCT).invoice_ids[0])
+
+    assert Invoice.objects.get(pk=issued.pk).pdf.name == "invoices/2026/INV-2026-00001.pdf"
+    assert (tmp_path / "invoices/2026/INV-2026-00001.pdf").read_bytes().startswith(b"%PDF")
+
+
+def test_finalizing_uses_the_pdf_prepared_for_it_and_only_once(acme, time_machine):
+    priced_event(acme, at=at(10, 3))
+    time_machine.move_to(at(11, 1, 2), tick=False)
+    draft = invoices_generate_month(month=OCT).invoice_ids[0]
+    key = invoice_pdf_prepare_for(invoice_id=draft, seq=1, moment=at(11, 1, 2))
+    assert key is not None
+    prepared = cache.get(key)
+
+    issued = invoice_finalize(invoice_id=draft, now=at(11, 1, 2))
+
+    assert issued.pdf_sha256 == hashlib.sha256(prepared).hexdigest()
+    assert cache.get(key) is None
 
 
 # --- the daily finalization: its order, what it refreshes, what it logs -----------------
