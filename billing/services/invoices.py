@@ -89,7 +89,7 @@ def _agency_snapshot() -> dict[str, Any]:
         "agency_address": profile.address,
         "agency_tax_id": profile.tax_id,
         "agency_email": profile.email,
-        "agency_logo": profile.logo.name if profile.logo else "",
+        "agency_logo": profile.logo.name,  # "" when there is none (the field is not null)
         "payment_terms_days": profile.payment_terms_days,
         "payment_instructions": profile.payment_instructions,
     }

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import hashlib
 from datetime import date
+from decimal import Decimal
 
 import pytest
 from django.core.cache import cache
 
-from billing.models import Invoice, InvoiceNumberCounter, InvoiceStatus
+from agency.models import AgencyProfile
+from billing.models import Invoice, InvoiceLine, InvoiceNumberCounter, InvoiceStatus
 from billing.services.finalize import invoice_pdf_prepare_for
 from billing.services.invoices import (
     RunResult,
     invoice_finalize,
     invoice_mark_paid,
+    invoice_totals,
     invoice_void,
     invoices_finalize_due,
     invoices_generate_month,
@@ -67,6 +70,50 @@ def test_finalize_due_works_at_the_moment_given_not_the_clock(acme, time_machine
     assert (result.refreshed, result.finalized, result.failed) == (2, drafts, [])
     assert set(Invoice.objects.values_list("status", flat=True)) == {InvoiceStatus.FINALIZED}
     assert Invoice.objects.get(client=acme).finalized_at == at(11, 10)
+
+
+# --- totals and snapshots ----------------------------------------------------------------
+
+
+def test_the_totals_of_no_lines_are_decimal_zeros():
+    # Money stays Decimal even with nothing to add (a caller may quantize it).
+    totals = invoice_totals([], Decimal("20"))
+
+    assert totals == dict.fromkeys(("raw_cost_usd", "subtotal_usd", "tax_usd", "total_usd"), 0)
+    assert {type(value) for value in totals.values()} == {Decimal}
+
+
+def test_a_negative_tax_rate_charges_no_tax_never_a_credit():
+    # Admin refuses a rate below zero; one set some other way still charges nothing.
+    line = InvoiceLine(raw_cost_usd=Decimal("8"), amount_usd=Decimal("10.00"))
+
+    totals = invoice_totals([line], Decimal("-20"))
+
+    assert (totals["tax_usd"], totals["total_usd"]) == (Decimal("0"), Decimal("10.00"))
+
+
+def test_a_client_without_a_tax_label_gets_tax(acme, time_machine):
+    acme.tax_label, acme.tax_rate_pct = "", Decimal("10")
+    acme.save()
+    priced_event(acme, at=at(10, 3))
+    time_machine.move_to(at(11, 1, 2), tick=False)
+
+    draft = Invoice.objects.get(pk=invoices_generate_month(month=OCT).invoice_ids[0])
+
+    assert draft.tax_label == "Tax"
+
+
+def test_the_agency_logo_is_kept_by_its_file_name_or_empty(acme, time_machine):
+    priced_event(acme, at=at(10, 3))
+    time_machine.move_to(at(11, 1, 2), tick=False)
+    without = Invoice.objects.get(pk=invoices_generate_month(month=OCT).invoice_ids[0])
+    profile = AgencyProfile.load()
+    profile.logo.name = "agency/northwind.png"
+    profile.save()
+
+    with_logo = Invoice.objects.get(pk=invoices_generate_month(month=OCT).invoice_ids[0])
+
+    assert (without.agency_logo, with_logo.agency_logo) == ("", "agency/northwind.png")
 
 
 # --- generating a month: which clients, at what moment, the counts -------------------
