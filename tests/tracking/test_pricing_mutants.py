@@ -278,3 +278,25 @@ def test_a_grouped_report_row_prices_its_tier_region_and_speed():
     # (2M × $5 + 100k × $25 per million) × 1.1 × 6 = $12.50 × 6.6.
     priced = price_report_row(row, OPUS_46)
     assert (priced.total, priced.priced_at_list) == (Decimal("82.5"), True)
+
+
+def test_a_sum_over_no_report_rows_costs_nothing():
+    # ``aggregate(Sum(...))`` over no rows gives None for every sum.
+    row = dict.fromkeys(
+        (
+            "input_tokens",
+            "cache_write_5m_tokens",
+            "cache_write_1h_tokens",
+            "cache_read_tokens",
+            "output_tokens",
+            "web_search_requests",
+            "context_window",
+            "batch",
+            "service_tier",
+            "inference_geo",
+            "speed",
+        )
+    )
+
+    assert report_usage(row) == NormalizedUsage()
+    assert price_report_row(row, SONNET_45).total == ZERO
