@@ -6,7 +6,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import MinValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from simple_history.models import HistoricalRecords
 
@@ -195,6 +195,9 @@ class ClientMembership(models.Model):
         return f"{self.user} → {self.client}"
 
 
+MAX_PAYMENT_TERMS_DAYS = 365
+
+
 class AgencyProfile(models.Model):
     """The agency's own details, printed on every invoice. One row."""
 
@@ -203,8 +206,20 @@ class AgencyProfile(models.Model):
     tax_id = models.CharField("tax ID", max_length=64, blank=True)
     email = models.EmailField(blank=True)
     logo = models.FileField(upload_to="agency/", blank=True)
-    payment_terms_days = models.PositiveIntegerField(default=30)
+    # At most a year: the due date (issue date + terms) must stay a real date, or every
+    # finalization fails (an OverflowError past the year 9999).
+    payment_terms_days = models.PositiveIntegerField(
+        default=30, validators=[MaxValueValidator(MAX_PAYMENT_TERMS_DAYS)]
+    )
     payment_instructions = models.TextField(blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(payment_terms_days__lte=MAX_PAYMENT_TERMS_DAYS),
+                name="agency_profile_payment_terms_at_most_a_year",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.name

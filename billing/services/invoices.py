@@ -89,7 +89,7 @@ def _agency_snapshot() -> dict[str, Any]:
         "agency_address": profile.address,
         "agency_tax_id": profile.tax_id,
         "agency_email": profile.email,
-        "agency_logo": profile.logo.name if profile.logo else "",
+        "agency_logo": profile.logo.name,  # "" when there is none (the field is not null)
         "payment_terms_days": profile.payment_terms_days,
         "payment_instructions": profile.payment_instructions,
     }
@@ -206,7 +206,7 @@ def invoice_number(year: int, seq: int) -> str:
     return f"{settings.INVOICE_NUMBER_PREFIX}-{year}-{seq:05d}"
 
 
-def _next_number(year: int) -> tuple[int, str]:
+def _next_number(year: int) -> int:
     # The counter row is created if missing (ON CONFLICT DO NOTHING, so two first
     # finalizations of a year don't collide), then locked: concurrent finalizations
     # queue here and each sees the previous one's committed increment.
@@ -216,12 +216,11 @@ def _next_number(year: int) -> tuple[int, str]:
     counter = InvoiceNumberCounter.objects.select_for_update().get(year=year)
     counter.last_seq += 1
     counter.save(update_fields=["last_seq"])
-    return counter.last_seq, invoice_number(year, counter.last_seq)
+    return counter.last_seq
 
 
-def _write_pdf(invoice: Invoice, *, suffix: str = "", prepared: bool = False) -> dict[str, str]:
-    """Render and store the invoice's PDF as it is now; its ``pdf`` and ``pdf_sha256``."""
-    content = invoice_pdf_render(invoice, prepared=prepared)
+def _write_pdf(invoice: Invoice, content: bytes, *, suffix: str = "") -> dict[str, str]:
+    """Store ``content``, the invoice's PDF as it is now; its ``pdf`` and ``pdf_sha256``."""
     name = f"invoices/{invoice.year}/{invoice.number}{suffix}.pdf"
     stored = invoice.pdf.storage.save(name, ContentFile(content))
     return {"pdf": stored, "pdf_sha256": hashlib.sha256(content).hexdigest()}
@@ -231,7 +230,7 @@ def _store_pdf(invoice: Invoice) -> None:
     # The database lets a finalized invoice's PDF be set once, in the finalizing
     # transaction (migration 0007); after that it is frozen like everything printed.
     # A PDF prepared ahead for exactly this document (invoices_finalize_batch) is used.
-    fields = _write_pdf(invoice, prepared=True)
+    fields = _write_pdf(invoice, invoice_pdf_render(invoice, prepared=True))
     Invoice.objects.filter(pk=invoice.pk).update(**fields)
     invoice.pdf.name, invoice.pdf_sha256 = fields["pdf"], fields["pdf_sha256"]
 
@@ -273,7 +272,7 @@ def invoice_finalize(*, invoice_id: int, now: datetime | None = None) -> Invoice
         raise InvoiceError(f"{invoice} is {invoice.status}, not a draft")
     if not invoice.lines.exists():
         raise InvoiceError(f"{invoice} has no lines")
-    seq, _ = _next_number(local_day(moment).year)
+    seq = _next_number(local_day(moment).year)
     fields = finalized_fields(invoice, moment=moment, seq=seq)
     updated = Invoice.objects.filter(pk=invoice.pk, status=InvoiceStatus.DRAFT).update(**fields)
     if updated != 1:
@@ -411,7 +410,12 @@ def invoice_mark_paid(
     }
     for name, value in fields.items():
         setattr(invoice, name, value)
-    return _move(invoice_id, allowed=allowed, **fields, **_write_pdf(invoice, suffix="-paid"))
+    return _move(
+        invoice_id,
+        allowed=allowed,
+        **fields,
+        **_write_pdf(invoice, invoice_pdf_render(invoice), suffix="-paid"),
+    )
 
 
 @transaction.atomic
@@ -434,7 +438,12 @@ def invoice_void(*, invoice_id: int, reason: str, now: datetime | None = None) -
     }
     for name, value in fields.items():
         setattr(invoice, name, value)
-    return _move(invoice_id, allowed=allowed, **fields, **_write_pdf(invoice, suffix="-void"))
+    return _move(
+        invoice_id,
+        allowed=allowed,
+        **fields,
+        **_write_pdf(invoice, invoice_pdf_render(invoice), suffix="-void"),
+    )
 
 
 def previous_month_of(moment: datetime) -> date:

@@ -6,8 +6,9 @@ from decimal import Decimal
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.db import IntegrityError, transaction
 
-from agency.models import Client, ClientMembership
+from agency.models import AgencyProfile, Client, ClientMembership
 from tracking.models import ModelRate
 
 pytestmark = pytest.mark.django_db
@@ -137,3 +138,41 @@ def test_a_threshold_that_would_never_fire_is_refused_in_admin(client, staff, th
 def test_new_clients_start_with_the_default_thresholds_setting(settings):
     settings.DEFAULT_ALERT_THRESHOLDS = [60, 95]
     assert Client.objects.create(name="Acme", slug="acme").threshold_list() == [60, 95]
+
+
+def _profile_form(terms: str) -> dict[str, str]:
+    return {
+        "name": "Northwind",
+        "address": "",
+        "tax_id": "",
+        "email": "",
+        "payment_terms_days": terms,
+        "payment_instructions": "",
+    }
+
+
+def test_payment_terms_longer_than_a_year_are_refused_in_admin(client, staff):
+    # 3,000,000 days puts the due date past the year 9999: every finalization would fail
+    # with an OverflowError, and a draft's PDF with it.
+    profile = AgencyProfile.load()
+    url = f"/admin/agency/agencyprofile/{profile.pk}/change/"
+
+    refused = client.post(url, _profile_form("3000000"))
+
+    assert refused.status_code == 200
+    assert refused.context["adminform"].form.errors["payment_terms_days"] == [
+        "Ensure this value is less than or equal to 365."
+    ]
+    profile.refresh_from_db()
+    assert (profile.name, profile.payment_terms_days) == ("Your Agency", 30)
+
+    assert client.post(url, _profile_form("365")).status_code == 302
+    profile.refresh_from_db()
+    assert profile.payment_terms_days == 365
+
+
+def test_the_database_refuses_payment_terms_longer_than_a_year():
+    AgencyProfile.load()
+
+    with pytest.raises(IntegrityError), transaction.atomic():
+        AgencyProfile.objects.filter(pk=1).update(payment_terms_days=366)

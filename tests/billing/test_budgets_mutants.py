@@ -183,6 +183,20 @@ def test_alerts_all_lists_only_the_clients_given_newest_first():
     assert list(alerts_all(chosen)) == [late, tie_new, tie_old]
 
 
+def test_alerts_all_breaks_a_tie_of_instants_newest_row_first_whoever_it_belongs_to():
+    # Without the row as tie-break the database returns a tie in the order it finds the
+    # rows: by client then row on SQLite, by row on PostgreSQL. Neither is this order.
+    acme, globex = ClientFactory.create(), ClientFactory.create()
+    noon = datetime(2026, 11, 5, 12, tzinfo=UTC)
+    first = _alert(acme, 1, noon)
+    second = _alert(globex, 2, noon)
+    agency_wide = _alert(None, 3, noon)
+    last = _alert(acme, 4, noon)
+
+    chosen = ClientFactory._meta.model.objects.filter(pk__in=[acme.pk, globex.pk])
+    assert list(alerts_all(chosen)) == [last, agency_wide, second, first]
+
+
 def test_alerts_all_shows_the_200_newest_by_default_and_the_limit_given():
     client = ClientFactory.create()
     start = datetime(2026, 11, 1, tzinfo=UTC)

@@ -17,6 +17,7 @@ from django.utils import timezone
 from billing.models import Invoice, InvoiceLine, InvoiceStatus
 from billing.services.invoices import (
     invoice_finalize,
+    invoices_finalize_due,
     invoices_generate_month,
     previous_month_of,
 )
@@ -88,6 +89,53 @@ def test_racing_finalizations_of_one_invoice_issue_one_number(rates):
         thread.join()
     assert sorted(outcomes) == ["InvoiceError"] * 3 + ["finalized"]
     assert Invoice.objects.get().seq == 1
+
+
+def _waiting_for_a_lock() -> bool:
+    with connection.cursor() as cursor:
+        # pg_locks, not pg_stat_activity: the latter is a snapshot fixed for the
+        # transaction that reads it.
+        cursor.execute("SELECT count(*) FROM pg_locks WHERE NOT granted")
+        return cursor.fetchone()[0] > 0
+
+
+@postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_a_draft_finalized_by_staff_during_the_daily_run_is_skipped_not_the_rest(rates):
+    # The daily job has listed the three drafts; staff are finalizing the second (its row
+    # locked) when the job comes to regenerate it. The job waits, finds it issued, and goes
+    # on to the third.
+    first, second, third = _drafts(3)
+    later = timezone.now() + timedelta(days=40)  # every draft past its grace period
+    listed, outcome = threading.Event(), {}
+
+    def staff() -> None:
+        try:
+            with transaction.atomic():
+                Invoice.objects.select_for_update().get(pk=second)
+                listed.set()
+                _wait_for(_waiting_for_a_lock, seconds=30)
+                invoice_finalize(invoice_id=second, now=later)
+        finally:
+            connection.close()
+
+    def daily_job() -> None:
+        try:
+            listed.wait(30)
+            outcome["result"] = invoices_finalize_due(now=later)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=staff), threading.Thread(target=daily_job)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+    result = outcome["result"]
+    assert (result.refreshed, result.finalized, result.failed) == (2, [first, third], [])
+    numbers = dict(Invoice.objects.values_list("pk", "seq"))
+    assert numbers == {second: 1, first: 2, third: 3}
 
 
 @postgres_only

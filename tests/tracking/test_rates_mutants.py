@@ -17,6 +17,7 @@ from tracking.rates import (
     RateSanityError,
     model_rates_load,
     parse_rates_csv,
+    rate_price_warnings,
 )
 
 pytestmark = pytest.mark.django_db
@@ -165,3 +166,38 @@ def test_a_long_context_threshold_that_is_not_an_integer_is_refused_with_its_lin
         )
 
     assert str(refused.value) == "line 2, column long_context_threshold: must be an integer"
+
+
+# --- the sanity check goes on past a price it cannot compare -----------------------------
+
+FABLE = {"provider": "anthropic", "model": "claude-fable-5"}  # reference: input 10, output 50
+
+
+def test_a_missing_price_does_not_stop_the_check_of_the_next_ones():
+    # No input price (a zero is the same): the output price is still checked.
+    fields = {**FABLE, "input_usd_per_mtok": None, "output_usd_per_mtok": Decimal("5000")}
+
+    warnings = rate_price_warnings(fields, previous=None, line=4)
+
+    assert [str(w) for w in warnings] == [
+        "line 4, column output: 5000 differs 100× from the reference price (50)"
+    ]
+
+
+def test_a_price_the_previous_row_lacks_is_still_checked_against_the_reference():
+    # The previous row had no cache read price: nothing to compare there, so the
+    # reference (1) is next, and 100 is 100× that.
+    previous = {
+        **FABLE,
+        "effective_from": date(2026, 1, 1),
+        "input_usd_per_mtok": Decimal("10"),
+        "output_usd_per_mtok": Decimal("50"),
+        "cache_read_usd_per_mtok": None,
+    }
+    fields = {**previous, "cache_read_usd_per_mtok": Decimal("100")}
+
+    warnings = rate_price_warnings(fields, previous=previous)
+
+    assert [str(w) for w in warnings] == [
+        "cache_read: 100 differs 100× from the reference price (1)"
+    ]
