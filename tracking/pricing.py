@@ -460,13 +460,14 @@ def report_usage(row: Any) -> NormalizedUsage:
     context size is set just past any threshold for a long range and to 0 otherwise.
     """
 
-    def get(name: str, default: Any = None) -> Any:
+    def get(name: str) -> Any:
         if isinstance(row, Mapping):
-            return row.get(name, default)
-        return getattr(row, name, default)
+            return row.get(name)
+        return getattr(row, name)
 
     window = str(get("context_window") or "")
-    long_context = window.split("-", 1)[0].strip().lower() not in _SHORT_CONTEXT_STARTS
+    # The range's start is the text before its first "-" ("0-200k": "0"; "200k-1M": "200k").
+    long_context = window.split("-")[0].strip() not in _SHORT_CONTEXT_STARTS
     tier = "batch" if get("batch") else str(get("service_tier") or "")
     return NormalizedUsage(
         input_tokens=int(get("input_tokens") or 0),

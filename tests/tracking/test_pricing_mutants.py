@@ -4,12 +4,24 @@ refusal naming its field and saying why."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
-from tracking.pricing import CostBreakdown, UsageError, normalize_usage
+from agency.money import ZERO
+from tracking.models import ModelRate, ProviderReportRow
+from tracking.pricing import (
+    CostBreakdown,
+    NormalizedUsage,
+    RateCard,
+    UsageError,
+    normalize_usage,
+    price_report_row,
+    price_usage,
+    report_usage,
+)
 
 
 @pytest.mark.parametrize(
@@ -130,3 +142,161 @@ def test_a_cost_breakdown_as_text_per_component_and_total():
         "discount": "-0.001",
         "total": "0.03705",
     }
+
+
+SONNET_45 = RateCard(
+    input=Decimal("3"),
+    output=Decimal("15"),
+    cache_write_5m=Decimal("3.75"),
+    cache_write_1h=Decimal("6"),
+    cache_read=Decimal("0.30"),
+    long_context_threshold=200_000,
+    long_context_input=Decimal("6"),
+    long_context_output=Decimal("22.50"),
+    long_context_cache_write_5m=Decimal("7.50"),
+    long_context_cache_write_1h=Decimal("12"),
+    long_context_cache_read=Decimal("0.60"),
+    batch_discount_pct=Decimal("50"),
+    web_search_per_1k=Decimal("10"),
+)
+OPUS_46 = RateCard(
+    input=Decimal("5"),
+    output=Decimal("25"),
+    cache_write_5m=Decimal("6.25"),
+    cache_write_1h=Decimal("10"),
+    cache_read=Decimal("0.50"),
+    web_search_per_1k=Decimal("10"),
+    us_inference_multiplier=Decimal("1.1"),
+    fast_multiplier=Decimal("6"),
+)
+
+
+def test_a_rate_card_is_built_from_every_price_of_a_rate_row():
+    rate = ModelRate(
+        provider="anthropic",
+        model="claude-sonnet-4-5",
+        input_usd_per_mtok=Decimal("3"),
+        output_usd_per_mtok=Decimal("15"),
+        cache_write_5m_usd_per_mtok=Decimal("3.75"),
+        cache_write_1h_usd_per_mtok=Decimal("6"),
+        cache_read_usd_per_mtok=Decimal("0.30"),
+        long_context_threshold=200_000,
+        long_context_input_usd_per_mtok=Decimal("6"),
+        long_context_output_usd_per_mtok=Decimal("22.50"),
+        long_context_cache_write_5m_usd_per_mtok=Decimal("7.50"),
+        long_context_cache_write_1h_usd_per_mtok=Decimal("12"),
+        long_context_cache_read_usd_per_mtok=Decimal("0.60"),
+        batch_discount_pct=Decimal("50"),
+        web_search_usd_per_1k=Decimal("10"),
+        us_inference_multiplier=Decimal("1.1"),
+        fast_multiplier=Decimal("6"),
+    )
+
+    card = RateCard.from_rate(rate)
+
+    assert card == replace(
+        SONNET_45, us_inference_multiplier=Decimal("1.1"), fast_multiplier=Decimal("6")
+    )
+    # A fast call from the US: 1,000 input at $3 and 100 output at $15, × 1.1 × 6.
+    fast_us = normalize_usage(
+        "anthropic",
+        {"input_tokens": 1000, "output_tokens": 100, "inference_geo": "us", "speed": "fast"},
+    )
+    assert price_usage(fast_us, card).total == Decimal("0.02970")
+
+
+def _report_row(**fields: Any) -> ProviderReportRow:
+    return ProviderReportRow(
+        provider="anthropic",
+        model="claude-sonnet-4-5",
+        input_tokens=1000,
+        cache_write_5m_tokens=200,
+        cache_write_1h_tokens=100,
+        cache_read_tokens=3000,
+        output_tokens=500,
+        web_search_requests=4,
+        **fields,
+    )
+
+
+def test_a_report_row_of_the_short_context_range_reads_every_bucket():
+    # The range's start is read with the spaces around it.
+    row = _report_row(context_window=" 0 - 200k")
+
+    assert report_usage(row) == NormalizedUsage(
+        input_tokens=1000,
+        cache_write_5m_tokens=200,
+        cache_write_1h_tokens=100,
+        cache_read_tokens=3000,
+        output_tokens=500,
+        web_search_requests=4,
+    )
+    # 1,000 × $3 + 200 × $3.75 + 100 × $6 + 3,000 × $0.30 + 500 × $15 per million, and
+    # 4 searches at $10 per thousand.
+    priced = price_report_row(row, SONNET_45)
+    assert (priced.total, priced.long_context, priced.discount) == (
+        Decimal("0.05275"),
+        False,
+        ZERO,
+    )
+
+
+def test_a_report_row_of_the_long_context_range_is_priced_at_the_long_context_tier():
+    priced = price_report_row(_report_row(context_window="200k-1M"), SONNET_45)
+
+    # 1,000 × $6 + 200 × $7.50 + 100 × $12 + 3,000 × $0.60 + 500 × $22.50 per million + $0.04.
+    assert (priced.total, priced.long_context) == (Decimal("0.06175"), True)
+
+
+def test_a_batch_report_row_gets_the_batch_discount():
+    row = _report_row(context_window="0-200k", batch=True, service_tier="standard")
+
+    assert report_usage(row).service_tier == "batch"
+    priced = price_report_row(row, SONNET_45)
+    # Half of the $0.01275 of tokens off; the searches are not discounted.
+    assert (priced.discount, priced.total) == (Decimal("-0.006375"), Decimal("0.046375"))
+
+
+def test_a_grouped_report_row_prices_its_tier_region_and_speed():
+    # A grouped ``values()`` row: a mapping with only the sums it has, no context range.
+    row = {
+        "input_tokens": 2_000_000,
+        "output_tokens": 100_000,
+        "cache_read_tokens": None,
+        "service_tier": "priority",
+        "inference_geo": "us",
+        "speed": "fast",
+    }
+
+    assert report_usage(row) == NormalizedUsage(
+        input_tokens=2_000_000,
+        output_tokens=100_000,
+        service_tier="priority",
+        inference_geo="us",
+        speed="fast",
+    )
+    # (2M × $5 + 100k × $25 per million) × 1.1 × 6 = $12.50 × 6.6.
+    priced = price_report_row(row, OPUS_46)
+    assert (priced.total, priced.priced_at_list) == (Decimal("82.5"), True)
+
+
+def test_a_sum_over_no_report_rows_costs_nothing():
+    # ``aggregate(Sum(...))`` over no rows gives None for every sum.
+    row = dict.fromkeys(
+        (
+            "input_tokens",
+            "cache_write_5m_tokens",
+            "cache_write_1h_tokens",
+            "cache_read_tokens",
+            "output_tokens",
+            "web_search_requests",
+            "context_window",
+            "batch",
+            "service_tier",
+            "inference_geo",
+            "speed",
+        )
+    )
+
+    assert report_usage(row) == NormalizedUsage()
+    assert price_report_row(row, SONNET_45).total == ZERO
