@@ -12,12 +12,12 @@ from typing import Any
 from django.core.cache import cache
 from django.db.models import Q, QuerySet, Sum
 
-from agency.calendar import local_day, month_bounds, month_start
+from agency.calendar import local_day, month_bounds, month_range, month_start
 from agency.db import ExactSum
 from agency.models import Client
 from agency.money import round_money
 from billing.models import DailyRollup
-from billing.selectors.budgets import BudgetPosition, bill_totals, budget_of, budget_position
+from billing.selectors.budgets import BudgetPosition, bill_totals, budget_position
 from billing.selectors.dashboard.usage import TREND_CACHE_SECONDS, ZERO, UsageTotals
 from billing.selectors.lines import Figures, Key, MonthBill, figures_add, month_bills, month_figures
 
@@ -268,6 +268,28 @@ def _today(ids: list[int], today: date, month: date) -> TodayFigures:
     return figures, unpriced, keyed
 
 
+def budgets_of(clients: list[Client], month: date, now: datetime) -> dict[int, Decimal | None]:
+    """Each client's budget for ``month`` by ``budget_of``'s rule, in at most one query
+    whatever the number of clients: the current budget for this month and later; for a
+    past month, the latest history record before its end (else the current budget)."""
+    current = {c.pk: c.monthly_budget_usd for c in clients}
+    _, end = month_range(month)
+    if now < end or not clients:
+        return current
+    budgets = dict(current)
+    seen: set[int] = set()
+    records = (
+        Client.history.filter(id__in=list(current), history_date__lt=end)
+        .order_by("id", "-history_date", "-history_id")
+        .values_list("id", "monthly_budget_usd")
+    )
+    for client_id, budget in records:
+        if client_id not in seen:
+            seen.add(client_id)
+            budgets[client_id] = budget
+    return budgets
+
+
 def unpriced_models(unpriced: dict[UnpricedKey, int]) -> list[UnpricedModel]:
     """Models waiting for a rate, most events first, with how many clients use them."""
     grouped: dict[tuple[str, str], list[int]] = {}
@@ -334,6 +356,7 @@ def overview(
                 figures_add(keys.setdefault(line_key, Figures()), fig)
         figures[client.pk] = keys
     bills = month_bills(active, month, figures=figures, labels=False)
+    budgets = budgets_of(active, month, now)
     rows = []
     for client in active:
         in_month = DayFigures()
@@ -347,7 +370,7 @@ def overview(
             month=month,
             totals=bill_totals(bill),
             now=now,
-            budget=budget_of(client, month, now),
+            budget=budgets[client.pk],
             billed_basis=bill.basis,
         )
         spark = [*before.spark, today_figures.billed_usd] if current else before.spark
