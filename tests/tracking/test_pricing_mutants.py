@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from agency.money import ZERO
+from tests.tracking.test_pricing import OPUS_46, SONNET_45
 from tracking.models import ModelRate, ProviderReportRow
 from tracking.pricing import (
     CostBreakdown,
@@ -142,33 +143,6 @@ def test_a_cost_breakdown_as_text_per_component_and_total():
         "discount": "-0.001",
         "total": "0.03705",
     }
-
-
-SONNET_45 = RateCard(
-    input=Decimal("3"),
-    output=Decimal("15"),
-    cache_write_5m=Decimal("3.75"),
-    cache_write_1h=Decimal("6"),
-    cache_read=Decimal("0.30"),
-    long_context_threshold=200_000,
-    long_context_input=Decimal("6"),
-    long_context_output=Decimal("22.50"),
-    long_context_cache_write_5m=Decimal("7.50"),
-    long_context_cache_write_1h=Decimal("12"),
-    long_context_cache_read=Decimal("0.60"),
-    batch_discount_pct=Decimal("50"),
-    web_search_per_1k=Decimal("10"),
-)
-OPUS_46 = RateCard(
-    input=Decimal("5"),
-    output=Decimal("25"),
-    cache_write_5m=Decimal("6.25"),
-    cache_write_1h=Decimal("10"),
-    cache_read=Decimal("0.50"),
-    web_search_per_1k=Decimal("10"),
-    us_inference_multiplier=Decimal("1.1"),
-    fast_multiplier=Decimal("6"),
-)
 
 
 def test_a_rate_card_is_built_from_every_price_of_a_rate_row():
