@@ -165,13 +165,22 @@ class ModelDailyRollup(UsageCounts, ReconTokens):  # type: ignore[misc, valid-ty
     reconciliation reads (instead of the wide ``DailyRollup``, ~800,000 rows a month at
     200 clients). Every client's events, tagged or not (``project``/``feature`` are
     summed away). Rebuilt with the day's DailyRollup rows, in the same transaction, as
-    their sums, so the two always agree to the last decimal."""
+    their sums, so the two always agree to the last decimal.
+
+    The agency overview reads it too (issue 14): a client not invoiced by project has one
+    invoice line per provider and model, so these rows (~1,600 a day at 200 clients,
+    against ~26,000 DailyRollup rows) are all its month, today and sparkline need; hence
+    ``billed_usd`` and ``untagged_events``, also sums of the DailyRollup rows."""
 
     client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="+")
     day = models.DateField()
     provider = models.CharField(max_length=20)
     model = models.CharField(max_length=128)
     cost_usd = CostField(default=0, help_text="Raw provider cost of the priced events.")
+    billed_usd = CostField(default=0, help_text="Sum of the DailyRollup rows' billed_usd.")
+    untagged_events = models.BigIntegerField(
+        default=0, help_text="Events without a project (DailyRollup rows with project '')."
+    )
 
     class Meta:
         constraints = [

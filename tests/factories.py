@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from agency.models import Client, ClientMembership, Project
 from billing.models import DailyRollup
+from billing.services.rollups import model_rollups_refresh
 from tests.clock import AGENCY_TZ
 from tracking.models import PricingStatus, UsageEvent
 from tracking.pricing import normalize_usage
@@ -119,6 +120,15 @@ class DailyRollupFactory(factory.django.DjangoModelFactory):
     cost_usd = Decimal("1")
     markup_pct = factory.LazyAttribute(lambda r: r.client.markup_pct)
     billed_usd = factory.LazyAttribute(lambda r: r.cost_usd * (100 + r.markup_pct) / 100)
+
+    @classmethod
+    def _create(cls, model_class: Any, *args: Any, **kwargs: Any) -> DailyRollup:
+        # The rollup job writes a day's per-model sums with its daily rows, in one
+        # transaction; a row made here gets them too, as the job would have written them
+        # (the overview and the bills read them).
+        row = super()._create(model_class, *args, **kwargs)
+        model_rollups_refresh(start=row.day, end=row.day)
+        return row
 
 
 # --- invoices ------------------------------------------------------------------------

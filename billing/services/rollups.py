@@ -276,7 +276,8 @@ def rollups_rebuild_days(*, client_id: int, days: Iterable[date]) -> int:
 
 def _model_rows_insert(days: list[date], client_ids: list[int] | None) -> None:
     """Insert the ``ModelDailyRollup`` rows of these days (these clients, or all) as the
-    sums of their ``DailyRollup`` rows, which must be current and the model rows gone.
+    sums of their ``DailyRollup`` rows (billed and untagged calls included: the overview
+    reads them), which must be current and the model rows gone.
     Summing the stored rows, not the events again, keeps the rebuild cheap (~8 rows per
     client and day instead of a third pass over the events) and makes the two rollups
     agree by construction: a NUMERIC sum of NUMERICs is exact."""
@@ -302,6 +303,8 @@ def _model_rows_insert(days: list[date], client_ids: list[int] | None) -> None:
         n_events=Sum("events"),
         n_unpriced=Sum("unpriced_events"),
         cost=ExactSum("cost_usd"),
+        billed=ExactSum("billed_usd"),
+        n_untagged=Sum("events", filter=Q(project="")),
         **{f"sum_{name}": Sum(name) for name in MODEL_TOKEN_FIELDS},
     )
     made = []
@@ -316,6 +319,8 @@ def _model_rows_insert(days: list[date], client_ids: list[int] | None) -> None:
                 events=group["n_events"] or 0,
                 unpriced_events=group["n_unpriced"] or 0,
                 cost_usd=group["cost"] if group["cost"] is not None else ZERO,
+                billed_usd=group["billed"] if group["billed"] is not None else ZERO,
+                untagged_events=group["n_untagged"] or 0,
                 **{name: group[f"sum_{name}"] or 0 for name in MODEL_TOKEN_FIELDS},
             )
         )
@@ -497,10 +502,12 @@ GROUP BY e.client_id, e.prompt_hash
 
 _MODEL_SQL = """
 INSERT INTO billing_modeldailyrollup (
-    client_id, day, provider, model, events, unpriced_events, cost_usd, {token_columns}
+    client_id, day, provider, model, events, unpriced_events, cost_usd, billed_usd,
+    untagged_events, {token_columns}
 )
 SELECT r.client_id, r.day, r.provider, r.model, SUM(r.events), SUM(r.unpriced_events),
-       SUM(r.cost_usd), {token_sums}
+       SUM(r.cost_usd), SUM(r.billed_usd),
+       COALESCE(SUM(r.events) FILTER (WHERE r.project = ''), 0), {token_sums}
 FROM billing_dailyrollup r
 WHERE r.day = ANY(%(days)s) {client_filter}
 GROUP BY r.client_id, r.day, r.provider, r.model
