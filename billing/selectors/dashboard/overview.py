@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from django.core.cache import cache
-from django.db.models import Q, QuerySet, Sum
+from django.db.models import QuerySet
 
 from agency.calendar import local_day, month_bounds, month_range, month_start
 from agency.db import ExactSum
 from agency.models import Client
 from agency.money import round_money
-from billing.models import DailyRollup
+from billing.models import ModelDailyRollup
 from billing.selectors.budgets import BudgetPosition, bill_totals, budget_position
 from billing.selectors.dashboard.usage import TREND_CACHE_SECONDS, ZERO, UsageTotals
-from billing.selectors.lines import Figures, Key, MonthBill, figures_add, month_bills, month_figures
+from billing.selectors.lines import LineRow, MonthBill, line_rows, line_sums_add, month_bills
 
 SPARK_DAYS = 30
 STATUS_FILTERS = ("green", "yellow", "red", "none")
@@ -91,51 +91,19 @@ def normalise_sort(value: str | None) -> str:
     return "name"
 
 
-@dataclass
-class DayFigures:
-    """One client's usage on one day, summed over its rollup buckets."""
-
-    cost_usd: Decimal = ZERO
-    billed_usd: Decimal = ZERO
-    events: int = 0
-    unpriced_events: int = 0
-    untagged_events: int = 0
-
-
-NO_USAGE = DayFigures()
-
-# What the overview sums per day, from the daily rollups; read back by _day_figures.
-_DAY_SUMS = {
-    "cost": ExactSum("cost_usd"),
-    "billed": ExactSum("billed_usd"),
-    "n": Sum("events"),
-    "unpriced": Sum("unpriced_events"),
-    "untagged": Sum("events", filter=Q(project="")),
-}
-
-
-def _day_figures(item: Mapping[str, Any]) -> DayFigures:
-    return DayFigures(
-        cost_usd=item["cost"] or ZERO,
-        billed_usd=item["billed"] or ZERO,
-        events=item["n"] or 0,
-        unpriced_events=item["unpriced"] or 0,
-        untagged_events=item["untagged"] or 0,
-    )
-
-
-def client_days(ids: list[int], start: date, end: date) -> dict[tuple[int, date], DayFigures]:
-    """Per (client, day) sums of the daily rollups from ``start`` to ``end`` inclusive:
-    one grouped query."""
+def spark_days_billed(ids: list[int], start: date, end: date) -> dict[tuple[int, date], Decimal]:
+    """Billed per (client, day) from ``start`` to ``end`` inclusive: one grouped query
+    over the per-model rollups (every client's events, ~8 rows per client and day)."""
     if end < start or not ids:
         return {}
-    return {
-        (item["client_id"], item["day"]): _day_figures(item)
-        for item in DailyRollup.objects.filter(client_id__in=ids, day__gte=start, day__lte=end)
+    rows = (
+        ModelDailyRollup.objects.filter(client_id__in=ids, day__gte=start, day__lte=end)
         .values("client_id", "day")
-        .annotate(**_DAY_SUMS)
+        .annotate(billed=ExactSum("billed_usd"))
         .order_by()
-    }
+        .values_list("client_id", "day", "billed")
+    )
+    return {(client_id, day): billed or ZERO for client_id, day, billed in rows}
 
 
 def _cached(key: str, compute: Callable[[], Any]) -> Any:
@@ -149,123 +117,49 @@ def _cached(key: str, compute: Callable[[], Any]) -> Any:
 UnpricedKey = tuple[str, str, int]  # provider, model (as sent), client id
 
 
-def unpriced_events(ids: list[int], start: date, end: date) -> dict[UnpricedKey, int]:
-    """Events without a rate per (provider, model, client), from the rollups, which keep
-    the model id as sent for unpriced events."""
-    if end < start or not ids:
-        return {}
-    return {
-        (item["provider"], item["model"], item["client_id"]): item["n"]
-        for item in DailyRollup.objects.filter(
-            client_id__in=ids, day__gte=start, day__lte=end, unpriced_events__gt=0
-        )
-        .values("provider", "model", "client_id")
-        .annotate(n=Sum("unpriced_events"))
-        .order_by()
-    }
-
-
 @dataclass
 class PastDays:
-    """One client's days before today, summed once so a cache hit costs little: the
-    month so far (first of the month to yesterday) and the billed trend of the
-    sparkline's days before today."""
+    """Every client's days before today, as the cache holds them: the month's rollups
+    summed per invoice line (``line_rows``: plain tuples) and each client's billed per
+    day of the sparkline before today. Plain tuples and one list per client, because a
+    cache hit unpickles all of it on every request: the previous shape (a dataclass per
+    line with a dict of tokens and one of costs) took ~150 ms of each request to
+    unpickle at 200 clients."""
 
-    month: DayFigures
-    spark: list[Decimal]
-    # The month's days before today per invoice-line key, for the per-line estimate.
-    keys: dict[Key, Figures] = field(default_factory=dict)
-
-
-def _add(total: DayFigures, day: DayFigures) -> None:
-    total.cost_usd += day.cost_usd
-    total.billed_usd += day.billed_usd
-    total.events += day.events
-    total.unpriced_events += day.unpriced_events
-    total.untagged_events += day.untagged_events
+    lines: list[LineRow]
+    spark: dict[int, list[Decimal]]
 
 
 def _sum_past_days(
-    ids: list[int], month: date, spark_days: list[date], yesterday: date
-) -> tuple[dict[int, PastDays], dict[UnpricedKey, int]]:
-    start = min(spark_days[0], month)
-    days = client_days(ids, start, yesterday)
-    month_days = [month + timedelta(days=i) for i in range((yesterday - month).days + 1)]
-    past = {}
-    for client_id in ids:
-        in_month = DayFigures()
-        for day in month_days:
-            _add(in_month, days.get((client_id, day), NO_USAGE))
-        spark = [
-            days.get((client_id, day), NO_USAGE).billed_usd
-            for day in spark_days
-            if day <= yesterday
-        ]
-        past[client_id] = PastDays(month=in_month, spark=spark)
-    if yesterday >= month:
-        clients = list(Client.objects.filter(pk__in=ids))
-        keyed = month_figures(clients, month, start=month, end=yesterday + timedelta(days=1))
-        for client_id, keys in keyed.items():
-            past[client_id].keys = keys
-    return past, unpriced_events(ids, month, yesterday)
+    clients: list[Client], month: date, spark_days: list[date], yesterday: date
+) -> PastDays:
+    ids = [c.pk for c in clients]
+    billed = spark_days_billed(ids, spark_days[0], yesterday)
+    before = [day for day in spark_days if day <= yesterday]
+    spark = {pk: [billed.get((pk, day), ZERO) for day in before] for pk in ids}
+    lines = line_rows(clients, start=month, end=yesterday + timedelta(days=1))
+    return PastDays(lines=lines, spark=spark)
 
 
 def _past_days(
-    ids: list[int], month: date, spark_days: list[date], yesterday: date
-) -> tuple[dict[int, PastDays], dict[UnpricedKey, int]]:
-    """Per client sums of the days before today, and their unpriced events, cached briefly.
+    clients: list[Client], month: date, spark_days: list[date], yesterday: date
+) -> PastDays:
+    """Per client sums of the days before today, cached briefly.
 
     Why: the overview sums a month and a 30-day trend for every client, which on the
     wide rollup (client × day × project × feature × model) is ~10⁶ rows at 200 clients and
     10M events/month: well over a second. Past days only change with late or re-priced
     events, so they are read from the cache (shared in Redis in production) and only
     today's rows are summed live. A late event shows up within ``TREND_CACHE_SECONDS``.
-    The cache holds one small entry per client, already summed, rather than one per
-    (client, day): unpickling ~10⁴ day entries took ~50 ms of every request.
     """
-    digest = hashlib.sha256(",".join(map(str, sorted(ids))).encode()).hexdigest()[:16]
+    ids = sorted(c.pk for c in clients)
+    # Whether a client is invoiced by project decides its line keys: part of the key.
+    split = [c.pk for c in clients if c.invoice_split_by_project]
+    digest = hashlib.sha256(f"{ids}{sorted(split)}".encode()).hexdigest()[:16]
     # The window is in the key: a new day (or month) starts a new entry.
-    key = f"dashboard:past-sums:v2:{month}:{spark_days[0]}:{yesterday}:{digest}"
-    past: tuple[dict[int, PastDays], dict[UnpricedKey, int]] = _cached(
-        key, lambda: _sum_past_days(ids, month, spark_days, yesterday)
-    )
+    key = f"dashboard:past-sums:v3:{month}:{spark_days[0]}:{yesterday}:{digest}"
+    past: PastDays = _cached(key, lambda: _sum_past_days(clients, month, spark_days, yesterday))
     return past
-
-
-TodayFigures = tuple[dict[int, DayFigures], dict[UnpricedKey, int], dict[int, dict[Key, Figures]]]
-
-
-def _today(ids: list[int], today: date, month: date) -> TodayFigures:
-    """Today's usage per client, its unpriced events per (provider, model, client) and
-    its sums per invoice-line key (for the per-line estimate), read live (never cached)
-    in one grouped query over today's rollup rows (a few rows per client: its models
-    and projects of the day)."""
-    figures: dict[int, DayFigures] = {}
-    unpriced: dict[UnpricedKey, int] = {}
-    keyed: dict[int, dict[Key, Figures]] = {}
-    if not ids:
-        return figures, unpriced, keyed
-    rows = (
-        DailyRollup.objects.filter(client_id__in=ids, day=today)
-        .values("client_id", "provider", "model", "project", "markup_pct")
-        .annotate(**_DAY_SUMS)
-        .order_by()
-    )
-    for item in rows:
-        day = _day_figures(item)
-        client_id = item["client_id"]
-        _add(figures.setdefault(client_id, DayFigures()), day)
-        if day.unpriced_events:
-            key = (item["provider"], item["model"], client_id)
-            unpriced[key] = unpriced.get(key, 0) + day.unpriced_events
-        line_key = (month, item["provider"], item["model"], item["project"])
-        fig = keyed.setdefault(client_id, {}).setdefault(line_key, Figures())
-        fig.events += day.events
-        fig.unpriced_events += day.unpriced_events
-        fig.raw_cost_usd += day.cost_usd
-        fig.billed_usd += day.billed_usd
-        fig.markups.add(item["markup_pct"])
-    return figures, unpriced, keyed
 
 
 def budgets_of(clients: list[Client], month: date, now: datetime) -> dict[int, Decimal | None]:
@@ -322,7 +216,8 @@ def overview(
     Each client's figures are its month's bill (``billing.selectors.lines``): the issued
     invoice's lines, or the estimate by the invoice's per-line rule. Past days come
     summed per client and line key from the cache (``_past_days``), today from one live
-    query; each client's bill becomes a budget position with ``billing.selectors.budgets``.
+    query summed per line in SQL (``line_rows``); each client's bill becomes a budget
+    position with ``billing.selectors.budgets``.
     One moment gives the month, today and the burn rate: reading the clock again here
     could project a month the caller is not showing. ``name`` (part of a client's name)
     and ``status`` (green, yellow, red or none) filter the rows; the totals are those of
@@ -335,35 +230,29 @@ def overview(
     # A past month is read whole from the cache; "today" is then past its end.
     end = today if current else month_bounds(month)[1] + timedelta(days=1)
     active = list(clients.filter(active=True))
-    ids = [c.pk for c in active]
     spark_end = end if current else end - timedelta(days=1)
     spark_days = [spark_end - timedelta(days=SPARK_DAYS - 1 - i) for i in range(SPARK_DAYS)]
-    past, past_unpriced = _past_days(ids, month, spark_days, end - timedelta(days=1))
-    live: dict[int, DayFigures] = {}
-    live_unpriced: dict[UnpricedKey, int] = {}
-    live_keys: dict[int, dict[Key, Figures]] = {}
+    past = _past_days(active, month, spark_days, end - timedelta(days=1))
+    figures = line_sums_add({}, past.lines, month)
+    today_billed: dict[int, Decimal] = {}
     if current:
-        live, live_unpriced, live_keys = _today(ids, today, month)
-    unpriced = dict(past_unpriced)
-    for key, events in live_unpriced.items():
-        unpriced[key] = unpriced.get(key, 0) + events
-    figures: dict[int, dict[Key, Figures]] = {}
-    for client in active:
-        before_keys = past[client.pk].keys if client.pk in past else {}
-        keys: dict[Key, Figures] = {}
-        for source in (before_keys, live_keys.get(client.pk, {})):
-            for line_key, fig in source.items():
-                figures_add(keys.setdefault(line_key, Figures()), fig)
-        figures[client.pk] = keys
+        # Today, live (never cached): one grouped query, a row per client and line.
+        live = line_rows(active, start=today, end=today + timedelta(days=1))
+        line_sums_add(figures, live, month)
+        for line in live:
+            today_billed[line[0]] = today_billed.get(line[0], ZERO) + line[8]
     bills = month_bills(active, month, figures=figures, labels=False)
     budgets = budgets_of(active, month, now)
+    unpriced: dict[UnpricedKey, int] = {}
     rows = []
     for client in active:
-        in_month = DayFigures()
-        before = past.get(client.pk) or PastDays(DayFigures(), [ZERO] * (SPARK_DAYS - 1))
-        _add(in_month, before.month)
-        today_figures = live.get(client.pk, NO_USAGE)
-        _add(in_month, today_figures)
+        keys = figures.get(client.pk, {})
+        untagged_calls = 0
+        for (_month, provider, model, _project), sums in keys.items():
+            untagged_calls += sums.untagged_events
+            if sums.unpriced_events:
+                key = (provider, model, client.pk)
+                unpriced[key] = unpriced.get(key, 0) + sums.unpriced_events
         bill = bills[client.pk]
         position = budget_position(
             client=client,
@@ -373,7 +262,9 @@ def overview(
             budget=budgets[client.pk],
             billed_basis=bill.basis,
         )
-        spark = [*before.spark, today_figures.billed_usd] if current else before.spark
+        spark = past.spark.get(client.pk, [])
+        if current:
+            spark = [*spark, today_billed.get(client.pk, ZERO)]
         rows.append(
             OverviewRow(
                 client=client,
@@ -381,7 +272,7 @@ def overview(
                 billed_usd=bill.billed_usd,
                 events=bill.events,
                 unpriced_events=bill.unpriced_events,
-                untagged_events=in_month.untagged_events,
+                untagged_events=untagged_calls,
                 budget=position,
                 spark=spark,
                 bill=bill,
