@@ -142,9 +142,12 @@ def budget_position(
     now: datetime,
     budget: Decimal | None,
     billed_basis: str = ESTIMATE,
+    hours: tuple[int, int] | None = None,
 ) -> BudgetPosition:
-    """Compute a position from a month's totals (no queries)."""
-    elapsed, total = month_hours(month, now)
+    """Compute a position from a month's totals (no queries). ``hours`` is
+    ``month_hours(month, now)`` when the caller has it (the overview: once, not per
+    client)."""
+    elapsed, total = hours or month_hours(month, now)
     projected = project_month(totals.billed_usd, elapsed, total)
     return BudgetPosition(
         client_id=client.pk,

@@ -463,8 +463,8 @@ def month_bill(client: Client, month: date) -> MonthBill:
 
 def _split(split: bool, figures: Mapping[Key, LineSums]) -> Mapping[Key, LineSums]:
     """Merge keys by project unless the client's invoices are split by project (keys
-    from ``month_line_sums`` are merged already: then this only copies them)."""
-    if split:
+    from ``line_rows`` are merged already: then they are returned as they are)."""
+    if split or all(project == "" for _m, _p, _model, project in figures):
         return figures
     merged: dict[Key, LineSums] = {}
     for (month, provider, model, _project), sums in figures.items():

@@ -17,7 +17,12 @@ from agency.db import ExactSum
 from agency.models import Client
 from agency.money import round_money
 from billing.models import ModelDailyRollup
-from billing.selectors.budgets import BudgetPosition, bill_totals, budget_position
+from billing.selectors.budgets import (
+    BudgetPosition,
+    bill_totals,
+    budget_position,
+    month_hours,
+)
 from billing.selectors.dashboard.usage import TREND_CACHE_SECONDS, ZERO, UsageTotals
 from billing.selectors.lines import LineRow, MonthBill, line_rows, line_sums_add, month_bills
 
@@ -243,6 +248,7 @@ def overview(
             today_billed[line[0]] = today_billed.get(line[0], ZERO) + line[8]
     bills = month_bills(active, month, figures=figures, labels=False)
     budgets = budgets_of(active, month, now)
+    hours = month_hours(month, now)
     unpriced: dict[UnpricedKey, int] = {}
     rows = []
     for client in active:
@@ -261,6 +267,7 @@ def overview(
             now=now,
             budget=budgets[client.pk],
             billed_basis=bill.basis,
+            hours=hours,
         )
         spark = past.spark.get(client.pk, [])
         if current:
