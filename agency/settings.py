@@ -223,6 +223,7 @@ CELERY_TASK_ROUTES = {
     "billing.tasks.invoice_pdf_prepare_task": {"queue": "documents"},
     "tracking.tasks.provider_usage_sync_task": {"queue": "reports"},
     "tracking.tasks.provider_usage_sync_recent_task": {"queue": "reports"},
+    "tracking.tasks.usage_partitions_ensure_task": {"queue": "usage"},
 }
 # A task whose whole worker vanished (machine lost) stays unacknowledged in Redis this
 # long before another worker takes it again. It must exceed the longest task, or a slow
@@ -276,6 +277,12 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "provider-usage-sync": {
         "task": "tracking.tasks.provider_usage_sync_recent_task",
         "schedule": crontab(minute=20, hour="*/4"),
+    },
+    # Daily (PostgreSQL): create the event table's monthly partitions three months ahead,
+    # so new events never land in the default partition.
+    "usage-partitions-ensure": {
+        "task": "tracking.tasks.usage_partitions_ensure_task",
+        "schedule": crontab(minute=10, hour=2),
     },
 }
 

@@ -30,7 +30,7 @@ from django.db.models import Count, Max, Min, Q, QuerySet, Sum, Value
 from django.db.models.functions import Coalesce, Trunc, TruncDate
 from django.utils import timezone
 
-from agency.calendar import day_bounds, local_day, local_days, today, zone
+from agency.calendar import day_bounds, local_day, local_days, month_start, today, zone
 from agency.db import ExactSum
 from agency.models import Client
 from agency.money import COST_PLACES, apply_markup
@@ -43,6 +43,7 @@ from billing.models import (
 )
 from tracking.buckets import GROUPED, Reach, cost_columns, token_columns
 from tracking.models import DirtyDay, PricingStatus, UsageEvent
+from tracking.partitions import months_archived
 from tracking.services import dirty_days_mark
 
 logger = logging.getLogger(__name__)
@@ -250,7 +251,9 @@ def _lock_clients(client_ids: Iterable[int]) -> None:
 def rollups_rebuild_days(*, client_id: int, days: Iterable[date]) -> int:
     """Rebuild the daily and hourly rollups of these agency-local days of one client from
     their raw events. Returns the number of daily rollup rows written."""
-    day_list = sorted(set(days))
+    # An archived month's events are detached (tracking.partitions): its rollups stay.
+    archived = months_archived()
+    day_list = sorted({day for day in days if month_start(day) not in archived})
     if not day_list:
         return 0
     _lock_clients([client_id])
@@ -406,7 +409,8 @@ def rollups_rebuild_dirty() -> int:
 
 def rollups_rebuild_period(*, start: date, end: date, client_id: int | None = None) -> int:
     """Rebuild the rollups of every agency-local day from ``start`` to ``end`` inclusive
-    (one client, or all). Days without events lose their rows. Returns the number of
+    (one client, or all). Days without events lose their rows; days of archived months
+    keep theirs (tracking.partitions). Returns the number of
     daily rollup rows written. One transaction per day, so a long rebuild never holds a
     month of locks and can be interrupted and rerun."""
     if end < start:
@@ -511,6 +515,9 @@ GROUP BY r.client_id, r.day, r.provider, r.model
 def _rebuild_day_sql(day: date, only: list[int] | None) -> int:
     """Rebuild one local day for these clients (all when ``only`` is None) in one
     transaction: the same rows as ``rollups_rebuild_days``, from two statements."""
+    if month_start(day) in months_archived():
+        # Its events are detached (tracking.partitions): the rollups are all that is left.
+        return 0
     start, end = day_bounds(day)
     events = UsageEvent.objects.filter(occurred_at__gte=start, occurred_at__lt=end)
     stored = [model.objects.filter(day=day) for model in DAY_MODELS]
