@@ -31,10 +31,9 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from agency.calendar import current_month, month_range, shift_month
-from tracking.models import ArchivedMonth, DirtyDay, UsageEvent, UsageEventKey
+from tracking.models import ArchivedMonth, DirtyDay, UsageEvent
 
 TABLE = UsageEvent._meta.db_table
-KEYS = UsageEventKey._meta.db_table
 DEFAULT = f"{TABLE}_default"
 # How many months after the current one ``partitions_ensure`` creates by default.
 AHEAD = 3
@@ -137,23 +136,17 @@ def partition_add(month: date) -> bool:
         cursor.execute(
             f'CREATE TABLE "{name}" (LIKE "{TABLE}" INCLUDING DEFAULTS INCLUDING CONSTRAINTS)'
         )
-        # The delete fires the key trigger (the keys go); they are put back below, in the
-        # same transaction, once the rows are in the new partition.
+        # A statement on a partition itself fires none of the event table's key triggers
+        # (statement-level, on the parent): the moved rows keep their keys as they are.
         cursor.execute(
             f'WITH moved AS (DELETE FROM "{DEFAULT}" WHERE occurred_at >= %s AND occurred_at < %s '
             f'RETURNING *) INSERT INTO "{name}" SELECT * FROM moved',
             [start, end],
         )
-        moved = cursor.rowcount
         cursor.execute(
             f'ALTER TABLE "{TABLE}" ATTACH PARTITION "{name}" FOR VALUES FROM (%s) TO (%s)',
             [start, end],
         )
-        if moved:
-            cursor.execute(
-                f'INSERT INTO "{KEYS}" (client_id, event_id, row_id, occurred_at) '
-                f'SELECT client_id, event_id, id, occurred_at FROM "{name}"'
-            )
     return True
 
 

@@ -37,7 +37,9 @@ from tracking.models import ModelRate, UsageEvent, UsageEventKey
 from tracking.partitions import is_partitioned, partitions_ensure
 
 KEYS = UsageEventKey._meta.db_table
-KEY_TRIGGER = "usageevent_key_insert"
+KEY_TRIGGER = "usageevent_keys_insert"
+# The key table's primary key, named like the plain table's unique constraint.
+KEYS_PKEY = "usageevent_unique_client_event_id"
 
 SLUG_PREFIX = "bench-"
 PROJECTS_PER_CLIENT = 3
@@ -299,7 +301,7 @@ class Command(BaseCommand):
             if is_partitioned():
                 # The event keys are written in one pass after the load (``_keys``), their
                 # primary key built once like the indexes.
-                cursor.execute(f"ALTER TABLE {KEYS} DROP CONSTRAINT {KEYS}_pkey")
+                cursor.execute(f"ALTER TABLE {KEYS} DROP CONSTRAINT {KEYS_PKEY}")
                 self.keys_pkey_dropped = True
         # A partitioned table's index reads "ON ONLY" (the parent alone); recreated
         # without it, it is built on every partition.
@@ -322,7 +324,7 @@ class Command(BaseCommand):
             if self.keys_pkey_dropped:
                 cursor.execute("SET LOCAL maintenance_work_mem = '512MB'")
                 cursor.execute(
-                    f"ALTER TABLE {KEYS} ADD CONSTRAINT {KEYS}_pkey PRIMARY KEY (client_id, event_id)"
+                    f"ALTER TABLE {KEYS} ADD CONSTRAINT {KEYS_PKEY} PRIMARY KEY (client_id, event_id)"
                 )
             cursor.execute(f"ALTER TABLE {table} ENABLE TRIGGER {KEY_TRIGGER}")
             cursor.execute(f"ANALYZE {KEYS}")
