@@ -197,7 +197,14 @@ class Command(BaseCommand):
             self._step("restore indexes", lambda: self._restore(restore, options["jobs"]))
             if partitioned:
                 self._step("event keys", lambda: self._keys(client_ids))
-        self._step("analyze", lambda: self._sql("ANALYZE tracking_usageevent"))
+        # The 200 clients and their projects too: the planner otherwise keeps the empty
+        # tables' estimates until autovacuum gets to them.
+        self._step(
+            "analyze",
+            lambda: self._sql(
+                "ANALYZE tracking_usageevent; ANALYZE agency_client; ANALYZE agency_project"
+            ),
+        )
         written = self._step(
             "rollups",
             lambda: rollups_rebuild_period(start=first_month, end=local_day(now)),
