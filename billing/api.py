@@ -197,7 +197,7 @@ def _reconciliation(request: HttpRequest) -> HttpResponse:
         month = parse_month(query.month) if query.month else current_month()
     except (msgspec.ValidationError, MonthError):
         return api_error(400, "invalid", MONTH_RULE, field="month")
-    body = recon.cached(
+    body = recon.stored(
         month,
         "api",
         lambda: msgspec.json.encode(reconciliation_payload(recon.reconciliation_cached(month))),

@@ -186,6 +186,28 @@ class ModelDailyRollup(UsageCounts, ReconTokens):  # type: ignore[misc, valid-ty
         return f"{self.client_id} {self.day} {self.provider} {self.model}"
 
 
+class ReconciliationOutput(models.Model):
+    """A month's reconciliation as a page or the API shows it (rendered HTML, encoded
+    JSON), stored with the watermark it was computed under: every input's version (the
+    report's and the rollups' ``MonthVersion`` tokens, the key mapping's, the clients'
+    and the rate table's history). Reused, from any process and after the cache is
+    flushed, only while the watermark is the same; anything else is recomputed."""
+
+    month = models.DateField(help_text="First day of the agency month.")
+    what = models.CharField(max_length=40, help_text="Which output: 'api', 'page:<month>'.")
+    watermark = models.CharField(max_length=300)
+    content = models.BinaryField()
+    computed_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["month", "what"], name="reconciliationoutput_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.month:%Y-%m} {self.what}"
+
+
 class BudgetStatus(models.TextChoices):
     GREEN = "green", "Green (below 80%)"
     YELLOW = "yellow", "Yellow (80% to below 100%)"

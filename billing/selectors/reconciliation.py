@@ -52,15 +52,18 @@ from typing import Any, TypeVar
 from django.core.cache import cache
 from django.db.models import Count, Exists, Max, OuterRef, Q, Sum
 from django.db.models.functions import Coalesce
+from django.utils import timezone
 
 from agency.calendar import local_days, month_bounds
 from agency.db import ExactSum
 from agency.models import Client, UsageSource
-from billing.models import DailyRollup, ModelDailyRollup
+from billing.models import DailyRollup, ModelDailyRollup, ReconciliationOutput
 from tracking.buckets import Reach, token_columns
 from tracking.models import (
     AccountKind,
+    DataKind,
     ModelRate,
+    MonthVersion,
     ProviderAccount,
     ProviderReportRow,
     ReportAccountDay,
@@ -574,12 +577,17 @@ def _assemble(
     )
 
 
-def _watermark() -> str:
-    """What the cached reconciliation depends on besides the rollups: the report rows
-    (a sync deletes and inserts, so the highest id moves), the key/workspace mapping and
-    the clients' usage source (their history), and the rate table. Index reads only."""
+def _watermark(month: date) -> str:
+    """A version of everything the month's reconciliation is computed from: the report
+    rows and the rollups of its days (their ``MonthVersion`` tokens, replaced in the
+    transaction that rewrites them: a sync, a rollup rebuild), the key/workspace mapping
+    and the clients' usage source and names (their history), and the rate table. The
+    highest report row and sync run ids stay as a second guard. Index reads only."""
     rows = ProviderReportRow.objects.aggregate(m=Max("id"), n=Max("sync_run_id"))
+    versions = dict(MonthVersion.objects.filter(month=month).values_list("kind", "token"))
     parts = [
+        versions.get(DataKind.REPORT, "-"),
+        versions.get(DataKind.ROLLUPS, "-"),
         rows["m"],
         rows["n"],
         ProviderAccount.history.aggregate(m=Max("history_id"))["m"],
@@ -591,22 +599,55 @@ def _watermark() -> str:
 
 def cached(month: date, what: str, build: Callable[[], T]) -> T:
     """``build()``, reused for ``RECON_CACHE_SECONDS`` under a key of the month, ``what``
-    and the watermark. What the page, the API and the overview's line show is cached
-    whole (rendered or encoded), so a warm request costs the watermark and one read.
+    and the watermark (see ``_watermark``). Alerts read ``reconciliation_for`` uncached.
 
-    Why: tracked spend is summed from the wide rollups (client × day × project × feature
-    × model), ~800,000 rows for a month at 200 clients and 10M events: seconds under
-    load. The provider's figures change only when a sync runs and the key carries a
-    watermark of the report, the mapping and the rates, so a sync shows at once; late or
-    re-priced events show within ``RECON_CACHE_SECONDS``, like the overview's sums of
-    past days. Alerts read ``reconciliation_for`` uncached.
+    Why: summing a month takes hundreds of milliseconds at 200 clients and 10M events.
+    The watermark moves with every input, so a sync, a rebuild, a mapping or a rate edit
+    shows at once; the expiry only bounds what the cache holds.
     """
-    key = f"recon:v1:{what}:{month_bounds(month)[0]}:{_watermark()}"
+    first = month_bounds(month)[0]
+    key = f"recon:v2:{what}:{first}:{_watermark(first)}"
     value: tuple[T] | None = cache.get(key)
     if value is None:
         value = (build(),)  # a 1-tuple: None is a value (no report), not a miss
         cache.set(key, value, RECON_CACHE_SECONDS)
     return value[0]
+
+
+def stored(month: date, what: str, build: Callable[[], bytes]) -> bytes:
+    """What the page or the API shows for a month (``build()``: rendered, encoded),
+    from the cache, else from ``ReconciliationOutput`` (the database: it survives a
+    flushed cache and serves every process), else built and stored in both. Reused only
+    under the same watermark: the watermark is read before anything is computed, so an
+    input changed meanwhile leaves a stored output that no later request matches."""
+    first = month_bounds(month)[0]
+    watermark = _watermark(first)
+    key = f"recon:v2:{what}:{first}:{watermark}"
+    value: bytes | None = cache.get(key)
+    if value is not None:
+        return value
+    row = ReconciliationOutput.objects.filter(month=first, what=what, watermark=watermark)
+    content = row.values_list("content", flat=True).first()
+    if content is None:
+        content = build()
+        # An upsert: two requests building the same month at once both succeed.
+        ReconciliationOutput.objects.bulk_create(
+            [
+                ReconciliationOutput(
+                    month=first,
+                    what=what,
+                    watermark=watermark,
+                    content=content,
+                    computed_at=timezone.now(),
+                )
+            ],
+            update_conflicts=True,
+            unique_fields=["month", "what"],
+            update_fields=["watermark", "content", "computed_at"],
+        )
+    value = bytes(content)
+    cache.set(key, value, RECON_CACHE_SECONDS)
+    return value
 
 
 def reconciliation_cached(month: date) -> Reconciliation:

@@ -42,8 +42,8 @@ from billing.models import (
     PromptDailyRollup,
 )
 from tracking.buckets import GROUPED, Reach, cost_columns, token_columns
-from tracking.models import DirtyDay, PricingStatus, UsageEvent
-from tracking.services import dirty_days_mark
+from tracking.models import DataKind, DirtyDay, PricingStatus, UsageEvent
+from tracking.services import dirty_days_mark, month_versions_touch
 
 logger = logging.getLogger(__name__)
 
@@ -279,9 +279,16 @@ def _model_rows_insert(days: list[date], client_ids: list[int] | None) -> None:
     sums of their ``DailyRollup`` rows, which must be current and the model rows gone.
     Summing the stored rows, not the events again, keeps the rebuild cheap (~8 rows per
     client and day instead of a third pass over the events) and makes the two rollups
-    agree by construction: a NUMERIC sum of NUMERICs is exact."""
+    agree by construction: a NUMERIC sum of NUMERICs is exact. Last of a rebuild's
+    writes, it also gives the days' months a new rollups version (what is computed from
+    them, the stored reconciliation, is stale from this commit on)."""
     if not days:
         return
+    _model_rows_write(days, client_ids)
+    month_versions_touch(kind=DataKind.ROLLUPS, days=days)
+
+
+def _model_rows_write(days: list[date], client_ids: list[int] | None) -> None:
     if connection.vendor == "postgresql":
         params: dict[str, Any] = {"days": days, "clients": client_ids}
         client_filter = "AND r.client_id = ANY(%(clients)s)" if client_ids is not None else ""
@@ -435,6 +442,7 @@ def rollups_rebuild_period(*, start: date, end: date, client_id: int | None = No
             rows.delete()
         for pair_client, days in sorted(by_client.items()):
             written += rollups_rebuild_days(client_id=pair_client, days=days)
+        month_versions_touch(kind=DataKind.ROLLUPS, days=local_days(start, end))
     return written
 
 
@@ -522,6 +530,7 @@ def _rebuild_day_sql(day: date, only: list[int] | None) -> int:
     for rows in stored:
         rows.delete()
     if not client_ids:
+        month_versions_touch(kind=DataKind.ROLLUPS, days=[day])  # rows may have gone
         return 0
     markups = MarkupBook(client_ids)
     params: dict[str, Any] = {"day": day, "start": start, "end": end, "clients": only}

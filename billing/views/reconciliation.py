@@ -15,6 +15,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse
 from django.shortcuts import render
 from django.template.loader import render_to_string
+from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET
 
 from agency.calendar import FIRST_MONTH, month_start, shift_month, today
@@ -89,7 +90,11 @@ def reconciliation(request: HtmxHttpRequest) -> HttpResponse:
     day = today()
     month = month_param(request.GET.get("month"), today=day)
     # The body's links depend on the current month: it is part of the key.
-    body = recon.cached(month, f"page:{month_start(day)}", lambda: _body(month, day))
+    stored = recon.stored(
+        month, f"page:{month_start(day):%Y-%m}", lambda: _body(month, day).encode()
+    )
+    # Our own rendering (_body), stored as UTF-8: safe as it was when rendered.
+    body = mark_safe(stored.decode())  # noqa: S308
     if request.htmx:
         return HttpResponse(body)
     return render(request, "billing/reconciliation.html", {"body": body})
