@@ -222,10 +222,10 @@ def _seed_report(full: date, current: date, clock: date, *, models: int, keys: i
 
 
 def _floor(month: date, *, repeat: int = 5) -> float:
-    """COPY out of the rows the page reads for ``month``: the report's day sums (per
-    model, per key) and the per-model rollups, median of ``repeat`` runs, in ms. (The
-    report-sourced clients' own report rows, read through their index, are left out:
-    a few thousand rows.)"""
+    """COPY out of the rows a computation of ``month`` reads: the report's day sums (per
+    model, per key) and the tracked sums (per day and model, per client and month),
+    median of ``repeat`` runs, in ms. (The report-sourced clients' own report rows and
+    per-model rollups, read through their indexes, are left out: a few thousand rows.)"""
     from django.db import connection
 
     from agency.calendar import month_bounds
@@ -242,16 +242,20 @@ def _floor(month: date, *, repeat: int = 5) -> float:
         f"FROM tracking_reportaccountday WHERE day BETWEEN '{first}' AND '{last}') TO STDOUT"
     )
     rollups = (
-        "COPY (SELECT day, provider, model, client_id, cost_usd, unpriced_events, "
-        f"{', '.join(TOKEN_COLUMNS)} FROM billing_modeldailyrollup "
+        "COPY (SELECT day, provider, model, rows, cost_usd, unpriced_events, "
+        f"{', '.join(TOKEN_COLUMNS)} FROM billing_trackedmodelday "
         f"WHERE day BETWEEN '{first}' AND '{last}') TO STDOUT"
+    )
+    clients = (
+        "COPY (SELECT provider, client_id, rows, cost_usd FROM billing_trackedclientmonth "
+        f"WHERE month = '{first}') TO STDOUT"
     )
     timings = []
     for _ in range(repeat):
         began = time.perf_counter()
         with connection.cursor() as cursor:
             raw = cursor.cursor  # psycopg's own cursor: COPY
-            for statement in (report, accounts, rollups):
+            for statement in (report, accounts, rollups, clients):
                 with raw.copy(statement) as copy:
                     for _block in copy:
                         pass

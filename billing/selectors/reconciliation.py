@@ -57,7 +57,13 @@ from django.utils import timezone
 from agency.calendar import local_days, month_bounds
 from agency.db import ExactSum
 from agency.models import Client, UsageSource
-from billing.models import DailyRollup, ModelDailyRollup, ReconciliationOutput
+from billing.models import (
+    DailyRollup,
+    ModelDailyRollup,
+    ReconciliationOutput,
+    TrackedClientMonth,
+    TrackedModelDay,
+)
 from tracking.buckets import Reach, token_columns
 from tracking.models import (
     AccountKind,
@@ -373,6 +379,60 @@ def _tracked_groups(first: date, last: date, rollup: Rollup) -> Any:
     )
 
 
+def _tracked_from_sums(first: date, last: date) -> tuple[list[dict[str, Any]], Figures]:
+    """What ``_tracked_groups`` and ``_sourced_tracked`` return, to the last decimal,
+    from the day sums (``TrackedModelDay``, every client) minus the per-model rollups of
+    report-sourced clients (few, read through their (client, day) index): the month's
+    tracked groups of the other clients, and the report-sourced clients' figures. A
+    client's usage source changes without touching the sums."""
+    key_fields = ("day", "provider", "model")
+    parts = (
+        ModelDailyRollup.objects.filter(
+            day__gte=first, day__lte=last, client__usage_source=UsageSource.PROVIDER_REPORT
+        )
+        .order_by()
+        .values(*key_fields)
+        .annotate(
+            n_rows=Count("pk"),
+            cost=ExactSum("cost_usd"),
+            unpriced=Sum("unpriced_events"),
+            **{kind: Sum(kind) for kind in TOKEN_KINDS},
+        )
+    )
+    sourced_figures = Figures()
+    sourced: dict[tuple[Any, ...], dict[str, Any]] = {}
+    with localcontext(prec=60):  # exact: no rounding of any sum
+        for part in parts:
+            sourced[tuple(part[f] for f in key_fields)] = part
+            sourced_figures.tracked_cost_usd += part["cost"]
+            for kind in TOKEN_KINDS:
+                sourced_figures.tracked_tokens[kind] += part[kind] or 0
+        groups = []
+        sums = TrackedModelDay.objects.filter(day__gte=first, day__lte=last).order_by()
+        for values in sums.values():
+            whole: dict[str, Any] = dict(values)
+            part = sourced.get(tuple(whole[f] for f in key_fields))
+            if part is None:
+                groups.append(
+                    {
+                        **{f: whole[f] for f in key_fields},
+                        "cost": whole["cost_usd"],
+                        "unpriced": whole["unpriced_events"],
+                        **{kind: whole[kind] for kind in TOKEN_KINDS},
+                    }
+                )
+            elif part["n_rows"] < whole["rows"]:  # else every row is a sourced client's
+                groups.append(
+                    {
+                        **{f: whole[f] for f in key_fields},
+                        "cost": whole["cost_usd"] - part["cost"],
+                        "unpriced": whole["unpriced_events"] - (part["unpriced"] or 0),
+                        **{kind: whole[kind] - (part[kind] or 0) for kind in TOKEN_KINDS},
+                    }
+                )
+    return groups, sourced_figures
+
+
 def _tracked_figures(group: dict[str, Any]) -> Figures:
     figures = Figures()
     figures.tracked_cost_usd = group["cost"] if group["cost"] is not None else ZERO
@@ -439,7 +499,11 @@ def _accounts(
             by_client[(provider, client.pk)] = owner
         owner.accounts.append(account.label or label)
         owner.provider_cost_usd += cost
-    tracked = _tracked_by_client(first, last, reported, rollup)
+    tracked = (
+        _tracked_by_client(first, last, reported, rollup)
+        if legacy
+        else _tracked_by_client_from_sums(first, last, reported)
+    )
     mapped_clients = {client_id for _, client_id in by_client}
     for (provider, client_id), owner in by_client.items():
         # A report-sourced client's usage is the report: nothing to set against it.
@@ -486,6 +550,40 @@ def _tracked_by_client(
     }
 
 
+def _tracked_by_client_from_sums(
+    first: date, last: date, reported: dict[str, set[date]]
+) -> dict[tuple[str, int], Decimal]:
+    """What ``_tracked_by_client`` returns, to the last decimal, from the clients' month
+    sums (``TrackedClientMonth``) minus their per-model rollups of the days the provider
+    did not report (none for a month synced in full; today, usually, for this month)."""
+    if not reported:
+        return {}
+    sums = (
+        TrackedClientMonth.objects.filter(month=first, provider__in=sorted(reported))
+        .exclude(client__usage_source=UsageSource.PROVIDER_REPORT)
+        .values_list("provider", "client_id", "rows", "cost_usd")
+    )
+    tracked = {(provider, client_id): (rows, cost) for provider, client_id, rows, cost in sums}
+    missing = Q(pk__in=[])
+    for provider, days in reported.items():
+        gaps = [day for day in local_days(first, last) if day not in days]
+        if gaps:
+            missing |= Q(provider=provider, day__in=gaps)
+    parts = (
+        ModelDailyRollup.objects.filter(missing)
+        .exclude(client__usage_source=UsageSource.PROVIDER_REPORT)
+        .order_by()
+        .values("provider", "client_id")
+        .annotate(n_rows=Count("pk"), cost=ExactSum("cost_usd"))
+    )
+    with localcontext(prec=60):  # exact: no rounding of either sum
+        for part in parts:
+            key = (part["provider"], part["client_id"])
+            rows, cost = tracked.get(key, (0, ZERO))
+            tracked[key] = (rows - part["n_rows"], cost - part["cost"])
+    return {key: cost for key, (rows, cost) in tracked.items() if rows > 0}
+
+
 def reconciliation_for(month: date) -> Reconciliation:
     """The reconciliation of the agency month containing ``month`` (see the module
     docstring for the rules). Unrounded: rounding happens where figures are shown."""
@@ -521,13 +619,20 @@ def _reconciliation(month: date, *, legacy: bool) -> Reconciliation:
         cells[(group["day"], group["provider"], model)].merge(figures)
     not_in_report = Figures()
     if reported:
-        for group in _tracked_groups(first, last, rollup):
+        if legacy:
+            tracked_groups, sourced_tracked = (
+                _tracked_groups(first, last, rollup),
+                _sourced_tracked(first, last, rollup),
+            )
+        else:
+            tracked_groups, sourced_tracked = _tracked_from_sums(first, last)
+        for group in tracked_groups:
             tracked = _tracked_figures(group)
             if group["day"] in reported.get(group["provider"], ()):
                 cells[(group["day"], group["provider"], group["model"])].merge(tracked)
             else:
                 not_in_report.merge(tracked)
-    report_sourced.merge(_sourced_tracked(first, last, rollup) if reported else Figures())
+        report_sourced.merge(sourced_tracked)
     accounts, unattributed = (
         _accounts(first, last, reported, rollup, legacy=legacy) if reported else ([], ZERO)
     )
