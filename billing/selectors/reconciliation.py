@@ -85,7 +85,7 @@ Rollup = type[ModelDailyRollup] | type[DailyRollup]
 ZERO = Decimal("0")
 CENTS_PER_USD = Decimal("100")
 HUNDRED = Decimal("100")
-# How long a computed reconciliation is reused (see reconciliation_cached).
+# How long the cache keeps a month's figures (see cached and stored).
 RECON_CACHE_SECONDS = 300
 # A model's price differs from the provider's list price by more than this: drift.
 DRIFT_LIMIT_PCT = Decimal("0.5")
@@ -755,15 +755,11 @@ def stored(month: date, what: str, build: Callable[[], bytes]) -> bytes:
     return value
 
 
-def reconciliation_cached(month: date) -> Reconciliation:
-    return cached(month, "data", lambda: reconciliation_for(month))
-
-
 def coverage_summary(month: date) -> Figures | None:
     """The month's totals for the overview's one line; None without report rows."""
 
     def build() -> Figures | None:
-        data = reconciliation_cached(month)
+        data = reconciliation_for(month)
         return data.total if data.has_report else None
 
     return cached(month, "total", build)

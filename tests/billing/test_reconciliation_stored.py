@@ -15,10 +15,11 @@ import time_machine
 from django.core.cache import cache
 
 from agency.models import Client
-from billing.api import reconciliation_payload
 from billing.models import ReconciliationOutput
+from billing.recon_outputs import reconciliation_payload
 from billing.selectors import reconciliation as recon
 from billing.services.rollups import rollups_rebuild_dirty
+from billing.tasks import recon_outputs_refresh_task
 from tests.billing.test_reconciliation import make_book
 from tests.factories import StaffFactory, priced_event
 from tracking.keys import api_key_create
@@ -161,3 +162,27 @@ def test_a_months_version_is_its_own(book: dict[str, Client]) -> None:
     month_versions_touch(kind=DataKind.ROLLUPS, days=[date(2026, 10, 31)])
     cache.clear()
     assert recon.stored(NOVEMBER, "test", lambda: b"not called") == b"november"
+
+
+def test_the_rollup_job_stores_a_changed_month_again(
+    http: Any, book: dict[str, Client], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After the rollup job, the first visitor reads what the job stored."""
+    assert recon_outputs_refresh_task() == 2  # nothing stored yet: November and October
+    assert recon_outputs_refresh_task() == 0  # nothing changed
+    priced_event(
+        book["acme"], at=datetime(2026, 11, 10, 12, tzinfo=UTC), model="recon-model",
+        input_tokens=1_000_000, output_tokens=0,
+    )  # fmt: skip
+    rollups_rebuild_dirty()
+    assert recon_outputs_refresh_task() == 1  # November only
+    expected = fresh_api()
+    cache.clear()
+
+    def fail(month: date) -> Any:
+        raise AssertionError("computed on the request")
+
+    monkeypatch.setattr(recon, "reconciliation_for", fail)
+    assert api(http) == expected
+    page = http.get(PAGE, {"month": "2026-11"}, headers={"HX-Request": "true"}).content
+    assert b'data-testid="provider-cost">$11.40<' in page
