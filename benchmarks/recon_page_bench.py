@@ -19,15 +19,18 @@ What it does:
    day sums are refreshed as a sync does (timed: what they add to a sync).
 3. With the clock fixed on the 15th of the seed's current month, renders each page
    in-process with Django's test client under production settings (DEBUG off) and the
-   shared cache in Redis (``--redis-url``, flushed before every cold request), and prints
-   p50/p95/max warm (from the 5-minute cache) and cold (``--cold`` requests, each with
-   an empty cache: what the first visitor after a sync, a rate edit or an expiry waits),
-   the queries per request, and beside them the floor: PostgreSQL ``COPY … TO STDOUT``
-   of the rows the page reads (the report's day sums and the per-model rollups), the
-   ratios to that floor, and the load average.
-4. ``--rebuild``: what the per-model rollup (``ModelDailyRollup``) adds to the rollup
-   job: one full day rebuilt for every client (``_rebuild_day_sql``), each statement
-   timed, rolled back; before = the same rebuild without its statement.
+   shared cache in Redis (``--redis-url``), and prints p50/p95/max *recomputed* (the
+   cache flushed and the stored outputs deleted before each of ``--cold`` requests: what
+   the first request after an input change computes), *cold* (``--cold`` requests, the
+   cache flushed before each: the stored page or answer read back from the database) and
+   *warm* (from the cache), the queries per request, and beside them the floor:
+   PostgreSQL ``COPY … TO STDOUT`` of the rows a computation reads (the report's day
+   sums and the tracked sums), the ratios to that floor, the COPY of the stored output a
+   cold request reads, and the load average.
+4. ``--rebuild``: what the per-model rollup (``ModelDailyRollup``) and the
+   reconciliation's sums of it (``TrackedModelDay``, ``TrackedClientMonth``, the month's
+   version) add to the rollup job: one full day rebuilt for every client
+   (``_rebuild_day_sql``), timed, rolled back.
 
 Target: p95 under 100 ms for the page and the API, cold as well as warm.
 """
