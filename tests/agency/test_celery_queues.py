@@ -13,6 +13,7 @@ QUEUES = {
     "usage": [
         "tracking.tasks.reprice_unpriced_task",
         "billing.tasks.budgets_recompute_task",
+        "billing.tasks.recon_outputs_refresh_task",
     ],
     "notify": [
         "billing.tasks.alert_delivery_send_task",
