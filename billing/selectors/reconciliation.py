@@ -50,7 +50,7 @@ from decimal import Decimal, localcontext
 from typing import Any, TypeVar
 
 from django.core.cache import cache
-from django.db.models import Count, Exists, Max, OuterRef, Q, Sum
+from django.db.models import Count, Exists, Max, Min, OuterRef, Q, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -687,14 +687,19 @@ def _watermark(month: date) -> str:
     rows and the rollups of its days (their ``MonthVersion`` tokens, replaced in the
     transaction that rewrites them: a sync, a rollup rebuild), the key/workspace mapping
     and the clients' usage source and names (their history), and the rate table. The
-    highest report row and sync run ids stay as a second guard. Index reads only."""
-    rows = ProviderReportRow.objects.aggregate(m=Max("id"), n=Max("sync_run_id"))
+    highest report row and sync run ids stay as a second guard, with the report's first
+    and last day (the page's month picker, ``report_months``). Index reads only."""
+    rows = ProviderReportRow.objects.aggregate(
+        m=Max("id"), n=Max("sync_run_id"), first=Min("day"), last=Max("day")
+    )
     versions = dict(MonthVersion.objects.filter(month=month).values_list("kind", "token"))
     parts = [
         versions.get(DataKind.REPORT, "-"),
         versions.get(DataKind.ROLLUPS, "-"),
         rows["m"],
         rows["n"],
+        rows["first"],
+        rows["last"],
         ProviderAccount.history.aggregate(m=Max("history_id"))["m"],
         Client.history.aggregate(m=Max("history_id"))["m"],
         ModelRate.history.aggregate(m=Max("history_id"))["m"],

@@ -20,7 +20,7 @@ from billing.recon_outputs import reconciliation_payload
 from billing.selectors import reconciliation as recon
 from billing.services.rollups import rollups_rebuild_dirty
 from billing.tasks import recon_outputs_refresh_task
-from tests.billing.test_reconciliation import make_book
+from tests.billing.test_reconciliation import make_book, report
 from tests.factories import StaffFactory, priced_event
 from tracking.keys import api_key_create
 from tracking.models import (
@@ -186,3 +186,19 @@ def test_the_rollup_job_stores_a_changed_month_again(
     assert api(http) == expected
     page = http.get(PAGE, {"month": "2026-11"}, headers={"HX-Request": "true"}).content
     assert b'data-testid="provider-cost">$11.40<' in page
+
+
+def test_the_month_picker_follows_the_reports_days(http: Any, book: dict[str, Client]) -> None:
+    """A re-sync that empties another month changes no version of this one, nor the
+    highest report row id: the report's last day moves the watermark."""
+    report(date(2026, 12, 1), "recon-model", "1")
+    report(date(2026, 11, 20), "recon-model", "1")  # the highest row id is November's
+
+    def page() -> bytes:
+        return bytes(http.get(PAGE, {"month": "2026-11"}, headers={"HX-Request": "true"}).content)
+
+    assert b'value="2026-12"' in page()
+    ProviderReportRow.objects.filter(day=date(2026, 12, 1)).delete()
+    report_summaries_refresh(provider="anthropic", since=date(2026, 12, 1), until=date(2026, 12, 1))
+    cache.clear()
+    assert b'value="2026-12"' not in page()
