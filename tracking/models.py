@@ -392,6 +392,30 @@ class DirtyDay(models.Model):
         return f"{self.client_id} {self.day}"
 
 
+class DataKind(models.TextChoices):
+    REPORT = "report", "Provider report rows"
+    ROLLUPS = "rollups", "Rollups"
+
+
+class MonthVersion(models.Model):
+    """A token replaced, in the same transaction, whenever one kind of a month's data is
+    rewritten: the provider's report rows of its days (with their day sums) or the
+    rollups of its days. What is computed from a month (the stored reconciliation) keeps
+    the tokens it was computed under and is reused only while they are the same."""
+
+    kind = models.CharField(max_length=16, choices=DataKind)
+    month = models.DateField(help_text="First day of the month (the days' dates).")
+    token = models.CharField(max_length=32)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["kind", "month"], name="monthversion_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.month:%Y-%m} {self.token}"
+
+
 class SyncStatus(models.TextChoices):
     RUNNING = "running", "Running"
     SUCCEEDED = "succeeded", "Succeeded"
