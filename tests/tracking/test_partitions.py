@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import csv
 import gzip
+import importlib
 from collections.abc import Iterator
-from datetime import date, datetime
+from datetime import date, datetime, time
 from decimal import Decimal
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import IntegrityError, connection, transaction
 
+from agency.calendar import current_month
 from agency.models import Client
 from billing.models import DailyRollup, Invoice
 from billing.services.invoices import invoice_finalize, invoice_generate
@@ -32,6 +35,7 @@ from tracking.models import ArchivedMonth, DirtyDay, UsageEvent, UsageEventKey
 from tracking.partitions import (
     DEFAULT,
     PartitionError,
+    is_partitioned,
     month_archive,
     partition_name,
     partitions_ensure,
@@ -251,3 +255,41 @@ def test_the_command_lists_ensures_and_archives(rates, tmp_path: Path, capsys):
         call_command("usage_partitions", "archive", "2026-07", "--to", str(tmp_path / "b.csv.gz"))
     with pytest.raises(CommandError, match="2026-13"):
         call_command("usage_partitions", "archive", "2026-13", "--to", str(tmp_path / "c.csv.gz"))
+
+
+def test_the_migration_keeps_every_row_and_key_both_ways(rates):
+    """tracking 0006 copies the table into the partitioned one (and back when reversed):
+    same rows and ids, keys for all of them, ids continuing after the largest."""
+    migration = importlib.import_module("tracking.migrations.0006_partitioned_usage_events")
+    editor = SimpleNamespace(connection=connection)
+    acme = cast(Client, ClientFactory())
+    months = [date(2025, 6, 1), date(2026, 11, 1), date(2026, 12, 1)]
+    for month in months:
+        UsageEventFactory(client=acme, occurred_at=datetime.combine(month, time(9), AGENCY_TZ))
+    rows = list(UsageEvent.objects.order_by("pk").values_list("pk", "event_id", "occurred_at"))
+
+    with transaction.atomic():
+        migration.unpartition(None, editor)
+    assert not is_partitioned()
+    assert (
+        list(UsageEvent.objects.order_by("pk").values_list("pk", "event_id", "occurred_at")) == rows
+    )
+    taken = pytest.raises(IntegrityError, match="usageevent_unique_client_event_id")
+    with taken, transaction.atomic():
+        UsageEventFactory(client=acme, event_id=rows[0][1])
+
+    with transaction.atomic():
+        migration.partition(None, editor)
+    assert is_partitioned()
+    assert (
+        list(UsageEvent.objects.order_by("pk").values_list("pk", "event_id", "occurred_at")) == rows
+    )
+    assert set(UsageEventKey.objects.values_list("event_id", "row_id")) == {
+        (event_id, pk) for pk, event_id, _ in rows
+    }
+    for event in UsageEvent.objects.all():
+        assert _partition_of(event) == partition_name(current_month(event.occurred_at))
+    newest = cast(UsageEvent, UsageEventFactory(client=acme, occurred_at=NOW))
+    assert newest.pk > rows[-1][0]
+    with taken, transaction.atomic():
+        UsageEventFactory(client=acme, event_id=rows[0][1], occurred_at=NOW)

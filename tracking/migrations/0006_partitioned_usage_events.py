@@ -148,6 +148,7 @@ def partition(apps: Any, schema_editor: Any) -> None:
         # faster than growing it row by row in random key order. It takes the unique
         # constraint's name, which a taken key's error then names as before.
         cursor.execute(f"ALTER TABLE {KEYS} DROP CONSTRAINT {KEYS}_pkey")
+        cursor.execute(f"TRUNCATE {KEYS}")  # filled from the rows, whatever it held
         cursor.execute(
             f"INSERT INTO {KEYS} (client_id, event_id, row_id, occurred_at) "
             f"SELECT client_id, event_id, id, occurred_at FROM {TABLE}"
