@@ -215,6 +215,7 @@ CELERY_TASK_QUEUES = [
 CELERY_TASK_ROUTES = {
     "tracking.tasks.reprice_unpriced_task": {"queue": "usage"},
     "billing.tasks.budgets_recompute_task": {"queue": "usage"},
+    "billing.tasks.recon_outputs_refresh_task": {"queue": "usage"},
     "billing.tasks.alert_delivery_send_task": {"queue": "notify"},
     "billing.tasks.alert_deliveries_retry_task": {"queue": "notify"},
     "billing.tasks.recon_alerts_task": {"queue": "notify"},
@@ -223,6 +224,7 @@ CELERY_TASK_ROUTES = {
     "billing.tasks.invoice_pdf_prepare_task": {"queue": "documents"},
     "tracking.tasks.provider_usage_sync_task": {"queue": "reports"},
     "tracking.tasks.provider_usage_sync_recent_task": {"queue": "reports"},
+    "tracking.tasks.usage_partitions_ensure_task": {"queue": "usage"},
 }
 # A task whose whole worker vanished (machine lost) stays unacknowledged in Redis this
 # long before another worker takes it again. It must exceed the longest task, or a slow
@@ -276,6 +278,12 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "provider-usage-sync": {
         "task": "tracking.tasks.provider_usage_sync_recent_task",
         "schedule": crontab(minute=20, hour="*/4"),
+    },
+    # Daily (PostgreSQL): create the event table's monthly partitions three months ahead,
+    # so new events never land in the default partition.
+    "usage-partitions-ensure": {
+        "task": "tracking.tasks.usage_partitions_ensure_task",
+        "schedule": crontab(minute=10, hour=2),
     },
 }
 

@@ -19,15 +19,18 @@ What it does:
    day sums are refreshed as a sync does (timed: what they add to a sync).
 3. With the clock fixed on the 15th of the seed's current month, renders each page
    in-process with Django's test client under production settings (DEBUG off) and the
-   shared cache in Redis (``--redis-url``, flushed before every cold request), and prints
-   p50/p95/max warm (from the 5-minute cache) and cold (``--cold`` requests, each with
-   an empty cache: what the first visitor after a sync, a rate edit or an expiry waits),
-   the queries per request, and beside them the floor: PostgreSQL ``COPY … TO STDOUT``
-   of the rows the page reads (the report's day sums and the per-model rollups), the
-   ratios to that floor, and the load average.
-4. ``--rebuild``: what the per-model rollup (``ModelDailyRollup``) adds to the rollup
-   job: one full day rebuilt for every client (``_rebuild_day_sql``), each statement
-   timed, rolled back; before = the same rebuild without its statement.
+   shared cache in Redis (``--redis-url``), and prints p50/p95/max *recomputed* (the
+   cache flushed and the stored outputs deleted before each of ``--cold`` requests: what
+   the first request after an input change computes), *cold* (``--cold`` requests, the
+   cache flushed before each: the stored page or answer read back from the database) and
+   *warm* (from the cache), the queries per request, and beside them the floor:
+   PostgreSQL ``COPY … TO STDOUT`` of the rows a computation reads (the report's day
+   sums and the tracked sums), the ratios to that floor, the COPY of the stored output a
+   cold request reads, and the load average.
+4. ``--rebuild``: what the per-model rollup (``ModelDailyRollup``) and the
+   reconciliation's sums of it (``TrackedModelDay``, ``TrackedClientMonth``, the month's
+   version) add to the rollup job: one full day rebuilt for every client
+   (``_rebuild_day_sql``), timed, rolled back.
 
 Target: p95 under 100 ms for the page and the API, cold as well as warm.
 """
@@ -222,10 +225,10 @@ def _seed_report(full: date, current: date, clock: date, *, models: int, keys: i
 
 
 def _floor(month: date, *, repeat: int = 5) -> float:
-    """COPY out of the rows the page reads for ``month``: the report's day sums (per
-    model, per key) and the per-model rollups, median of ``repeat`` runs, in ms. (The
-    report-sourced clients' own report rows, read through their index, are left out:
-    a few thousand rows.)"""
+    """COPY out of the rows a computation of ``month`` reads: the report's day sums (per
+    model, per key) and the tracked sums (per day and model, per client and month),
+    median of ``repeat`` runs, in ms. (The report-sourced clients' own report rows and
+    per-model rollups, read through their indexes, are left out: a few thousand rows.)"""
     from django.db import connection
 
     from agency.calendar import month_bounds
@@ -242,19 +245,40 @@ def _floor(month: date, *, repeat: int = 5) -> float:
         f"FROM tracking_reportaccountday WHERE day BETWEEN '{first}' AND '{last}') TO STDOUT"
     )
     rollups = (
-        "COPY (SELECT day, provider, model, client_id, cost_usd, unpriced_events, "
-        f"{', '.join(TOKEN_COLUMNS)} FROM billing_modeldailyrollup "
+        "COPY (SELECT day, provider, model, rows, cost_usd, unpriced_events, "
+        f"{', '.join(TOKEN_COLUMNS)} FROM billing_trackedmodelday "
         f"WHERE day BETWEEN '{first}' AND '{last}') TO STDOUT"
+    )
+    clients = (
+        "COPY (SELECT provider, client_id, rows, cost_usd FROM billing_trackedclientmonth "
+        f"WHERE month = '{first}') TO STDOUT"
     )
     timings = []
     for _ in range(repeat):
         began = time.perf_counter()
         with connection.cursor() as cursor:
             raw = cursor.cursor  # psycopg's own cursor: COPY
-            for statement in (report, accounts, rollups):
+            for statement in (report, accounts, rollups, clients):
                 with raw.copy(statement) as copy:
                     for _block in copy:
                         pass
+        timings.append((time.perf_counter() - began) * 1000)
+    return statistics.median(timings)
+
+
+def _stored_floor(month: date, what: str, *, repeat: int = 5) -> float:
+    """COPY out of the month's stored output (what a cold request reads), median, ms."""
+    from django.db import connection
+
+    statement = (
+        f"COPY (SELECT content FROM billing_reconciliationoutput WHERE month = '{month}') TO STDOUT"
+    )
+    timings = []
+    for _ in range(repeat):
+        began = time.perf_counter()
+        with connection.cursor() as cursor, cursor.cursor.copy(statement) as copy:
+            for _block in copy:
+                pass
         timings.append((time.perf_counter() - began) * 1000)
     return statistics.median(timings)
 
@@ -264,6 +288,18 @@ def _measure(http: Any, url: str, *, requests: int, headers: dict[str, str], col
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
+    from billing.models import ReconciliationOutput
+
+    # Nothing stored and nothing cached: what the first request after an input change
+    # (a sync, a rollup rebuild of the month, a rate edit, a key mapping) computes.
+    fresh_timings = []
+    for _ in range(cold):
+        cache.clear()
+        ReconciliationOutput.objects.all().delete()
+        began = time.perf_counter()
+        response = http.get(url, **headers)
+        fresh_timings.append((time.perf_counter() - began) * 1000)
+        assert response.status_code == 200, (url, response.status_code)
     cold_timings = []
     for _ in range(cold):
         cache.clear()
@@ -288,6 +324,8 @@ def _measure(http: Any, url: str, *, requests: int, headers: dict[str, str], col
         "cold": statistics.median(cold_timings),
         "cold_p95": _percentile(cold_timings, 95),
         "cold_max": max(cold_timings),
+        "fresh": statistics.median(fresh_timings),
+        "fresh_p95": _percentile(fresh_timings, 95),
         "queries": len(queries.captured_queries),
         "bytes": len(response.content),
     }
@@ -347,14 +385,23 @@ def run(args: argparse.Namespace) -> int:
             import cProfile
             import pstats
 
-            url = pages[0][1]
-            as_staff.get(url)
-            profiler = cProfile.Profile()
-            profiler.enable()
-            for _ in range(5):
-                as_staff.get(url)
-            profiler.disable()
-            pstats.Stats(profiler).sort_stats("cumulative").print_stats(40)
+            from django.core.cache import cache
+
+            from billing.models import ReconciliationOutput
+
+            # Recomputed requests (nothing cached, nothing stored): where the time goes.
+            for label, url, headers, _month in pages[:3:2]:
+                http: Any = HttpClient() if headers is api else as_staff
+                http.get(url, **headers)
+                profiler = cProfile.Profile()
+                for _ in range(5):
+                    cache.clear()
+                    ReconciliationOutput.objects.all().delete()
+                    profiler.enable()
+                    http.get(url, **headers)
+                    profiler.disable()
+                print(f"--- {label}: 5 recomputed requests")
+                pstats.Stats(profiler).sort_stats("cumulative").print_stats(45)
             transaction.set_rollback(True)
             return 0
         # The selector alone, cold, before (the wide DailyRollup) and after.
@@ -385,7 +432,10 @@ def run(args: argparse.Namespace) -> int:
                 f"p95 {figures['cold_p95']:6.1f} ms  max {figures['cold_max']:6.1f} ms "
                 f"({args.cold} requests) | {figures['queries']:>2} queries warm | floor (COPY) "
                 f"{floor:6.1f} ms  warm p95/floor {figures['p95'] / floor:4.2f}  cold "
-                f"p95/floor {figures['cold_p95'] / floor:4.2f} | load {load}",
+                f"p95/floor {figures['cold_p95'] / floor:4.2f} | load {load}\n"
+                f"  recomputed (nothing stored, nothing cached) p50 {figures['fresh']:6.1f} ms  "
+                f"p95 {figures['fresh_p95']:6.1f} ms  p95/floor {figures['fresh_p95'] / floor:4.2f}"
+                f" | stored output read (COPY) {_stored_floor(month, 'api' if '/api/' in url else 'page:%'):5.1f} ms",
                 flush=True,
             )
             if not label.startswith("/overview/"):
@@ -430,15 +480,29 @@ def rebuild(args: argparse.Namespace) -> int:
             )
             runs[-1][key] = runs[-1].get(key, 0.0) + (time.perf_counter() - began) * 1000
 
+    refresh = rollups._recon_sums_refresh
+
+    def sums_timed(*args: Any) -> None:
+        # The reconciliation's sums (TrackedModelDay, TrackedClientMonth) and the
+        # month's version, re-summed after the per-model rows: timed apart.
+        began = time.perf_counter()
+        refresh(*args)
+        runs[-1]["sums"] = runs[-1].get("sums", 0.0) + (time.perf_counter() - began) * 1000
+
     with transaction.atomic():
         rollups._rebuild_day_sql(day, None)  # warm: the day's events in shared buffers
-        for _ in range(args.rebuild):
-            runs.append({})
-            with connection.execute_wrapper(timed):
-                began = time.perf_counter()
-                rollups._rebuild_day_sql(day, None)
-                runs[-1]["total"] = (time.perf_counter() - began) * 1000
+        rollups._recon_sums_refresh = sums_timed  # type: ignore[assignment]
+        try:
+            for _ in range(args.rebuild):
+                runs.append({})
+                with connection.execute_wrapper(timed):
+                    began = time.perf_counter()
+                    rollups._rebuild_day_sql(day, None)
+                    runs[-1]["total"] = (time.perf_counter() - began) * 1000
+        finally:
+            rollups._recon_sums_refresh = refresh
         transaction.set_rollback(True)
+    sums = statistics.median(run.get("sums", 0.0) for run in runs)
     total = statistics.median(run["total"] for run in runs)
     model = statistics.median(run.get("modeldailyrollup", 0.0) for run in runs)
     rows = " ".join(
@@ -450,7 +514,9 @@ def rebuild(args: argparse.Namespace) -> int:
         f"rollup job, {day} rebuilt for every client ({events:,} events), median of "
         f"{len(runs)}: {total:,.0f} ms with the per-model rollup, {total - model:,.0f} ms "
         f"without it: it adds {model:,.1f} ms ({model / max(total - model, 1) * 100:.1f}%). "
-        f"Per statement: per-model {model:,.1f} ms, {rows}. load {load}"
+        f"Per statement: per-model {model:,.1f} ms, {rows}. The reconciliation's sums "
+        f"and the month's version after them (in 'other'): {sums:,.1f} ms "
+        f"({sums / max(total - sums, 1) * 100:.1f}%). load {load}"
     )
     return 0
 
@@ -463,7 +529,11 @@ def main() -> int:
     parser.add_argument("--cold", type=int, default=20, help="Requests with an empty cache.")
     parser.add_argument("--models", type=int, default=50)
     parser.add_argument("--keys", type=int, default=200)
-    parser.add_argument("--profile", action="store_true", help="Profile 5 warm page requests.")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="Profile 5 recomputed requests of the page and the API.",
+    )
     parser.add_argument("--selector-runs", type=int, default=3, help="Selector timings.")
     parser.add_argument(
         "--rebuild", type=int, default=0, metavar="N",

@@ -21,7 +21,7 @@ from django.views.decorators.csrf import csrf_exempt
 from agency.calendar import MonthError, current_month, parse_month
 from agency.models import Client
 from agency.money import round_money
-from billing.selectors import reconciliation as recon
+from billing import recon_outputs
 from billing.selectors.budgets import BudgetPosition, budget_status_for
 from tracking import schema
 from tracking.keys import api_error, api_key_required, rate_limit_hit
@@ -102,76 +102,6 @@ def _budget(request: HttpRequest) -> HttpResponse:
 
 # --- reconciliation -------------------------------------------------------------------
 
-TWO_PLACES = Decimal("0.01")
-
-
-def _exact(amount: Decimal) -> str:
-    """Every significant digit, at least the cents, never an exponent ("0E-15"): the
-    same text whatever scale the database summed at (11.40, 0.0075, 12.499995)."""
-    digits = abs(amount).normalize() if amount == 0 else amount.normalize()
-    places = max(2, -int(digits.as_tuple().exponent))
-    return f"{digits:.{places}f}"
-
-
-def _pct2(value: Decimal | None) -> str | None:
-    if value is None:
-        return None
-    rounded = value.quantize(TWO_PLACES, rounding=ROUND_HALF_UP)
-    return str(abs(rounded) if rounded == 0 else rounded)  # "0.00", never "-0.00"
-
-
-def _tokens(counts: dict[str, int]) -> schema.ReportTokens:
-    return schema.ReportTokens(**counts)
-
-
-def _model_payload(model: recon.ModelFigures) -> schema.ReconciliationModel:
-    f = model.figures
-    return schema.ReconciliationModel(
-        provider=model.provider,
-        model=model.model,
-        provider_cost_usd=_exact(f.provider_cost_usd),
-        tracked_cost_usd=_exact(f.tracked_cost_usd),
-        untracked_cost_usd=_exact(f.untracked_cost_usd),
-        coverage_pct=_pct2(f.coverage_pct),
-        drift_pct=_pct2(f.drift_pct),
-        drifting=f.drifting,
-        provider_tokens=_tokens(f.provider_tokens),
-        tracked_tokens=_tokens(f.tracked_tokens),
-    )
-
-
-def _day_payload(day: recon.DayFigures) -> schema.ReconciliationDay:
-    f = day.figures
-    return schema.ReconciliationDay(
-        day=day.day.isoformat(),
-        provider_cost_usd=_exact(f.provider_cost_usd),
-        tracked_cost_usd=_exact(f.tracked_cost_usd),
-        untracked_cost_usd=_exact(f.untracked_cost_usd),
-        coverage_pct=_pct2(f.coverage_pct),
-        drift_pct=_pct2(f.drift_pct),
-        provider_tokens=_tokens(f.provider_tokens),
-        tracked_tokens=_tokens(f.tracked_tokens),
-        models=[_model_payload(m) for m in day.models],
-    )
-
-
-def reconciliation_payload(data: recon.Reconciliation) -> schema.Reconciliation:
-    total = data.total
-    return schema.Reconciliation(
-        month=data.month.strftime("%Y-%m"),
-        has_report=data.has_report,
-        provider_cost_usd=_exact(total.provider_cost_usd),
-        tracked_cost_usd=_exact(total.tracked_cost_usd),
-        coverage_pct=_pct2(total.coverage_pct),
-        untracked_cost_usd=_exact(total.untracked_cost_usd),
-        untracked_tokens=_tokens(total.untracked_tokens),
-        drift_pct=_pct2(total.drift_pct),
-        report_sourced_cost_usd=_exact(data.report_sourced.provider_cost_usd),
-        not_in_report_cost_usd=_exact(data.not_in_report.tracked_cost_usd),
-        models=[_model_payload(m) for m in data.by_model],
-        days=[_day_payload(d) for d in data.by_day],
-    )
-
 
 @csrf_exempt  # see budget() above
 def reconciliation(request: HttpRequest) -> HttpResponse:
@@ -197,9 +127,4 @@ def _reconciliation(request: HttpRequest) -> HttpResponse:
         month = parse_month(query.month) if query.month else current_month()
     except (msgspec.ValidationError, MonthError):
         return api_error(400, "invalid", MONTH_RULE, field="month")
-    body = recon.cached(
-        month,
-        "api",
-        lambda: msgspec.json.encode(reconciliation_payload(recon.reconciliation_cached(month))),
-    )
-    return HttpResponse(body, content_type="application/json")
+    return HttpResponse(recon_outputs.api_output(month), content_type="application/json")

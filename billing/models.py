@@ -195,6 +195,77 @@ class ModelDailyRollup(UsageCounts, ReconTokens):  # type: ignore[misc, valid-ty
         return f"{self.client_id} {self.day} {self.provider} {self.model}"
 
 
+class TrackedModelDay(UsageCounts, ReconTokens):  # type: ignore[misc, valid-type]
+    """Every client's ``ModelDailyRollup`` rows of one agency-local day summed per
+    provider and model: the tracked side of the reconciliation's day × model cells (a
+    few rows a day instead of one per client and model). ``rows`` counts the rows
+    summed, so the report-sourced clients' part can be taken out exactly. Refreshed by
+    the rollup rebuild, in its transaction, for the days it rewrites."""
+
+    day = models.DateField()
+    provider = models.CharField(max_length=20)
+    model = models.CharField(max_length=128)
+    rows = models.BigIntegerField(default=0)
+    cost_usd = CostField(default=0, help_text="Raw provider cost of the priced events.")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["day", "provider", "model"], name="trackedmodelday_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.provider} {self.model}"
+
+
+class TrackedClientMonth(models.Model):
+    """One client's ``ModelDailyRollup`` rows of one agency month and provider, summed:
+    the tracked side of the reconciliation's spend by client (a row per client instead
+    of one per day and model). ``rows`` counts the rows summed, so the days the provider
+    has not reported can be taken out exactly. Refreshed by the rollup rebuild, in its
+    transaction, for the clients and months it rewrites."""
+
+    client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="+")
+    month = models.DateField(help_text="First day of the agency month.")
+    provider = models.CharField(max_length=20)
+    rows = models.BigIntegerField(default=0)
+    cost_usd = CostField(default=0, help_text="Raw provider cost of the priced events.")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["month", "provider", "client"], name="trackedclientmonth_unique"
+            ),
+        ]
+        indexes = [models.Index(fields=["client", "month"], name="trackedclientmonth_client")]
+
+    def __str__(self) -> str:
+        return f"{self.client_id} {self.month:%Y-%m} {self.provider}"
+
+
+class ReconciliationOutput(models.Model):
+    """A month's reconciliation as a page or the API shows it (rendered HTML, encoded
+    JSON), stored with the watermark it was computed under: every input's version (the
+    report's and the rollups' ``MonthVersion`` tokens, the key mapping's, the clients'
+    and the rate table's history). Reused, from any process and after the cache is
+    flushed, only while the watermark is the same; anything else is recomputed."""
+
+    month = models.DateField(help_text="First day of the agency month.")
+    what = models.CharField(max_length=40, help_text="Which output: 'api', 'page:<month>'.")
+    watermark = models.CharField(max_length=300)
+    content = models.BinaryField()
+    computed_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["month", "what"], name="reconciliationoutput_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.month:%Y-%m} {self.what}"
+
+
 class BudgetStatus(models.TextChoices):
     GREEN = "green", "Green (below 80%)"
     YELLOW = "yellow", "Yellow (80% to below 100%)"

@@ -17,7 +17,8 @@ from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 
-from agency.calendar import current_month, previous_month, today
+from agency.calendar import current_month, month_start, previous_month, today
+from billing.recon_outputs import recon_outputs_refresh
 from billing.services.alerts import (
     MAX_ATTEMPTS,
     AlertDeliveryError,
@@ -51,7 +52,21 @@ def budgets_recompute_task() -> int:
     # Cleared before reading: usage committed after this point schedules another run.
     cache.delete(RECOMPUTE_SCHEDULED_KEY)
     rollups_rebuild_dirty()
-    return len(budgets_recompute())
+    positions = budgets_recompute()
+    # Rebuilt rollups leave the month's stored reconciliation stale: store it again now
+    # rather than on its next visitor's request.
+    recon_outputs_refresh_task.delay_on_commit()
+    return len(positions)
+
+
+@shared_task(**AT_LEAST_ONCE)
+def recon_outputs_refresh_task() -> int:
+    """Store this month's and last month's reconciliation page and API answer again if
+    an input changed since (a rollup rebuild, a sync, a rate edit, a key mapping).
+    Returns how many months were computed (none when nothing changed)."""
+    day = today()
+    month = month_start(day)
+    return sum(recon_outputs_refresh(month=m, day=day) for m in (month, previous_month(month)))
 
 
 def budgets_recompute_soon(sender: Any = None, **kwargs: Any) -> None:

@@ -191,7 +191,10 @@ class PricingStatus(models.TextChoices):
 class UsageEvent(EventBuckets):
     """One LLM call: who it was for, what it used, and what it cost at the rate of its day."""
 
-    client = models.ForeignKey(Client, on_delete=models.PROTECT, related_name="usage_events")
+    # No index of its own: (client, occurred_at) below starts with it.
+    client = models.ForeignKey(
+        Client, on_delete=models.PROTECT, related_name="usage_events", db_index=False
+    )
     project = models.ForeignKey(
         Project, on_delete=models.PROTECT, null=True, blank=True, related_name="usage_events"
     )
@@ -244,6 +247,10 @@ class UsageEvent(EventBuckets):
     priced_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        # On PostgreSQL the table is partitioned by month of ``occurred_at``
+        # (tracking.partitions), and a unique index there would have to include
+        # ``occurred_at``; the (client, event_id) key is then kept unique across months by
+        # ``UsageEventKey`` and triggers instead, under this constraint's name.
         constraints = [
             models.UniqueConstraint(
                 fields=["client", "event_id"], name="usageevent_unique_client_event_id"
@@ -264,6 +271,51 @@ class UsageEvent(EventBuckets):
 
     def __str__(self) -> str:
         return f"{self.client_id}:{self.event_id}"
+
+
+class UsageEventKey(models.Model):
+    """PostgreSQL only: the idempotency key of every event ever stored, across monthly
+    partitions (and archived months), where it is the primary key.
+
+    Written only by triggers on the event table (tracking 0006): an insert whose key is
+    taken fails with ``unique_violation`` on ``usageevent_unique_client_event_id``, as
+    the plain table's unique constraint did; a delete removes the key; an update follows
+    it. ``row_id`` and ``occurred_at`` find the event row (and its partition). Detaching
+    an archived month keeps its keys, so a replay of an archived event is still a
+    duplicate, never a second row. Empty on SQLite, whose event table keeps the unique
+    constraint.
+    """
+
+    pk = models.CompositePrimaryKey("client_id", "event_id")
+    client_id = models.BigIntegerField()
+    event_id = models.CharField(max_length=128)
+    row_id = models.BigIntegerField()
+    occurred_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.client_id}:{self.event_id}"
+
+
+class ArchivedMonth(models.Model):
+    """An agency-local month whose events were detached from the event table
+    (``manage.py usage_partitions archive``). Its rollups, invoices and event keys stay;
+    new events for it are refused and its rollups are never rebuilt."""
+
+    month = models.DateField(unique=True, help_text="First day of the month, agency time zone.")
+    archived_at = models.DateTimeField()
+    events = models.BigIntegerField(help_text="Events detached.")
+    file = models.CharField(
+        max_length=500, blank=True, help_text="Where the events were written (gzipped CSV)."
+    )
+    table = models.CharField(
+        max_length=63, blank=True, help_text="The detached table, if it was kept."
+    )
+
+    class Meta:
+        ordering = ["month"]
+
+    def __str__(self) -> str:
+        return f"{self.month:%Y-%m}"
 
 
 class ApiKey(models.Model):
@@ -338,6 +390,30 @@ class DirtyDay(models.Model):
 
     def __str__(self) -> str:
         return f"{self.client_id} {self.day}"
+
+
+class DataKind(models.TextChoices):
+    REPORT = "report", "Provider report rows"
+    ROLLUPS = "rollups", "Rollups"
+
+
+class MonthVersion(models.Model):
+    """A token replaced, in the same transaction, whenever one kind of a month's data is
+    rewritten: the provider's report rows of its days (with their day sums) or the
+    rollups of its days. What is computed from a month (the stored reconciliation) keeps
+    the tokens it was computed under and is reused only while they are the same."""
+
+    kind = models.CharField(max_length=16, choices=DataKind)
+    month = models.DateField(help_text="First day of the month (the days' dates).")
+    token = models.CharField(max_length=32)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["kind", "month"], name="monthversion_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.month:%Y-%m} {self.token}"
 
 
 class SyncStatus(models.TextChoices):

@@ -58,6 +58,7 @@ from tracking.models import (
     ProviderReportRow,
     UsageEvent,
 )
+from tracking.partitions import months_archived
 from tracking.pricing import report_usage
 from tracking.rates import RateBook, Resolution
 from tracking.services import (
@@ -125,6 +126,9 @@ class ApplyResult:
     unpriced: int = 0
     # (client id, local day) pairs left to the events the client posted that day.
     skipped_posted_days: set[tuple[int, date]] = field(default_factory=set)
+    # Days of archived months (tracking.partitions): their events are detached, the
+    # report's revision of them is not applied.
+    archived_days: set[date] = field(default_factory=set)
     client_ids: set[int] = field(default_factory=set)
 
 
@@ -226,8 +230,12 @@ def _apply(provider: str, days: list[date], result: ApplyResult, *, now: datetim
         )
     )
     book = RateBook.load()
+    archived = months_archived()
     # One day at a time: a month of a large report stays a day's worth of rows in memory.
     for day in days:
+        if month_start(day) in archived:
+            result.archived_days.add(day)
+            continue
         _apply_day(provider, day, owners, closed, book, result, now=now)
 
 

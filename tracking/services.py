@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import operator
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -17,7 +18,14 @@ from django.utils import timezone
 
 from agency.calendar import local_day, month_start
 from tracking.buckets import BUCKETS, COST_COLUMNS, TOKEN_COLUMNS
-from tracking.models import ClosedPeriod, DirtyDay, PricingStatus, UsageEvent
+from tracking.models import (
+    ClosedPeriod,
+    DataKind,
+    DirtyDay,
+    MonthVersion,
+    PricingStatus,
+    UsageEvent,
+)
 from tracking.pricing import (
     NormalizedUsage,
     UsageError,
@@ -123,6 +131,22 @@ class RepriceResult:
     changed: int = 0
     still_unpriced: int = 0
     skipped_closed: int = 0
+
+
+def month_versions_touch(*, kind: DataKind, days: Iterable[date]) -> None:
+    """Give the months of these days a new ``MonthVersion`` token of ``kind``: call it in
+    the transaction that rewrites their data. One upsert; on PostgreSQL the row stays
+    locked to the end of the transaction, so writers of one month's data commit in turn
+    (call it last, to hold the lock briefly)."""
+    months = sorted({day.replace(day=1) for day in days})
+    if not months:
+        return
+    MonthVersion.objects.bulk_create(
+        [MonthVersion(kind=kind, month=month, token=uuid.uuid4().hex) for month in months],
+        update_conflicts=True,
+        unique_fields=["kind", "month"],
+        update_fields=["token"],
+    )
 
 
 def usage_events_reprice(

@@ -4,6 +4,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from celery import shared_task
 
+from tracking.partitions import partitions_ensure
 from tracking.provider_reports.services import provider_report_sync, providers_configured
 from tracking.services import usage_events_reprice
 
@@ -42,3 +43,10 @@ def provider_usage_sync_recent_task(days: int = 3) -> list[str]:
     for provider in providers:
         provider_usage_sync_task.delay(provider, since.isoformat(), until.isoformat())
     return providers
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def usage_partitions_ensure_task() -> list[str]:
+    """Create the event table's missing monthly partitions ahead of time (PostgreSQL);
+    the names created. Idempotent."""
+    return partitions_ensure()

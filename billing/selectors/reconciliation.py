@@ -50,17 +50,26 @@ from decimal import Decimal, localcontext
 from typing import Any, TypeVar
 
 from django.core.cache import cache
-from django.db.models import Count, Exists, Max, OuterRef, Q, Sum
+from django.db.models import Count, Exists, Max, Min, OuterRef, Q, Sum
 from django.db.models.functions import Coalesce
+from django.utils import timezone
 
 from agency.calendar import local_days, month_bounds
 from agency.db import ExactSum
 from agency.models import Client, UsageSource
-from billing.models import DailyRollup, ModelDailyRollup
+from billing.models import (
+    DailyRollup,
+    ModelDailyRollup,
+    ReconciliationOutput,
+    TrackedClientMonth,
+    TrackedModelDay,
+)
 from tracking.buckets import Reach, token_columns
 from tracking.models import (
     AccountKind,
+    DataKind,
     ModelRate,
+    MonthVersion,
     ProviderAccount,
     ProviderReportRow,
     ReportAccountDay,
@@ -76,7 +85,7 @@ Rollup = type[ModelDailyRollup] | type[DailyRollup]
 ZERO = Decimal("0")
 CENTS_PER_USD = Decimal("100")
 HUNDRED = Decimal("100")
-# How long a computed reconciliation is reused (see reconciliation_cached).
+# How long the cache keeps a month's figures (see cached and stored).
 RECON_CACHE_SECONDS = 300
 # A model's price differs from the provider's list price by more than this: drift.
 DRIFT_LIMIT_PCT = Decimal("0.5")
@@ -370,6 +379,60 @@ def _tracked_groups(first: date, last: date, rollup: Rollup) -> Any:
     )
 
 
+def _tracked_from_sums(first: date, last: date) -> tuple[list[dict[str, Any]], Figures]:
+    """What ``_tracked_groups`` and ``_sourced_tracked`` return, to the last decimal,
+    from the day sums (``TrackedModelDay``, every client) minus the per-model rollups of
+    report-sourced clients (few, read through their (client, day) index): the month's
+    tracked groups of the other clients, and the report-sourced clients' figures. A
+    client's usage source changes without touching the sums."""
+    key_fields = ("day", "provider", "model")
+    parts = (
+        ModelDailyRollup.objects.filter(
+            day__gte=first, day__lte=last, client__usage_source=UsageSource.PROVIDER_REPORT
+        )
+        .order_by()
+        .values(*key_fields)
+        .annotate(
+            n_rows=Count("pk"),
+            cost=ExactSum("cost_usd"),
+            unpriced=Sum("unpriced_events"),
+            **{kind: Sum(kind) for kind in TOKEN_KINDS},
+        )
+    )
+    sourced_figures = Figures()
+    sourced: dict[tuple[Any, ...], dict[str, Any]] = {}
+    with localcontext(prec=60):  # exact: no rounding of any sum
+        for part in parts:
+            sourced[tuple(part[f] for f in key_fields)] = part
+            sourced_figures.tracked_cost_usd += part["cost"]
+            for kind in TOKEN_KINDS:
+                sourced_figures.tracked_tokens[kind] += part[kind] or 0
+        groups = []
+        sums = TrackedModelDay.objects.filter(day__gte=first, day__lte=last).order_by()
+        for values in sums.values():
+            whole: dict[str, Any] = dict(values)
+            part = sourced.get(tuple(whole[f] for f in key_fields))
+            if part is None:
+                groups.append(
+                    {
+                        **{f: whole[f] for f in key_fields},
+                        "cost": whole["cost_usd"],
+                        "unpriced": whole["unpriced_events"],
+                        **{kind: whole[kind] for kind in TOKEN_KINDS},
+                    }
+                )
+            elif part["n_rows"] < whole["rows"]:  # else every row is a sourced client's
+                groups.append(
+                    {
+                        **{f: whole[f] for f in key_fields},
+                        "cost": whole["cost_usd"] - part["cost"],
+                        "unpriced": whole["unpriced_events"] - (part["unpriced"] or 0),
+                        **{kind: whole[kind] - (part[kind] or 0) for kind in TOKEN_KINDS},
+                    }
+                )
+    return groups, sourced_figures
+
+
 def _tracked_figures(group: dict[str, Any]) -> Figures:
     figures = Figures()
     figures.tracked_cost_usd = group["cost"] if group["cost"] is not None else ZERO
@@ -436,7 +499,11 @@ def _accounts(
             by_client[(provider, client.pk)] = owner
         owner.accounts.append(account.label or label)
         owner.provider_cost_usd += cost
-    tracked = _tracked_by_client(first, last, reported, rollup)
+    tracked = (
+        _tracked_by_client(first, last, reported, rollup)
+        if legacy
+        else _tracked_by_client_from_sums(first, last, reported)
+    )
     mapped_clients = {client_id for _, client_id in by_client}
     for (provider, client_id), owner in by_client.items():
         # A report-sourced client's usage is the report: nothing to set against it.
@@ -483,6 +550,40 @@ def _tracked_by_client(
     }
 
 
+def _tracked_by_client_from_sums(
+    first: date, last: date, reported: dict[str, set[date]]
+) -> dict[tuple[str, int], Decimal]:
+    """What ``_tracked_by_client`` returns, to the last decimal, from the clients' month
+    sums (``TrackedClientMonth``) minus their per-model rollups of the days the provider
+    did not report (none for a month synced in full; today, usually, for this month)."""
+    if not reported:
+        return {}
+    sums = (
+        TrackedClientMonth.objects.filter(month=first, provider__in=sorted(reported))
+        .exclude(client__usage_source=UsageSource.PROVIDER_REPORT)
+        .values_list("provider", "client_id", "rows", "cost_usd")
+    )
+    tracked = {(provider, client_id): (rows, cost) for provider, client_id, rows, cost in sums}
+    missing = Q(pk__in=[])
+    for provider, days in reported.items():
+        gaps = [day for day in local_days(first, last) if day not in days]
+        if gaps:
+            missing |= Q(provider=provider, day__in=gaps)
+    parts = (
+        ModelDailyRollup.objects.filter(missing)
+        .exclude(client__usage_source=UsageSource.PROVIDER_REPORT)
+        .order_by()
+        .values("provider", "client_id")
+        .annotate(n_rows=Count("pk"), cost=ExactSum("cost_usd"))
+    )
+    with localcontext(prec=60):  # exact: no rounding of either sum
+        for part in parts:
+            key = (part["provider"], part["client_id"])
+            rows, cost = tracked.get(key, (0, ZERO))
+            tracked[key] = (rows - part["n_rows"], cost - part["cost"])
+    return {key: cost for key, (rows, cost) in tracked.items() if rows > 0}
+
+
 def reconciliation_for(month: date) -> Reconciliation:
     """The reconciliation of the agency month containing ``month`` (see the module
     docstring for the rules). Unrounded: rounding happens where figures are shown."""
@@ -518,13 +619,20 @@ def _reconciliation(month: date, *, legacy: bool) -> Reconciliation:
         cells[(group["day"], group["provider"], model)].merge(figures)
     not_in_report = Figures()
     if reported:
-        for group in _tracked_groups(first, last, rollup):
+        if legacy:
+            tracked_groups, sourced_tracked = (
+                _tracked_groups(first, last, rollup),
+                _sourced_tracked(first, last, rollup),
+            )
+        else:
+            tracked_groups, sourced_tracked = _tracked_from_sums(first, last)
+        for group in tracked_groups:
             tracked = _tracked_figures(group)
             if group["day"] in reported.get(group["provider"], ()):
                 cells[(group["day"], group["provider"], group["model"])].merge(tracked)
             else:
                 not_in_report.merge(tracked)
-    report_sourced.merge(_sourced_tracked(first, last, rollup) if reported else Figures())
+        report_sourced.merge(sourced_tracked)
     accounts, unattributed = (
         _accounts(first, last, reported, rollup, legacy=legacy) if reported else ([], ZERO)
     )
@@ -574,14 +682,24 @@ def _assemble(
     )
 
 
-def _watermark() -> str:
-    """What the cached reconciliation depends on besides the rollups: the report rows
-    (a sync deletes and inserts, so the highest id moves), the key/workspace mapping and
-    the clients' usage source (their history), and the rate table. Index reads only."""
-    rows = ProviderReportRow.objects.aggregate(m=Max("id"), n=Max("sync_run_id"))
+def _watermark(month: date) -> str:
+    """A version of everything the month's reconciliation is computed from: the report
+    rows and the rollups of its days (their ``MonthVersion`` tokens, replaced in the
+    transaction that rewrites them: a sync, a rollup rebuild), the key/workspace mapping
+    and the clients' usage source and names (their history), and the rate table. The
+    highest report row and sync run ids stay as a second guard, with the report's first
+    and last day (the page's month picker, ``report_months``). Index reads only."""
+    rows = ProviderReportRow.objects.aggregate(
+        m=Max("id"), n=Max("sync_run_id"), first=Min("day"), last=Max("day")
+    )
+    versions = dict(MonthVersion.objects.filter(month=month).values_list("kind", "token"))
     parts = [
+        versions.get(DataKind.REPORT, "-"),
+        versions.get(DataKind.ROLLUPS, "-"),
         rows["m"],
         rows["n"],
+        rows["first"],
+        rows["last"],
         ProviderAccount.history.aggregate(m=Max("history_id"))["m"],
         Client.history.aggregate(m=Max("history_id"))["m"],
         ModelRate.history.aggregate(m=Max("history_id"))["m"],
@@ -591,17 +709,14 @@ def _watermark() -> str:
 
 def cached(month: date, what: str, build: Callable[[], T]) -> T:
     """``build()``, reused for ``RECON_CACHE_SECONDS`` under a key of the month, ``what``
-    and the watermark. What the page, the API and the overview's line show is cached
-    whole (rendered or encoded), so a warm request costs the watermark and one read.
+    and the watermark (see ``_watermark``). Alerts read ``reconciliation_for`` uncached.
 
-    Why: tracked spend is summed from the wide rollups (client × day × project × feature
-    × model), ~800,000 rows for a month at 200 clients and 10M events: seconds under
-    load. The provider's figures change only when a sync runs and the key carries a
-    watermark of the report, the mapping and the rates, so a sync shows at once; late or
-    re-priced events show within ``RECON_CACHE_SECONDS``, like the overview's sums of
-    past days. Alerts read ``reconciliation_for`` uncached.
+    Why: summing a month takes hundreds of milliseconds at 200 clients and 10M events.
+    The watermark moves with every input, so a sync, a rebuild, a mapping or a rate edit
+    shows at once; the expiry only bounds what the cache holds.
     """
-    key = f"recon:v1:{what}:{month_bounds(month)[0]}:{_watermark()}"
+    first = month_bounds(month)[0]
+    key = f"recon:v2:{what}:{first}:{_watermark(first)}"
     value: tuple[T] | None = cache.get(key)
     if value is None:
         value = (build(),)  # a 1-tuple: None is a value (no report), not a miss
@@ -609,15 +724,47 @@ def cached(month: date, what: str, build: Callable[[], T]) -> T:
     return value[0]
 
 
-def reconciliation_cached(month: date) -> Reconciliation:
-    return cached(month, "data", lambda: reconciliation_for(month))
+def stored(month: date, what: str, build: Callable[[], bytes]) -> bytes:
+    """What the page or the API shows for a month (``build()``: rendered, encoded),
+    from the cache, else from ``ReconciliationOutput`` (the database: it survives a
+    flushed cache and serves every process), else built and stored in both. Reused only
+    under the same watermark: the watermark is read before anything is computed, so an
+    input changed meanwhile leaves a stored output that no later request matches."""
+    first = month_bounds(month)[0]
+    watermark = _watermark(first)
+    key = f"recon:v2:{what}:{first}:{watermark}"
+    value: bytes | None = cache.get(key)
+    if value is not None:
+        return value
+    row = ReconciliationOutput.objects.filter(month=first, what=what, watermark=watermark)
+    content = row.values_list("content", flat=True).first()
+    if content is None:
+        content = build()
+        # An upsert: two requests building the same month at once both succeed.
+        ReconciliationOutput.objects.bulk_create(
+            [
+                ReconciliationOutput(
+                    month=first,
+                    what=what,
+                    watermark=watermark,
+                    content=content,
+                    computed_at=timezone.now(),
+                )
+            ],
+            update_conflicts=True,
+            unique_fields=["month", "what"],
+            update_fields=["watermark", "content", "computed_at"],
+        )
+    value = bytes(content)
+    cache.set(key, value, RECON_CACHE_SECONDS)
+    return value
 
 
 def coverage_summary(month: date) -> Figures | None:
     """The month's totals for the overview's one line; None without report rows."""
 
     def build() -> Figures | None:
-        data = reconciliation_cached(month)
+        data = reconciliation_for(month)
         return data.total if data.has_report else None
 
     return cached(month, "total", build)

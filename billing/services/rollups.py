@@ -30,7 +30,15 @@ from django.db.models import Count, Max, Min, Q, QuerySet, Sum, Value
 from django.db.models.functions import Coalesce, Trunc, TruncDate
 from django.utils import timezone
 
-from agency.calendar import day_bounds, local_day, local_days, today, zone
+from agency.calendar import (
+    day_bounds,
+    local_day,
+    local_days,
+    month_bounds,
+    month_start,
+    today,
+    zone,
+)
 from agency.db import ExactSum
 from agency.models import Client
 from agency.money import COST_PLACES, apply_markup
@@ -40,10 +48,13 @@ from billing.models import (
     HourlyRollup,
     ModelDailyRollup,
     PromptDailyRollup,
+    TrackedClientMonth,
+    TrackedModelDay,
 )
 from tracking.buckets import GROUPED, Reach, cost_columns, token_columns
-from tracking.models import DirtyDay, PricingStatus, UsageEvent
-from tracking.services import dirty_days_mark
+from tracking.models import DataKind, DirtyDay, PricingStatus, UsageEvent
+from tracking.partitions import months_archived
+from tracking.services import dirty_days_mark, month_versions_touch
 
 logger = logging.getLogger(__name__)
 
@@ -250,7 +261,9 @@ def _lock_clients(client_ids: Iterable[int]) -> None:
 def rollups_rebuild_days(*, client_id: int, days: Iterable[date]) -> int:
     """Rebuild the daily and hourly rollups of these agency-local days of one client from
     their raw events. Returns the number of daily rollup rows written."""
-    day_list = sorted(set(days))
+    # An archived month's events are detached (tracking.partitions): its rollups stay.
+    archived = months_archived()
+    day_list = sorted({day for day in days if month_start(day) not in archived})
     if not day_list:
         return 0
     _lock_clients([client_id])
@@ -280,9 +293,88 @@ def _model_rows_insert(days: list[date], client_ids: list[int] | None) -> None:
     reads them), which must be current and the model rows gone.
     Summing the stored rows, not the events again, keeps the rebuild cheap (~8 rows per
     client and day instead of a third pass over the events) and makes the two rollups
-    agree by construction: a NUMERIC sum of NUMERICs is exact."""
+    agree by construction: a NUMERIC sum of NUMERICs is exact. Then the reconciliation's
+    sums of them (``_recon_sums_refresh``)."""
     if not days:
         return
+    _model_rows_write(days, client_ids)
+    _recon_sums_refresh(days, client_ids)
+
+
+def _recon_sums_refresh(days: Iterable[date], client_ids: list[int] | None) -> None:
+    """After the ``ModelDailyRollup`` rows of these days (these clients, or all) were
+    rewritten: give their months a new rollups version (what is computed from them, the
+    stored reconciliation, is stale from this commit on) and re-sum what the
+    reconciliation reads, ``TrackedModelDay`` of the days and ``TrackedClientMonth`` of
+    the clients' months. Last of a rebuild's writes.
+
+    The version comes first because its upsert locks the month's version row until
+    commit (PostgreSQL): rebuilds of one month's days re-sum in turn, each after the
+    previous one committed, so a day's sum over every client never misses another
+    rebuild's clients. Every statement after the lock reads what is committed."""
+    day_list = sorted(set(days))
+    if not day_list:
+        return
+    month_versions_touch(kind=DataKind.ROLLUPS, days=day_list)
+    TrackedModelDay.objects.filter(day__in=day_list).delete()
+    model_sums: dict[str, Any] = {name: Sum(name) for name in MODEL_TOKEN_FIELDS}
+    groups = (
+        ModelDailyRollup.objects.filter(day__in=day_list)
+        .order_by()
+        .values("day", "provider", "model")
+        .annotate(
+            n_rows=Count("pk"),
+            n_events=Sum("events"),
+            n_unpriced=Sum("unpriced_events"),
+            cost=ExactSum("cost_usd"),
+            **{f"sum_{name}": value for name, value in model_sums.items()},
+        )
+    )
+    made = []
+    for values in groups:
+        group: dict[str, Any] = dict(values)
+        made.append(
+            TrackedModelDay(
+                day=group["day"],
+                provider=group["provider"],
+                model=group["model"],
+                rows=group["n_rows"],
+                events=group["n_events"] or 0,
+                unpriced_events=group["n_unpriced"] or 0,
+                cost_usd=group["cost"] if group["cost"] is not None else ZERO,
+                **{name: group[f"sum_{name}"] or 0 for name in MODEL_TOKEN_FIELDS},
+            )
+        )
+    TrackedModelDay.objects.bulk_create(made, batch_size=1000)
+    months = sorted({day.replace(day=1) for day in day_list})
+    stale = TrackedClientMonth.objects.filter(month__in=months)
+    if client_ids is not None:
+        stale = stale.filter(client_id__in=client_ids)
+    stale.delete()
+    for month in months:
+        first, last = month_bounds(month)
+        rows = ModelDailyRollup.objects.filter(day__gte=first, day__lte=last).order_by()
+        if client_ids is not None:
+            rows = rows.filter(client_id__in=client_ids)
+        sums = rows.values("client_id", "provider").annotate(
+            n_rows=Count("pk"), cost=ExactSum("cost_usd")
+        )
+        TrackedClientMonth.objects.bulk_create(
+            [
+                TrackedClientMonth(
+                    client_id=group["client_id"],
+                    month=month,
+                    provider=group["provider"],
+                    rows=group["n_rows"],
+                    cost_usd=group["cost"] if group["cost"] is not None else ZERO,
+                )
+                for group in sums
+            ],
+            batch_size=1000,
+        )
+
+
+def _model_rows_write(days: list[date], client_ids: list[int] | None) -> None:
     if connection.vendor == "postgresql":
         params: dict[str, Any] = {"days": days, "clients": client_ids}
         client_filter = "AND r.client_id = ANY(%(clients)s)" if client_ids is not None else ""
@@ -411,7 +503,8 @@ def rollups_rebuild_dirty() -> int:
 
 def rollups_rebuild_period(*, start: date, end: date, client_id: int | None = None) -> int:
     """Rebuild the rollups of every agency-local day from ``start`` to ``end`` inclusive
-    (one client, or all). Days without events lose their rows. Returns the number of
+    (one client, or all). Days without events lose their rows; days of archived months
+    keep theirs (tracking.partitions). Returns the number of
     daily rollup rows written. One transaction per day, so a long rebuild never holds a
     month of locks and can be interrupted and rerun."""
     if end < start:
@@ -440,6 +533,8 @@ def rollups_rebuild_period(*, start: date, end: date, client_id: int | None = No
             rows.delete()
         for pair_client, days in sorted(by_client.items()):
             written += rollups_rebuild_days(client_id=pair_client, days=days)
+        # Days and clients left without events lost their rows above.
+        _recon_sums_refresh(local_days(start, end), None if client_id is None else [client_id])
     return written
 
 
@@ -518,6 +613,9 @@ GROUP BY r.client_id, r.day, r.provider, r.model
 def _rebuild_day_sql(day: date, only: list[int] | None) -> int:
     """Rebuild one local day for these clients (all when ``only`` is None) in one
     transaction: the same rows as ``rollups_rebuild_days``, from two statements."""
+    if month_start(day) in months_archived():
+        # Its events are detached (tracking.partitions): the rollups are all that is left.
+        return 0
     start, end = day_bounds(day)
     events = UsageEvent.objects.filter(occurred_at__gte=start, occurred_at__lt=end)
     stored = [model.objects.filter(day=day) for model in DAY_MODELS]
@@ -529,6 +627,7 @@ def _rebuild_day_sql(day: date, only: list[int] | None) -> int:
     for rows in stored:
         rows.delete()
     if not client_ids:
+        _recon_sums_refresh([day], only)  # rows may have gone
         return 0
     markups = MarkupBook(client_ids)
     params: dict[str, Any] = {"day": day, "start": start, "end": end, "clients": only}

@@ -14,6 +14,7 @@ client's pricing-details option (Client.show_pricing_details), frozen with the i
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import date
 
 from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, StreamingHttpResponse
@@ -27,6 +28,7 @@ from agency.selectors import client_for
 from billing.csv_export import csv_lines, event_csv, invoice_lines_rows
 from billing.pdf import invoice_pdf_render
 from billing.selectors.invoices import invoice_events, invoice_for, month_events
+from tracking.partitions import months_archived
 
 
 def _filename(invoice_number: str | None, pk: int) -> str:
@@ -61,9 +63,12 @@ def invoice_lines_csv(request: HttpRequest, slug: str, pk: int) -> StreamingHttp
 @never_cache
 @login_required
 @require_GET
-def invoice_events_csv(request: HttpRequest, slug: str, pk: int) -> StreamingHttpResponse:
+def invoice_events_csv(request: HttpRequest, slug: str, pk: int) -> HttpResponseBase:
     client = client_for(request.user, slug)
     invoice = invoice_for(client, pk, include_drafts=request.user.is_staff)
+    months = {invoice.month, *invoice.lines.values_list("usage_month", flat=True)}
+    if gone := _archived(months):
+        return gone
     events = invoice_events(invoice)
     first = invoice.lines.order_by("usage_month").values_list("usage_month", flat=True).first()
     days = (first or invoice.month, next_month(invoice.month))
@@ -74,16 +79,34 @@ def invoice_events_csv(request: HttpRequest, slug: str, pk: int) -> StreamingHtt
 @never_cache
 @login_required
 @require_GET
-def usage_month_csv(request: HttpRequest, slug: str, month: str) -> StreamingHttpResponse:
+def usage_month_csv(request: HttpRequest, slug: str, month: str) -> HttpResponseBase:
     client = client_for(request.user, slug)
     try:
         first_day = parse_month(month)
     except MonthError:
         raise Http404("No such month") from None
+    if gone := _archived({first_day}):
+        return gone
     events = month_events(client, first_day)
     days = (first_day, next_month(first_day))
     lines = event_csv(events, client_id=client.pk, days=days, **_event_money(request, client))
     return _csv(lines, f"{client.slug}-usage-{first_day:%Y-%m}.csv")
+
+
+def _archived(months: Iterable[date | None]) -> HttpResponse | None:
+    """410 for an export whose raw events were archived (tracking.partitions): an empty
+    CSV would read as "no usage"."""
+    archived = sorted(m for m in months if m is not None and m in months_archived())
+    if not archived:
+        return None
+    names = ", ".join(f"{m:%Y-%m}" for m in archived)
+    return HttpResponse(
+        f"The events of {names} were archived and are no longer in ClientMeter's database; "
+        "the agency keeps them in its archive files. Invoices and their lines CSV are "
+        "unchanged.\n",
+        status=410,
+        content_type="text/plain; charset=utf-8",
+    )
 
 
 def _event_money(request: HttpRequest, client: Client) -> dict[str, bool]:

@@ -13,6 +13,8 @@ QUEUES = {
     "usage": [
         "tracking.tasks.reprice_unpriced_task",
         "billing.tasks.budgets_recompute_task",
+        "billing.tasks.recon_outputs_refresh_task",
+        "tracking.tasks.usage_partitions_ensure_task",
     ],
     "notify": [
         "billing.tasks.alert_delivery_send_task",

@@ -225,3 +225,25 @@ def test_the_data_migration_keeps_a_file_already_moved(tmp_path, settings):
     _migration().move_to_private(global_apps, None)
     assert private.open("invoices/2026/INV-2026-00002.pdf").read() == b"%PDF-kept"
     assert not media.exists("invoices/2026/INV-2026-00002.pdf")
+
+
+# --- an archived month ------------------------------------------------------------------
+
+
+def test_event_exports_of_an_archived_month_say_so_and_the_invoice_stays(issued, client):
+    """Its raw events left the database (tracking.partitions): an empty CSV would read as
+    "no usage", so the event exports answer 410; the invoice's own files are unchanged."""
+    from tracking.models import ArchivedMonth
+
+    ArchivedMonth.objects.create(month=OCT, archived_at=at(12, 2), events=1)
+    pdf, lines, events, usage = download_urls(issued)
+    for user in (StaffFactory.create(), ClientMembershipFactory.create(client=issued.client).user):
+        client.force_login(user)
+        assert client.get(pdf).status_code == 200
+        assert client.get(lines).status_code == 200
+        for url in (events, usage):
+            response = client.get(url)
+            assert response.status_code == 410
+            assert "events of 2026-10 were archived" in response.content.decode()
+    client.force_login(ClientMembershipFactory.create(client=ClientFactory.create()).user)
+    assert [client.get(url).status_code for url in (pdf, lines, events, usage)] == [404] * 4

@@ -119,6 +119,7 @@ def test_each_task_has_the_delivery_semantics_the_readme_states():
     expected = {
         "tracking.tasks.reprice_unpriced_task": at_least_once,
         "billing.tasks.budgets_recompute_task": at_least_once,
+        "billing.tasks.recon_outputs_refresh_task": at_least_once,
         "billing.tasks.alert_delivery_send_task": at_least_once,
         "billing.tasks.alert_deliveries_retry_task": at_least_once,
         "billing.tasks.invoices_generate_task": at_least_once,
@@ -127,6 +128,7 @@ def test_each_task_has_the_delivery_semantics_the_readme_states():
         "tracking.tasks.provider_usage_sync_task": at_least_once,
         "tracking.tasks.provider_usage_sync_recent_task": at_least_once,
         "billing.tasks.invoice_pdf_prepare_task": at_least_once,
+        "tracking.tasks.usage_partitions_ensure_task": at_least_once,
     }
     ours = {name: task for name, task in app.tasks.items() if not name.startswith("celery.")}
     assert {name: (t.acks_late, t.reject_on_worker_lost) for name, t in ours.items()} == expected

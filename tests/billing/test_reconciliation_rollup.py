@@ -16,13 +16,13 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from django.db.models import Q, Sum
+from django.db.models import Count, Q, Sum
 from django.db.models.functions import TruncDate
 
 from agency.calendar import day_bounds, month_bounds, zone
 from agency.db import ExactSum
 from agency.models import Client, UsageSource
-from billing.models import DailyRollup, ModelDailyRollup
+from billing.models import DailyRollup, ModelDailyRollup, TrackedClientMonth, TrackedModelDay
 from billing.selectors.reconciliation import (
     TOKEN_KINDS,
     Reconciliation,
@@ -201,3 +201,71 @@ def test_a_client_switched_to_the_report_moves_aside_without_a_rebuild(
     clients["beta"].save()
     recon = assert_identical(NOVEMBER)
     assert recon.report_sourced.tracked_cost_usd == raw(NOVEMBER, sourced=True)["cost"]
+
+
+def sums_from_the_rollups() -> tuple[set[tuple[Any, ...]], set[tuple[Any, ...]]]:
+    """``TrackedModelDay`` and ``TrackedClientMonth`` as they should be: re-summed from
+    the per-model rollups now."""
+    by_day = {
+        (g["day"], g["provider"], g["model"], g["n"], g["cost"], g["input_tokens"])
+        for g in ModelDailyRollup.objects.values("day", "provider", "model").annotate(
+            n=Count("pk"), cost=ExactSum("cost_usd"), input_tokens=Sum("input_tokens")
+        )
+    }
+    by_month: dict[tuple[int, date, str], list[Any]] = {}
+    for client_id, day, provider, cost in ModelDailyRollup.objects.values_list(
+        "client_id", "day", "provider", "cost_usd"
+    ):
+        entry = by_month.setdefault((client_id, day.replace(day=1), provider), [0, Decimal(0)])
+        entry[0] += 1
+        entry[1] += cost
+    return by_day, {(*key, n, cost) for key, (n, cost) in by_month.items()}
+
+
+def stored_sums() -> tuple[set[tuple[Any, ...]], set[tuple[Any, ...]]]:
+    return (
+        set(
+            TrackedModelDay.objects.values_list(
+                "day", "provider", "model", "rows", "cost_usd", "input_tokens"
+            )
+        ),
+        set(
+            TrackedClientMonth.objects.values_list(
+                "client_id", "month", "provider", "rows", "cost_usd"
+            )
+        ),
+    )
+
+
+def test_the_rebuild_keeps_the_reconciliations_sums(clients: dict[str, Client]) -> None:
+    assert stored_sums() == sums_from_the_rollups()
+    assert TrackedModelDay.objects.count() > 0
+    # A late event, then a rebuild of that one client and day.
+    priced_event(clients["beta"], at=utc(2026, 11, 20, 18), model="claude-sonnet-4-5")
+    rollups_rebuild_dirty()
+    assert stored_sums() == sums_from_the_rollups()
+    # Every event of a client's day gone: the rebuild leaves it no rows.
+    UsageEvent.objects.filter(client=clients["loose"]).delete()
+    rollups_rebuild_period(start=OCTOBER, end=date(2026, 12, 31), client_id=clients["loose"].pk)
+    assert not TrackedClientMonth.objects.filter(client=clients["loose"]).exists()
+    assert stored_sums() == sums_from_the_rollups()
+    # A whole day's events gone, for every client.
+    UsageEvent.objects.filter(occurred_at__gte=utc(2026, 11, 15, 5)).filter(
+        occurred_at__lt=utc(2026, 11, 16, 5)
+    ).delete()
+    rollups_rebuild_period(start=date(2026, 11, 15), end=date(2026, 11, 15))
+    assert not TrackedModelDay.objects.filter(day=date(2026, 11, 15)).exists()
+    assert stored_sums() == sums_from_the_rollups()
+    assert_identical(NOVEMBER)
+
+
+def test_a_model_only_report_sourced_clients_used_is_left_out(
+    clients: dict[str, Client],
+) -> None:
+    """On a reported day, a day × model whose every rollup row is a report-sourced
+    client's has no tracked cell (the day sum minus their part is nothing, not $0)."""
+    priced_event(clients["sourced"], at=utc(2026, 11, 14, 18), model="claude-opus-4-1")
+    rollups_rebuild_dirty()
+    recon = assert_identical(NOVEMBER)
+    day = next(d for d in recon.by_day if d.day == date(2026, 11, 14))
+    assert "claude-opus-4-1" not in {m.model for m in day.models}

@@ -8,17 +8,19 @@ be priced as sent, or carries a string longer than the column it would be stored
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import msgspec
 from django.conf import settings
 from django.db import models
 
+from agency.calendar import local_day, month_range, month_start, shift_month
 from agency.models import Client, UsageSource
 from tracking.ingest.results import EventOutcome
 from tracking.ingest.validate import ValidEvent
 from tracking.models import UsageEvent
+from tracking.partitions import months_archived
 from tracking.pricing import NormalizedUsage, UsageError, normalize_usage
 from tracking.rates import RateBook, Resolution
 from tracking.schema import Event
@@ -139,11 +141,13 @@ def rows_build(
 ) -> list[Row]:
     """Price each event at the rate of its day into a row; refuse what cannot be stored."""
     oldest = now - timedelta(days=settings.INGEST_BACKFILL_DAYS)
+    archive = _Archive(now)
     rows = []
     for valid, client in owned:
         event, outcome = valid.event, outcomes[valid.index]
         try:
             occurred_at = _in_window(valid, oldest, now, backfill_allowed=backfill_allowed)
+            archive.check(occurred_at)
             usage = normalize_usage(event.provider, event.usage, service_tier=event.service_tier)
             resolution = book.resolve(event.provider, event.model, occurred_at)
             values = _row_values(valid, client, usage, resolution, occurred_at, now)
@@ -161,6 +165,30 @@ class _Refused(Exception):
     def __init__(self, field: str, message: str, code: str = "invalid") -> None:
         super().__init__(message)
         self.field, self.message, self.code = field, message, code
+
+
+class _Archive:
+    """Refuses events of archived months (tracking.partitions): their rows are detached,
+    so a new one could never be rolled up or invoiced. Only months before the previous
+    one can be archived, so the archived months are read (once) only for such events."""
+
+    def __init__(self, now: datetime) -> None:
+        self.recent = month_range(shift_month(local_day(now), -1))[0]
+        self.months: set[date] | None = None
+
+    def check(self, occurred_at: datetime) -> None:
+        if occurred_at >= self.recent:
+            return
+        if self.months is None:
+            self.months = months_archived()
+        month = month_start(local_day(occurred_at))
+        if month in self.months:
+            raise _Refused(
+                "occurred_at",
+                f"falls in {month:%Y-%m}, whose events are archived; nothing more can be "
+                "recorded for that month",
+                "archived_month",
+            )
 
 
 def _in_window(

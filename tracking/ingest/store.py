@@ -1,11 +1,14 @@
 """Step 3: store the rows and tell each event accepted, duplicate or conflict.
 
-The insert is ``INSERT … ON CONFLICT (client_id, event_id) DO NOTHING RETURNING`` (on
-PostgreSQL from a COPYed staging table, multi-row chunks on SQLite), so only rows that
-come back are accepted and there is no check-then-insert race; one SELECT of (event_id,
-fingerprint) then classifies the rest. A concurrent identical insert waits on the unique
-index and then returns nothing, which makes it a duplicate (PostgreSQL's documented ON
-CONFLICT behaviour). Values are adapted with the backend adapters ``get_db_prep_save``
+SQLite: ``INSERT … ON CONFLICT (client_id, event_id) DO NOTHING RETURNING`` in
+multi-row chunks, so only rows that come back are accepted. PostgreSQL, where the table
+is partitioned by month and the key lives in ``tracking_usageeventkey`` (tracking
+0006): the batch is COPYed into a staging table and moved with one ``INSERT … SELECT``
+of the rows whose key is not taken; a trigger claims each key, so a concurrent insert of
+the same key waits on the key's index and then fails with ``unique_violation``, and the
+statement is retried from a savepoint (it then sees the other's commit). Either way
+there is no check-then-insert race, and one SELECT of (event_id, fingerprint) then
+classifies the rest. Values are adapted with the backend adapters ``get_db_prep_save``
 ends in (JSON, datetimes, CostField), so the same code writes correct rows on PostgreSQL
 and SQLite.
 """
@@ -22,13 +25,13 @@ from typing import Any
 
 import msgspec
 import psycopg
-from django.db import connection, models
+from django.db import connection, models, transaction
 from psycopg.types.json import Jsonb
 
 from agency.models import Project
 from tracking.ingest.results import EventOutcome
 from tracking.ingest.rows import Row
-from tracking.models import UsageEvent
+from tracking.models import UsageEvent, UsageEventKey
 
 
 def rows_store(rows: list[Row], outcomes: list[EventOutcome]) -> None:
@@ -220,10 +223,20 @@ def _insert_postgresql(values: list[list[Any]]) -> set[tuple[int, str]]:
         threshold = connection.connection.prepare_threshold
         connection.connection.prepare_threshold = 0
         try:
-            raw.execute(_PG_STAGE_INSERT)
+            for attempt in range(_RETRIES):
+                try:
+                    with transaction.atomic():
+                        raw.execute(_PG_STAGE_INSERT)
+                        return {(c, e) for c, e in raw.fetchall()}
+                except psycopg.errors.UniqueViolation:
+                    # A concurrent request stored one of these keys after our statement
+                    # began; it has committed now (the trigger waited for it), so the
+                    # retry skips that key and the caller classifies it.
+                    if attempt == _RETRIES - 1:
+                        raise
         finally:
             connection.connection.prepare_threshold = threshold
-        return {(c, e) for c, e in raw.fetchall()}
+    raise AssertionError("unreachable")
 
 
 def _insert_sqlite(values: list[list[Any]]) -> set[tuple[int, str]]:
@@ -251,15 +264,23 @@ _PG_STAGE_CREATE = (
 )
 _PG_STAGE_COPY = f"COPY {_STAGE} ({_COLUMNS}) FROM STDIN"
 _ON_CONFLICT = 'ON CONFLICT ("client_id", "event_id") DO NOTHING RETURNING "client_id", "event_id"'
+_KEYS = f'"{UsageEventKey._meta.db_table}"'
+_RETRIES = 5
 _PG_STAGE_INSERT = (
-    f"INSERT INTO {_TABLE} ({_COLUMNS}) SELECT {_COLUMNS} FROM {_STAGE} "
+    f"INSERT INTO {_TABLE} ({_COLUMNS}) SELECT {_COLUMNS} FROM {_STAGE} s "
+    f"WHERE NOT EXISTS (SELECT 1 FROM {_KEYS} k "
+    "WHERE k.client_id = s.client_id AND k.event_id = s.event_id) "
     # Rows are taken in key order, so two requests with overlapping ids lock index entries
     # in the same order and cannot deadlock.
-    f'ORDER BY "client_id", "event_id" {_ON_CONFLICT}'
+    'ORDER BY "client_id", "event_id" RETURNING "client_id", "event_id"'
 )
+# Through the key (unpartitioned, one index probe) to the row in its partition. A key
+# whose month is archived finds no row: its fingerprint is then unknown, and the event is
+# a conflict (a true replay of an archived event is refused earlier, by its month).
 _PG_FINGERPRINTS = (
-    f'SELECT "event_id", "fingerprint" FROM {_TABLE} '
-    'WHERE "client_id" = %s AND "event_id" = ANY(%s)'
+    f"SELECT k.event_id, e.fingerprint FROM {_KEYS} k "
+    f"JOIN {_TABLE} e ON e.id = k.row_id AND e.occurred_at = k.occurred_at "
+    "WHERE k.client_id = %s AND k.event_id = ANY(%s)"
 )
 # SQLite: multi-row VALUES, as many rows per statement as its bind-variable limit allows.
 _SQLITE_INSERT = f"INSERT INTO {_TABLE} ({_COLUMNS}) VALUES {{rows}} {_ON_CONFLICT}"

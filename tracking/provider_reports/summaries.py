@@ -9,7 +9,7 @@ as it commits.
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 from django.db import transaction
@@ -19,10 +19,12 @@ from agency.db import ExactSum
 from tracking.models import (
     REPORT_PRICE_DIMENSIONS,
     REPORT_TOKEN_COLUMNS,
+    DataKind,
     ProviderReportRow,
     ReportAccountDay,
     ReportModelDay,
 )
+from tracking.services import month_versions_touch
 
 
 @transaction.atomic
@@ -77,3 +79,6 @@ def report_summaries_refresh(*, provider: str, since: date, until: date) -> None
         ),
         batch_size=2000,
     )
+    # What was computed from these months (the stored reconciliation) is now stale.
+    replaced = [since + timedelta(days=n) for n in range((until - since).days + 1)]
+    month_versions_touch(kind=DataKind.REPORT, days=replaced)

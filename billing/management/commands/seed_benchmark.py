@@ -33,7 +33,13 @@ from billing.selectors.rollups import month_totals
 from billing.services.budgets import budgets_recompute
 from billing.services.rollups import rollups_rebuild_period
 from tracking.buckets import buckets
-from tracking.models import ModelRate, UsageEvent
+from tracking.models import ModelRate, UsageEvent, UsageEventKey
+from tracking.partitions import is_partitioned, partitions_ensure
+
+KEYS = UsageEventKey._meta.db_table
+KEY_TRIGGER = "usageevent_keys_insert"
+# The key table's primary key, named like the plain table's unique constraint.
+KEYS_PKEY = "usageevent_unique_client_event_id"
 
 SLUG_PREFIX = "bench-"
 PROJECTS_PER_CLIENT = 3
@@ -173,7 +179,13 @@ class Command(BaseCommand):
             "client_ids": client_ids,
             "project_ids": project_ids,
         }
+        partitioned = is_partitioned()
+        if partitioned:
+            self._step("partitions", lambda: partitions_ensure(since=first_month, now=now))
+        self.keys_pkey_dropped = False
         restore = self._step("drop indexes", self._drop_indexes)
+        if partitioned:
+            self._sql(f"ALTER TABLE {UsageEvent._meta.db_table} DISABLE TRIGGER {KEY_TRIGGER}")
         try:
             self._step(
                 f"{options['events']:,} events",
@@ -183,7 +195,16 @@ class Command(BaseCommand):
             )
         finally:
             self._step("restore indexes", lambda: self._restore(restore, options["jobs"]))
-        self._step("analyze", lambda: self._sql("ANALYZE tracking_usageevent"))
+            if partitioned:
+                self._step("event keys", lambda: self._keys(client_ids))
+        # The 200 clients and their projects too: the planner otherwise keeps the empty
+        # tables' estimates until autovacuum gets to them.
+        self._step(
+            "analyze",
+            lambda: self._sql(
+                "ANALYZE tracking_usageevent; ANALYZE agency_client; ANALYZE agency_project"
+            ),
+        )
         written = self._step(
             "rollups",
             lambda: rollups_rebuild_period(start=first_month, end=local_day(now)),
@@ -284,9 +305,36 @@ class Command(BaseCommand):
                 cursor.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
             for name, _ in indexes:
                 cursor.execute(f'DROP INDEX "{name}"')
+            if is_partitioned():
+                # The event keys are written in one pass after the load (``_keys``), their
+                # primary key built once like the indexes.
+                cursor.execute(f"ALTER TABLE {KEYS} DROP CONSTRAINT {KEYS_PKEY}")
+                self.keys_pkey_dropped = True
+        # A partitioned table's index reads "ON ONLY" (the parent alone); recreated
+        # without it, it is built on every partition.
         return [f'ALTER TABLE {table} ADD CONSTRAINT "{n}" {d}' for n, d in constraints] + [
-            d for _, d in indexes
+            d.replace(" ON ONLY ", " ON ", 1) for _, d in indexes
         ]
+
+    @transaction.atomic
+    def _keys(self, client_ids: list[int]) -> None:
+        """The loaded events' keys (tracking.partitions), which the load's insert left to
+        this one statement instead of a trigger call per row; then the trigger is back."""
+        table = UsageEvent._meta.db_table
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {KEYS} (client_id, event_id, row_id, occurred_at) "
+                f"SELECT client_id, event_id, id, occurred_at FROM {table} "
+                "WHERE client_id = ANY(%s)",
+                [client_ids],
+            )
+            if self.keys_pkey_dropped:
+                cursor.execute("SET LOCAL maintenance_work_mem = '512MB'")
+                cursor.execute(
+                    f"ALTER TABLE {KEYS} ADD CONSTRAINT {KEYS_PKEY} PRIMARY KEY (client_id, event_id)"
+                )
+            cursor.execute(f"ALTER TABLE {table} ENABLE TRIGGER {KEY_TRIGGER}")
+            cursor.execute(f"ANALYZE {KEYS}")
 
     def _restore(self, statements: list[str], jobs: int) -> None:
         def run(statement: str) -> None:
