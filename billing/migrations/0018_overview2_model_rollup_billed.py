@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('billing', '0014_recon_model_rollup_backfill'),
+        ('billing', '0017_reconfast_tracked_sums_backfill'),
     ]
 
     operations = [

@@ -59,7 +59,7 @@ def forget(apps: Any, schema_editor: Any) -> None:
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("billing", "0015_overview2_model_rollup_billed"),
+        ("billing", "0018_overview2_model_rollup_billed"),
     ]
 
     operations = [
