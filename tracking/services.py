@@ -6,12 +6,14 @@ import hashlib
 import json
 import logging
 import operator
+import re
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
+import msgspec
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -55,20 +57,49 @@ def event_fingerprint(
     service_tier: str,
 ) -> str:
     """SHA-256 of what an event is billed on. Tags are left out on purpose: a retry that
-    adds a tag is the same call, not a conflict."""
-    canonical = json.dumps(
-        {
-            "client": client_id,
-            "provider": provider,
-            "model": model,
-            "usage": usage,
-            "occurred_at": occurred_at.astimezone(UTC).isoformat(timespec="microseconds"),
-            "service_tier": service_tier,
-        },
-        sort_keys=True,
-        separators=(",", ":"),
-    )
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    adds a tag is the same call, not a conflict.
+
+    The hashed text is ``json.dumps(..., sort_keys=True, separators=(",", ":"))`` of the
+    JSON values below: stored fingerprints depend on it, so it never changes.
+    """
+    canonical = {
+        "client": client_id,
+        "provider": provider,
+        "model": model,
+        "usage": usage,
+        "occurred_at": occurred_at.astimezone(UTC).isoformat(timespec="microseconds"),
+        "service_tier": service_tier,
+    }
+    return hashlib.sha256(canonical_json(canonical)).hexdigest()
+
+
+_encode_sorted = msgspec.json.Encoder(order="sorted").encode
+# The text msgspec writes byte for byte as json.dumps does: strings of printable ASCII
+# with nothing to escape, integers, true, false, null, and the punctuation. Anything else
+# (json.dumps writes 1e+16 where msgspec writes 1e16, \u00e9 for a raw é, \u007f for DEL)
+# is written by json.dumps itself. tests/tracking/test_fingerprint.py compares the two on
+# generated JSON.
+_SAME_AS_JSON_DUMPS = re.compile(
+    rb'(?:"[^"\\\x00-\x1f\x7f-\xff]*"|true|false|null|[-0-9{}\[\]:,])*'
+)
+
+
+def canonical_json(value: Any) -> bytes:
+    """``json.dumps(value, sort_keys=True, separators=(",", ":")).encode()`` for a JSON
+    value: dicts with string keys, lists, strings, integers, finite floats, booleans and
+    None, as a strict JSON parse returns them (NaN and infinities, which JSON cannot
+    express and ingest refuses, are outside it: msgspec writes them as null).
+
+    msgspec writes it several times faster (the fingerprint's json.dumps was ~9% of an
+    ingest request's CPU in gunicorn, profiled); its text is used only where it is the same.
+    """
+    try:
+        text = _encode_sorted(value)
+    except (TypeError, ValueError, OverflowError, msgspec.EncodeError):
+        text = b""
+    if text and _SAME_AS_JSON_DUMPS.fullmatch(text):
+        return text
+    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
 
 
 # NormalizedUsage names its counts after the token columns, CostBreakdown its amounts
