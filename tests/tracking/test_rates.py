@@ -5,6 +5,7 @@ from decimal import Decimal
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
 
 from tracking.models import ModelRate
 from tracking.pricing import RateCard, normalize_usage, price_usage
@@ -284,3 +285,40 @@ def test_a_rate_row_without_a_batch_discount_has_none(text):
         normalize_usage("openai", usage, service_tier="batch"), RateCard.from_rate(rate)
     )
     assert (batch.discount, batch.total) == (Decimal("0"), Decimal("2"))
+
+
+postgresql_only = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="RateBook.current holds a book on PostgreSQL only"
+)
+
+
+@postgresql_only
+def test_current_book_is_reused_while_no_rate_changes(rates):
+    assert RateBook.current() is RateBook.current()
+
+
+@postgresql_only
+def test_current_book_sees_a_rate_changed_without_signals(rates):
+    before = RateBook.current().resolve("anthropic", "claude-sonnet-4-5", date(2026, 11, 2))
+    assert before is not None
+    # A queryset update sends no signal: only the table itself can tell.
+    ModelRate.objects.filter(pk=before.rate.pk).update(input_usd_per_mtok=Decimal("4.25"))
+
+    after = RateBook.current().resolve("anthropic", "claude-sonnet-4-5", date(2026, 11, 2))
+
+    assert after is not None
+    assert after.card.input == Decimal("4.25")
+
+
+@postgresql_only
+def test_current_book_sees_a_new_rate_row(rates):
+    RateBook.current()
+    ModelRate.objects.create(
+        provider="anthropic",
+        model="claude-test-new",
+        effective_from=date(2026, 1, 1),
+        input_usd_per_mtok=Decimal("1"),
+        output_usd_per_mtok=Decimal("2"),
+    )
+
+    assert RateBook.current().resolve("anthropic", "claude-test-new", date(2026, 11, 2))

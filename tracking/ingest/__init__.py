@@ -58,7 +58,7 @@ def usage_ingest(
     valid = events_validate(events, outcomes)
     owned = events_assign_clients(valid, client, outcomes)
     rows = rows_build(
-        owned, outcomes, backfill_allowed=backfill_allowed, now=now, book=book or RateBook.load()
+        owned, outcomes, backfill_allowed=backfill_allowed, now=now, book=book or RateBook.current()
     )
     if rows:
         rows_store(rows, outcomes)
