@@ -144,9 +144,14 @@ def pricing_fields(
 
 
 def dirty_days_mark(pairs: Iterable[tuple[int, date]], *, now: datetime | None = None) -> None:
-    """Record that these (client id, local day) rollups must be rebuilt."""
+    """Record that these (client id, local day) rollups must be rebuilt.
+
+    One statement, its rows in (client, day) order: PostgreSQL inserts or locks them in
+    that order, so concurrent callers take the same row locks in the same order and
+    cannot deadlock.
+    """
     moment = now or timezone.now()
-    rows = [DirtyDay(client_id=c, day=d, marked_at=moment) for c, d in set(pairs)]
+    rows = [DirtyDay(client_id=c, day=d, marked_at=moment) for c, d in sorted(set(pairs))]
     if rows:
         DirtyDay.objects.bulk_create(
             rows,

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 import time_machine
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from agency.models import Project
 from tests.factories import new_client
@@ -467,3 +470,19 @@ def test_dirty_day_is_the_agency_local_day(rates, settings):
         datetime(2026, 11, 22).date(),
         datetime(2026, 11, 23).date(),
     }
+
+
+def test_a_batch_over_several_days_marks_them_in_one_ordered_statement(rates):
+    acme = new_client()
+    days = [f"2026-11-{day:02d}T09:00:00Z" for day in (21, 3, 17, 9, 12, 5, 19, 1, 14, 7)]
+    events = [event(f"e{i}", occurred_at=at) for i, at in enumerate(days)]
+
+    with CaptureQueriesContext(connection) as queries:
+        ingest(acme, *events)
+
+    marks = [q["sql"] for q in queries.captured_queries if '"tracking_dirtyday"' in q["sql"]]
+    assert len(marks) == 1
+    # Rows in (client, day) order: concurrent requests lock them in the same order.
+    marked = re.findall(r"2026-11-\d\d(?=[,}'])", marks[0])
+    assert len(marked) == len(days)
+    assert marked == sorted(marked)

@@ -84,10 +84,9 @@ def days_mark_dirty(rows: list[Row], outcomes: list[EventOutcome], *, now: datet
         for row in rows
         if outcomes[row.index].status == "accepted"
     }
-    # One statement per (client, day), in a fixed order: concurrent requests then lock
-    # the same rows in the same order and cannot deadlock.
-    for pair in sorted(touched):
-        dirty_days_mark([pair], now=now)
+    # One statement for all, in (client, day) order (see dirty_days_mark): the previous
+    # statement per pair cost a round trip and an ORM insert each (~7 ms a request).
+    dirty_days_mark(touched, now=now)
     return {client_id for client_id, _ in touched}
 
 
