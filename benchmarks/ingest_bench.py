@@ -377,10 +377,17 @@ def main() -> None:
             f"posting {args.batches} batches of {args.batch_size} from {args.senders} "
             f"sender threads to gunicorn ({args.workers} sync workers)…"
         )
+        generator_cpu = time.process_time()
         wall, latencies, counts = run_load(port, key, bodies[warmup:], args.senders)
+        generator_cpu = time.process_time() - generator_cpu
         if counts["accepted"] != args.batches * args.batch_size:
             raise SystemExit(f"not everything was accepted: {counts}")
         rate = report("ingest (new events)", counts["accepted"], wall, latencies)
+        # The bodies are encoded before the run: the senders only post and read answers.
+        print(
+            f"load generator (this process): {generator_cpu:.2f} s of CPU in {wall:.1f} s "
+            f"({100 * generator_cpu / wall:.0f}% of one core)"
+        )
         replay = bodies[warmup : warmup + max(1, args.batches // 5)]
         wall, latencies, counts = run_load(port, key, replay, args.senders)
         if counts["duplicates"] != len(replay) * args.batch_size:
