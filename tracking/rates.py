@@ -116,7 +116,9 @@ class RateBook:
             return cls.load()
         checksum = _rates_checksum()
         held = _held_book
-        if held is not None and held[0] == checksum:
+        # Its resolutions are remembered per (provider, model, day), and the model is
+        # whatever a client sends: a held book is renewed before that grows without end.
+        if held is not None and held[0] == checksum and len(held[1]._cache) < MAX_HELD:
             return held[1]
         book = cls.load()
         # Held only if no rate changed while it loaded: the book is then exactly the rows
@@ -155,6 +157,8 @@ class RateBook:
         return None
 
 
+# Resolutions a held book remembers before RateBook.current starts a new one.
+MAX_HELD = 20_000
 _RATES_CHECKSUM = (
     f"SELECT md5(string_agg(r::text, ',' ORDER BY r.id)) FROM {ModelRate._meta.db_table} r"
 )

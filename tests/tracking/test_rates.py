@@ -322,3 +322,14 @@ def test_current_book_sees_a_new_rate_row(rates):
     )
 
     assert RateBook.current().resolve("anthropic", "claude-test-new", date(2026, 11, 2))
+
+
+@postgresql_only
+def test_current_book_is_renewed_once_it_remembers_too_many_resolutions(rates, monkeypatch):
+    """Clients choose the model names: a book held for the process must not grow forever."""
+    monkeypatch.setattr("tracking.rates.MAX_HELD", 3)
+    book = RateBook.current()
+    for name in ("unknown-a", "unknown-b", "unknown-c"):
+        book.resolve("anthropic", name, date(2026, 11, 2))
+
+    assert RateBook.current() is not book
