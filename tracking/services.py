@@ -90,8 +90,9 @@ def canonical_json(value: Any) -> bytes:
     None, as a strict JSON parse returns them (NaN and infinities, which JSON cannot
     express and ingest refuses, are outside it: msgspec writes them as null).
 
-    msgspec writes it several times faster (the fingerprint's json.dumps was ~9% of an
-    ingest request's CPU in gunicorn, profiled); its text is used only where it is the same.
+    The fingerprint's json.dumps was ~9% of an ingest request's time in gunicorn
+    (profiled); msgspec and the check take 1.4 ms per 500 events where json.dumps took
+    2.4 ms (measured). msgspec's text is used only where it is the same.
     """
     try:
         text = _encode_sorted(value)
