@@ -520,6 +520,9 @@ def rollups_rebuild_period(*, start: date, end: date, client_id: int | None = No
     if client_id is not None:
         events = events.filter(client_id=client_id)
         stored = [rows.filter(client_id=client_id) for rows in stored]
+    for month in months_archived():
+        first_day, last_day = month_bounds(month)
+        stored = [rows.exclude(day__gte=first_day, day__lte=last_day) for rows in stored]
     pairs = set(
         events.annotate(local=TruncDate("occurred_at", tzinfo=zone()))
         .values_list("client_id", "local")

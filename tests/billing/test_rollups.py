@@ -456,3 +456,21 @@ def test_rebuild_rollups_dirty_consumes_the_marks() -> None:
 
     assert DailyRollup.objects.get().cost_usd == Decimal("1")
     assert not DirtyDay.objects.exists()
+
+
+def test_rebuilds_keep_the_rollups_of_an_archived_month() -> None:
+    """An archived month's events are detached (tracking.partitions): its rollups are all
+    that is left, so no rebuild path may wipe them; other months still rebuild."""
+    from tracking.models import ArchivedMonth
+
+    client = ClientFactory.create()
+    event = add_event(client, NOW, "1")
+    rollups_rebuild_days(client_id=client.pk, days=[NOW.date()])
+    before = list(DailyRollup.objects.values())
+    event.delete()
+    ArchivedMonth.objects.create(month=date(2026, 11, 1), archived_at=NOW, events=1)
+
+    rollups_rebuild_days(client_id=client.pk, days=[NOW.date()])
+    rollups_rebuild_period(start=date(2026, 11, 1), end=date(2026, 11, 30))
+
+    assert list(DailyRollup.objects.values()) == before

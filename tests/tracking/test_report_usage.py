@@ -402,3 +402,21 @@ def test_a_row_withdrawn_after_the_month_is_invoiced_is_credited_once(globex, ti
     adjustment = november.lines.get(kind=InvoiceLineKind.ADJUSTMENT)
     assert (adjustment.model, adjustment.amount_usd) == ("claude-haiku-4-5", Decimal("-1.25"))
     assert november.total_usd == Decimal("2.50")  # 3.75 − 1.25
+
+
+def test_a_resync_of_an_archived_month_changes_nothing(globex):
+    """Its events were detached (tracking.partitions): a revised report day of that month
+    is skipped and said so, never written as new events nobody rolls up."""
+    from tracking.models import ArchivedMonth
+
+    report_row()
+    apply_report_rows("anthropic", [DAY])
+    before = list(UsageEvent.objects.values_list("pk", "fingerprint"))
+    ArchivedMonth.objects.create(month=OCT, archived_at=at(12, 2), events=len(before))
+    ProviderReportRow.objects.update(input_tokens=2_000_000)
+
+    result = apply_report_rows("anthropic", [DAY])
+
+    assert result.archived_days == {DAY}
+    assert (result.created, result.updated, result.deleted) == (0, 0, 0)
+    assert list(UsageEvent.objects.values_list("pk", "fingerprint")) == before
