@@ -216,6 +216,7 @@ CELERY_TASK_ROUTES = {
     "tracking.tasks.reprice_unpriced_task": {"queue": "usage"},
     "billing.tasks.budgets_recompute_task": {"queue": "usage"},
     "billing.tasks.recon_outputs_refresh_task": {"queue": "usage"},
+    "billing.tasks.overview_refresh_task": {"queue": "usage"},
     "billing.tasks.alert_delivery_send_task": {"queue": "notify"},
     "billing.tasks.alert_deliveries_retry_task": {"queue": "notify"},
     "billing.tasks.recon_alerts_task": {"queue": "notify"},

@@ -13,9 +13,10 @@ What it does:
    (DEBUG off, so no SQL logging and the cached template loader), after a warm-up, and
    prints p50, p95 and max server time per page, plus the number of SQL queries. "cold"
    is the median of ``--cold`` requests each made with an empty Django cache (what the
-   first visitor after a cache expiry waits: the overview caches sums of past days for
-   five minutes; the client page loads its raw-event top lists in a second request,
-   the "top lists fragment", when they are not cached).
+   first visitor after a rollup rebuild waits if ``overview_refresh_task`` has not yet
+   summed the overview again: the overview keeps its sums under the rollups' version;
+   the client page loads its top lists in a second request, the "top lists fragment",
+   when they are not cached).
 
 Like a web process (``agency/wsgi.py``), the script freezes the loaded application's
 objects out of the garbage collector's reach before its first request
@@ -217,9 +218,11 @@ def run(requests: int, cold: int) -> int:
     overview = results[0][1]
     live, every = _overview_floors(clients)
     print(
-        f"overview floor (COPY TO STDOUT of the per-model rollup rows it reads): warm "
-        f"{live:.1f} ms (today's), p95 / floor = {overview['p95'] / live:.1f}x; cold "
-        f"{every:.1f} ms (30 days and the month so far), cold / floor = "
+        f"overview floors (COPY TO STDOUT): warm requests read no rollup rows (the sums "
+        f"are cached under the rollups' version), only the client rows: {live:.1f} ms, "
+        f"p95 / floor = {overview['p95'] / live:.1f}x; cold (the first request after a "
+        f"rollup rebuild, before overview_refresh_task): the month's and the sparkline's "
+        f"per-model rollup rows: {every:.1f} ms, cold / floor = "
         f"{(overview['cold'] or 0) / every:.1f}x; target overview p95 < 100 ms: "
         f"{'met' if overview['p95'] < 100 else 'MISSED'}"
     )
@@ -228,21 +231,23 @@ def run(requests: int, cold: int) -> int:
 
 
 def _overview_floors(clients: list[Any]) -> tuple[float, float]:
-    """Median of 5 ``COPY … TO STDOUT`` of the rollup rows the overview reads: today's
-    per-model rows (each request reads them live), and every row a request with an empty
-    cache reads (the sparkline's 30 days and the month so far: one window). Clients
-    invoiced by project also read their daily rows; the seed has none."""
+    """Median of 5 ``COPY … TO STDOUT`` of what an overview request reads: with its sums
+    cached (every request until the next rollup rebuild), the active clients' rows; with
+    an empty cache, also the per-model rollup rows of the sparkline's 30 days and the
+    month so far (one window). Clients invoiced by project also read their daily rows;
+    the seed has none."""
     from datetime import timedelta
 
     from agency.calendar import month_start, today
+    from agency.models import Client
     from billing.models import ModelDailyRollup
 
     day = today()
     first = min(month_start(day), day - timedelta(days=29))
     ids = [c.pk for c in clients]
+    window = ModelDailyRollup.objects.filter(client_id__in=ids, day__gte=first, day__lte=day)
     floors = []
-    for start in (day, first):
-        rows = ModelDailyRollup.objects.filter(client_id__in=ids, day__gte=start, day__lte=day)
+    for rows in (Client.objects.filter(active=True), window):
         sql, params = rows.order_by().query.sql_with_params()
         floors.append(statistics.median(_copy_seconds(sql, list(params))[0] for _ in range(5)))
     return floors[0] * 1000, floors[1] * 1000

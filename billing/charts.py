@@ -203,6 +203,19 @@ def sparkline(
     )
 
 
+@functools.lru_cache(maxsize=4096)
+def _usd_sparkline(values: tuple[Decimal, ...]) -> SafeString:
+    return sparkline(values)
+
+
+def usd_sparkline(values: Sequence[Decimal]) -> SafeString:
+    """``sparkline`` of billed dollars with its defaults, kept per values (per process):
+    the overview draws the same 200 trends on every request until the rollups change.
+    Equal values draw the same chart (even ``1.0`` and ``1.00``: the label rounds them to
+    cents and the geometry uses floats), so the values are the whole key."""
+    return _usd_sparkline(tuple(values))
+
+
 def line_chart(
     days: Sequence[date],
     values: Sequence[Decimal | None],

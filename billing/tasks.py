@@ -18,7 +18,9 @@ from django.core.cache import cache
 from django.utils import timezone
 
 from agency.calendar import current_month, month_start, previous_month, today
+from agency.models import Client
 from billing.recon_outputs import recon_outputs_refresh
+from billing.selectors import dashboard
 from billing.services.alerts import (
     MAX_ATTEMPTS,
     AlertDeliveryError,
@@ -56,7 +58,17 @@ def budgets_recompute_task() -> int:
     # Rebuilt rollups leave the month's stored reconciliation stale: store it again now
     # rather than on its next visitor's request.
     recon_outputs_refresh_task.delay_on_commit()
+    # And the overview's sums of this month (staff would otherwise wait for them).
+    overview_refresh_task.delay_on_commit()
     return len(positions)
+
+
+@shared_task(**AT_LEAST_ONCE)
+def overview_refresh_task() -> int:
+    """Sum this month's overview figures for every active client (what agency staff
+    see) unless they are cached under the rollups' current version. Returns 1 when they
+    were summed, 0 when nothing had changed."""
+    return int(dashboard.overview_prepare(Client.objects.all(), now=timezone.now()))
 
 
 @shared_task(**AT_LEAST_ONCE)

@@ -367,16 +367,22 @@ def _bill_line(line: InvoiceLine) -> BillLine:
     )
 
 
+_IN_LIST_MOST = 20
+
+
 def _issued_lines(clients: list[Client], month: date) -> dict[int, tuple[Invoice, list[BillLine]]]:
     """The issued invoice of each client's month, with the lines billing that month's
     usage (its own, and adjustments for it on later issued invoices)."""
-    ids = [c.pk for c in clients]
-    invoices = {
-        inv.client_id: inv
-        for inv in Invoice.objects.filter(
-            client_id__in=ids, month=month, kind=InvoiceKind.MONTHLY, status__in=ISSUED_STATUSES
-        )
-    }
+    ids = {c.pk for c in clients}
+    issued = Invoice.objects.filter(
+        month=month, kind=InvoiceKind.MONTHLY, status__in=ISSUED_STATUSES
+    )
+    if len(ids) <= _IN_LIST_MOST:
+        issued = issued.filter(client_id__in=ids)
+    # Many clients (the overview): the month's issued invoices (one per client at most,
+    # by the (status, month) index) are kept here, not matched against hundreds of
+    # literals in the SQL (which cost more to build than the query took).
+    invoices = {inv.client_id: inv for inv in issued if inv.client_id in ids}
     if not invoices:
         return {}
     lines: dict[int, list[BillLine]] = defaultdict(list)
@@ -418,31 +424,41 @@ def _estimate_line(
     )
 
 
+def issued_bills(clients: Iterable[Client], month: date) -> dict[int, MonthBill]:
+    """The bills of the clients whose ``month`` has an issued invoice (its lines)."""
+    return {
+        client_id: MonthBill(client_id, month, INVOICE, invoice, lines)
+        for client_id, (invoice, lines) in _issued_lines(list(clients), month).items()
+    }
+
+
 def month_bills(
     clients: Iterable[Client],
     month: date,
     *,
     figures: Mapping[int, Mapping[Key, LineSums]] | None = None,
     labels: bool = True,
+    issued: bool = True,
 ) -> dict[int, MonthBill]:
     """Each client's bill for ``month``: the issued invoice's lines, or else the lines
     its invoice would have today (the month's own usage, by the invoice's rule).
 
     ``figures`` (rollup sums per client and line key, as ``month_line_sums`` returns
-    them) lets a caller that already summed the month (the overview, from its cache)
-    skip the query; without ``labels`` estimated lines are labelled by model id (no
-    rate-table query).
+    them) lets a caller that already summed the month (the overview) skip the query;
+    without ``labels`` estimated lines are labelled by model id (no rate-table query);
+    without ``issued`` every bill is the estimate (the overview keeps the estimates and
+    reads issued invoices apart, ``issued_bills``).
     """
     client_list = list(clients)
-    issued = _issued_lines(client_list, month)
-    pending = [c for c in client_list if c.pk not in issued]
+    issued_lines = _issued_lines(client_list, month) if issued else {}
+    pending = [c for c in client_list if c.pk not in issued_lines]
     if figures is None:
         figures = month_line_sums(pending, month)
     names = _display_names() if pending and labels else {}
     bills: dict[int, MonthBill] = {}
     for client in client_list:
-        if client.pk in issued:
-            invoice, lines = issued[client.pk]
+        if client.pk in issued_lines:
+            invoice, lines = issued_lines[client.pk]
             bills[client.pk] = MonthBill(client.pk, month, INVOICE, invoice, lines)
             continue
         split = client.invoice_split_by_project

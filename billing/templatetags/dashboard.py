@@ -213,7 +213,7 @@ def _overview_row(row: OverviewRow, url: str) -> str:
         f'<td class="num col-raw">{_e(usd(row.raw_usd))}</td>\n'
         f'<td class="num col-margin">{_e(usd(row.margin_usd))}</td>\n'
         f'<td class="num col-projected">\n{projection(budget)}\n</td>\n'
-        f'<td class="spark-cell">{charts.sparkline(row.spark)}</td>\n</tr>\n'
+        f'<td class="spark-cell">{charts.usd_sparkline(row.spark)}</td>\n</tr>\n'
     )
 
 
@@ -259,11 +259,12 @@ def overview_rows(rows: Iterable[OverviewRow], month: date | None = None) -> Saf
     """The overview table's body rows: name and badges, money, budget meter, projection
     and a 30-day sparkline per client; links open the client page at ``month``."""
     query = f"?month={month:%Y-%m}" if month else ""
+    # One reverse() for all rows: the client page's URL with the slug in its place. A
+    # slug is ASCII letters, digits, "-" and "_" (SlugField), which reverse() would not
+    # quote; a test compares every row's link with reverse()'s.
+    head, _, tail = reverse("client_detail", args=["0"]).rpartition("/0/")
     return mark_safe(  # noqa: S308 - every value of a row is escaped
-        "".join(
-            _overview_row(row, reverse("client_detail", args=[row.client.slug]) + query)
-            for row in rows
-        )
+        "".join(_overview_row(row, f"{head}/{row.client.slug}/{tail}{query}") for row in rows)
     )
 
 

@@ -99,3 +99,13 @@ def test_a_model_keeps_its_colour_whatever_else_is_in_the_month():
     together = dict(charts.legend(["claude-haiku-4-5", "gpt-4.1", "claude-opus-4-7"]))
     assert alone["claude-opus-4-7"] == together["claude-opus-4-7"]
     assert len(set(together.values())) == 3
+
+
+def test_usd_sparkline_draws_what_sparkline_draws_for_equal_values():
+    values = [Decimal("0"), Decimal("1.5"), Decimal("3.25")]
+    drawn = charts.usd_sparkline(values)
+    assert drawn == charts.sparkline(values)
+    # Equal values spelled otherwise find the same chart, which is still theirs.
+    respelled = [Decimal("0.000"), Decimal("1.50"), Decimal("3.250000")]
+    assert charts.usd_sparkline(respelled) == charts.sparkline(respelled) == drawn
+    assert charts.usd_sparkline([*values[:2], Decimal("3.26")]) != drawn

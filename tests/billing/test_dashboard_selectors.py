@@ -7,12 +7,15 @@ import pytest
 import time_machine
 
 from agency.models import Client
+from billing.models import DailyRollup, ModelDailyRollup
 from billing.selectors import dashboard
 from billing.services.rollups import rollups_rebuild_period
 from billing.templatetags.dashboard import sort_headers
 from billing.views.dashboard import month_param
 from tests.clock import AGENCY_TZ
 from tests.factories import ClientFactory, DailyRollupFactory, UsageEventFactory
+from tracking.models import DataKind
+from tracking.services import month_versions_touch
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("private_cache")]
 
@@ -347,30 +350,60 @@ def test_overview_adds_todays_unpriced_calls_to_the_cached_past_days():
 
 
 @time_machine.travel(NOON, tick=False)
-def test_overview_reads_today_in_one_query_once_past_days_are_cached(
+def test_overview_runs_no_rollup_query_while_the_rollups_are_unchanged(
     django_assert_num_queries,
 ):
     for _ in range(3):
         DailyRollupFactory.create(client=ClientFactory.create(), day=TODAY)
     _overview()
-    # The clients, today's rollup rows, the month's issued invoices.
+    # The clients, the rollups' versions, the month's issued invoices.
     with django_assert_num_queries(3):
         _overview()
 
 
-def test_overview_reuses_past_days_until_the_cache_expires():
+@time_machine.travel(NOON, tick=False)
+def test_overview_shows_a_late_event_as_soon_as_its_day_is_rebuilt():
     client = ClientFactory.create(markup_pct=Decimal("0"))
-    DailyRollupFactory.create(
-        client=client, day=TODAY - dt.timedelta(days=1), cost_usd=Decimal("1")
+    UsageEventFactory.create(
+        client=client, occurred_at=NOON - dt.timedelta(days=2), cost_usd=Decimal("1")
     )
+    _rebuild_rollups()
+    assert _overview().rows[0].raw_usd == Decimal("1")
+    UsageEventFactory.create(
+        client=client, occurred_at=NOON - dt.timedelta(days=2), cost_usd=Decimal("5")
+    )
+    assert _overview().rows[0].raw_usd == Decimal("1")  # not rolled up yet
+    _rebuild_rollups()
+    assert _overview().rows[0].raw_usd == Decimal("6")
+
+
+@time_machine.travel(NOON, tick=False)
+def test_overview_sums_are_reused_only_under_the_rollups_version_they_were_read_at():
+    """Rows written behind the rebuild's back (no new version) are not read again: the
+    sums are keyed by the version, not by time. A rebuild of any day of the month
+    (a new version) reads them."""
+    client = ClientFactory.create(markup_pct=Decimal("0"))
+    DailyRollupFactory.create(client=client, day=TODAY, cost_usd=Decimal("1"))
+    assert _overview().rows[0].raw_usd == Decimal("1")
+    row = DailyRollup.objects.get()
+    DailyRollup.objects.filter(pk=row.pk).update(cost_usd=Decimal("4"), billed_usd=Decimal("4"))
+    ModelDailyRollup.objects.filter(day=TODAY).update(
+        cost_usd=Decimal("4"), billed_usd=Decimal("4")
+    )
+    assert _overview().rows[0].raw_usd == Decimal("1")
+    month_versions_touch(kind=DataKind.ROLLUPS, days=[TODAY - dt.timedelta(days=9)])
+    assert _overview().rows[0].raw_usd == Decimal("4")
+
+
+def test_overview_sums_of_a_new_day_are_read_again():
+    client = ClientFactory.create(markup_pct=Decimal("0"))
+    DailyRollupFactory.create(client=client, day=TODAY, cost_usd=Decimal("1"))
     with time_machine.travel(NOON, tick=False) as traveller:
-        _overview()
-        DailyRollupFactory.create(
-            client=client, day=TODAY - dt.timedelta(days=1), model="late", cost_usd=Decimal("5")
-        )
-        assert _overview().rows[0].raw_usd == Decimal("1")
-        traveller.shift(dt.timedelta(seconds=dashboard.TREND_CACHE_SECONDS + 1))
-        assert _overview().rows[0].raw_usd == Decimal("6")
+        assert _overview().rows[0].spark[-1] == Decimal("1")
+        traveller.shift(dt.timedelta(days=1))
+        data = dashboard.overview(Client.objects.all(), now=NOON + dt.timedelta(days=1))
+    [row] = data.rows
+    assert (row.spark[-2], row.spark[-1], row.raw_usd) == (Decimal("1"), 0, Decimal("1"))
 
 
 def _top(client, *, compute):
@@ -452,3 +485,33 @@ def test_overview_months_are_those_of_the_clients_given_with_gaps_and_no_future(
         months = dashboard.months_with_data(clients, today=TODAY)
     assert months == [dt.date(2026, 11, 1), dt.date(2026, 9, 1), dt.date(2026, 6, 1)]
     assert dashboard.months_with_data(Client.objects.none(), today=TODAY) == []
+
+
+@time_machine.travel(NOON, tick=False)
+def test_overview_refresh_task_sums_once_per_rollups_version(django_assert_num_queries):
+    from billing.tasks import overview_refresh_task
+
+    client = ClientFactory.create()
+    DailyRollupFactory.create(client=client, day=TODAY)
+    assert overview_refresh_task() == 1
+    assert overview_refresh_task() == 0
+    with django_assert_num_queries(3):  # the page finds the sums the task stored
+        _overview()
+    DailyRollupFactory.create(client=client, day=TODAY, model="other")
+    assert overview_refresh_task() == 1
+
+
+@pytest.mark.parametrize("month", [None, dt.date(2026, 10, 1)])
+def test_overview_row_links_are_those_reverse_gives(month):
+    from django.urls import reverse
+
+    from billing.templatetags.dashboard import overview_rows
+
+    for slug in ("acme", "a-b_c-9", "0", "x0"):
+        ClientFactory.create(slug=slug)
+    rows = _overview().rows
+    html = overview_rows(rows, month)
+    query = f"?month={month:%Y-%m}" if month else ""
+    for row in rows:
+        assert f'<a href="{reverse("client_detail", args=[row.client.slug])}{query}">' in html
+    assert html.count("<a href=") == 4

@@ -120,6 +120,7 @@ def test_each_task_has_the_delivery_semantics_the_readme_states():
         "tracking.tasks.reprice_unpriced_task": at_least_once,
         "billing.tasks.budgets_recompute_task": at_least_once,
         "billing.tasks.recon_outputs_refresh_task": at_least_once,
+        "billing.tasks.overview_refresh_task": at_least_once,
         "billing.tasks.alert_delivery_send_task": at_least_once,
         "billing.tasks.alert_deliveries_retry_task": at_least_once,
         "billing.tasks.invoices_generate_task": at_least_once,

@@ -34,6 +34,7 @@ from billing.selectors.dashboard.overview import (
     UnpricedModel,
     normalise_sort,
     overview,
+    overview_prepare,
     overview_table,
 )
 from billing.selectors.dashboard.usage import TREND_CACHE_SECONDS, UsageTotals
@@ -59,6 +60,7 @@ __all__ = [
     "months_with_usage",
     "normalise_sort",
     "overview",
+    "overview_prepare",
     "overview_table",
     "rounded_shares",
     "top_lists",

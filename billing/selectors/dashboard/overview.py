@@ -7,12 +7,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.core.cache import cache
 from django.db.models import QuerySet
 
-from agency.calendar import local_day, month_bounds, month_range, month_start
+from agency.calendar import local_day, month_range, month_start, next_month
 from agency.db import ExactSum
 from agency.models import Client
 from agency.money import round_money
@@ -23,11 +23,23 @@ from billing.selectors.budgets import (
     budget_position,
     month_hours,
 )
-from billing.selectors.dashboard.usage import TREND_CACHE_SECONDS, ZERO, UsageTotals
-from billing.selectors.lines import LineRow, MonthBill, line_rows, line_sums_add, month_bills
+from billing.selectors.dashboard.usage import ZERO, UsageTotals
+from billing.selectors.lines import (
+    ESTIMATE,
+    MonthBill,
+    issued_bills,
+    line_rows,
+    line_sums_add,
+    month_bills,
+)
+from billing.selectors.rollups import MonthTotals
+from tracking.models import DataKind, MonthVersion
 
 SPARK_DAYS = 30
 STATUS_FILTERS = ("green", "yellow", "red", "none")
+# The figures' cache key changes with every rollup rebuild and every day: the expiry only
+# bounds what the cache holds (~150 KB an entry at 200 clients, one per rebuild).
+FIGURES_CACHE_SECONDS = 3600
 
 
 @dataclass
@@ -111,60 +123,121 @@ def spark_days_billed(ids: list[int], start: date, end: date) -> dict[tuple[int,
     return {(client_id, day): billed or ZERO for client_id, day, billed in rows}
 
 
-def _cached(key: str, compute: Callable[[], Any]) -> Any:
-    value = cache.get(key)
-    if value is None:
-        value = compute()
-        cache.set(key, value, TREND_CACHE_SECONDS)
-    return value
-
-
 UnpricedKey = tuple[str, str, int]  # provider, model (as sent), client id
 
 
-@dataclass
-class PastDays:
-    """Every client's days before today, as the cache holds them: the month's rollups
-    summed per invoice line (``line_rows``: plain tuples) and each client's billed per
-    day of the sparkline before today. Plain tuples and one list per client, because a
-    cache hit unpickles all of it on every request: the previous shape (a dataclass per
-    line with a dict of tokens and one of costs) took ~150 ms of each request to
-    unpickle at 200 clients."""
+class ClientFigures(NamedTuple):
+    """One client's month (to date) as its estimate shows it, from the rollups: the
+    estimated bill's totals (sums of its rounded lines), the calls without a project,
+    the calls not priced per (provider, model), and its billed per day of the
+    sparkline. A plain tuple: the cache unpickles 200 of these per request."""
 
-    lines: list[LineRow]
-    spark: dict[int, list[Decimal]]
-
-
-def _sum_past_days(
-    clients: list[Client], month: date, spark_days: list[date], yesterday: date
-) -> PastDays:
-    ids = [c.pk for c in clients]
-    billed = spark_days_billed(ids, spark_days[0], yesterday)
-    before = [day for day in spark_days if day <= yesterday]
-    spark = {pk: [billed.get((pk, day), ZERO) for day in before] for pk in ids}
-    lines = line_rows(clients, start=month, end=yesterday + timedelta(days=1))
-    return PastDays(lines=lines, spark=spark)
+    raw_usd: Decimal
+    billed_usd: Decimal
+    events: int
+    unpriced_events: int
+    untagged_events: int
+    unpriced: tuple[tuple[str, str, int], ...]
+    spark: tuple[Decimal, ...]
 
 
-def _past_days(
-    clients: list[Client], month: date, spark_days: list[date], yesterday: date
-) -> PastDays:
-    """Per client sums of the days before today, cached briefly.
+def _client_figures(
+    clients: list[Client], month: date, spark_days: list[date], end: date
+) -> dict[int, ClientFigures]:
+    """Every client's figures for the days [month, end) and the sparkline's days: one
+    grouped query for the month's lines (``line_rows``), one for the days' billed."""
+    sums = line_sums_add({}, line_rows(clients, start=month, end=end), month)
+    bills = month_bills(clients, month, figures=sums, labels=False, issued=False)
+    billed = spark_days_billed([c.pk for c in clients], spark_days[0], spark_days[-1])
+    figures = {}
+    for client in clients:
+        untagged = 0
+        unpriced: dict[tuple[str, str], int] = {}
+        for (_month, provider, model, _project), line in sums.get(client.pk, {}).items():
+            untagged += line.untagged_events
+            if line.unpriced_events:
+                unpriced[provider, model] = unpriced.get((provider, model), 0) + (
+                    line.unpriced_events
+                )
+        bill = bills[client.pk]
+        figures[client.pk] = ClientFigures(
+            raw_usd=bill.raw_usd,
+            billed_usd=bill.billed_usd,
+            events=bill.events,
+            unpriced_events=bill.unpriced_events,
+            untagged_events=untagged,
+            unpriced=tuple((p, m, n) for (p, m), n in sorted(unpriced.items())),
+            spark=tuple(billed.get((client.pk, day), ZERO) for day in spark_days),
+        )
+    return figures
 
-    Why: the overview sums a month and a 30-day trend for every client, which on the
-    wide rollup (client × day × project × feature × model) is ~10⁶ rows at 200 clients and
-    10M events/month: well over a second. Past days only change with late or re-priced
-    events, so they are read from the cache (shared in Redis in production) and only
-    today's rows are summed live. A late event shows up within ``TREND_CACHE_SECONDS``.
-    """
+
+def _rollup_versions(first: date, last: date) -> str:
+    """The rollups' ``MonthVersion`` tokens of the months from ``first`` to ``last``:
+    replaced in every transaction that rewrites a day's rollups of the month."""
+    months = []
+    month = month_start(first)
+    while month <= last:
+        months.append(month)
+        month = next_month(month)
+    tokens = dict(
+        MonthVersion.objects.filter(kind=DataKind.ROLLUPS, month__in=months).values_list(
+            "month", "token"
+        )
+    )
+    return ":".join(tokens.get(m, "-") for m in months)
+
+
+def _figures_key(clients: list[Client], month: date, spark_days: list[date], end: date) -> str:
     ids = sorted(c.pk for c in clients)
-    # Whether a client is invoiced by project decides its line keys: part of the key.
     split = [c.pk for c in clients if c.invoice_split_by_project]
     digest = hashlib.sha256(f"{ids}{sorted(split)}".encode()).hexdigest()[:16]
-    # The window is in the key: a new day (or month) starts a new entry.
-    key = f"dashboard:past-sums:v3:{month}:{spark_days[0]}:{yesterday}:{digest}"
-    past: PastDays = _cached(key, lambda: _sum_past_days(clients, month, spark_days, yesterday))
-    return past
+    versions = _rollup_versions(spark_days[0], end - timedelta(days=1))
+    return f"dashboard:overview:v1:{month}:{spark_days[0]}:{end}:{digest}:{versions}"
+
+
+def month_figures(
+    clients: list[Client], month: date, spark_days: list[date], end: date
+) -> tuple[dict[int, ClientFigures], bool]:
+    """``_client_figures``, computed once per version of the rollups it reads, and
+    whether it was computed now (else it came from the cache).
+
+    The key holds the rollups' version of every month in the window (read before the
+    rollups: what is then computed is at least that new), the window and the clients
+    (ids, and who is invoiced by project: that decides the lines). So a rollup rebuild
+    (new usage, a late event, a re-price, a markup change) shows on the next request,
+    and until then every request reuses the sums: the overview then runs no grouped
+    query at all. ``overview_refresh_task`` computes them after each rollup job run, so
+    staff rarely wait for the sums. Everything else on a row (names, budgets, issued
+    invoices, the projection) is read live.
+    """
+    key = _figures_key(clients, month, spark_days, end)
+    figures: dict[int, ClientFigures] | None = cache.get(key)
+    if figures is not None:
+        return figures, False
+    figures = _client_figures(clients, month, spark_days, end)
+    cache.set(key, figures, FIGURES_CACHE_SECONDS)
+    return figures, True
+
+
+def _window(now: datetime, month: date | None) -> tuple[date, date, list[date], bool]:
+    """(month, end, the sparkline's days, whether the month is in progress) at ``now``:
+    the overview sums the days [month, end), to today for the month in progress, else
+    the whole month; the sparkline ends on the last of them."""
+    this_month = month_start(local_day(now))
+    month = month_start(month or this_month)
+    current = month >= this_month
+    end = local_day(now) + timedelta(days=1) if current else next_month(month)
+    spark_end = end - timedelta(days=1)
+    spark_days = [spark_end - timedelta(days=SPARK_DAYS - 1 - i) for i in range(SPARK_DAYS)]
+    return month, end, spark_days, current
+
+
+def overview_prepare(clients: QuerySet[Client], *, now: datetime) -> bool:
+    """Sum this month's overview figures of these clients' active ones unless the cache
+    holds them under the rollups' current version; whether they were summed."""
+    month, end, spark_days, _ = _window(now, None)
+    return month_figures(list(clients.filter(active=True)), month, spark_days, end)[1]
 
 
 def budgets_of(clients: list[Client], month: date, now: datetime) -> dict[int, Decimal | None]:
@@ -219,69 +292,52 @@ def overview(
     default) at ``now``, a 30-day billed trend each, and warnings.
 
     Each client's figures are its month's bill (``billing.selectors.lines``): the issued
-    invoice's lines, or the estimate by the invoice's per-line rule. Past days come
-    summed per client and line key from the cache (``_past_days``), today from one live
-    query summed per line in SQL (``line_rows``); each client's bill becomes a budget
-    position with ``billing.selectors.budgets``.
+    invoice's lines, or the estimate by the invoice's per-line rule, summed from the
+    rollups once per version of them (``month_figures``); each client's bill becomes a
+    budget position with ``billing.selectors.budgets``.
     One moment gives the month, today and the burn rate: reading the clock again here
     could project a month the caller is not showing. ``name`` (part of a client's name)
     and ``status`` (green, yellow, red or none) filter the rows; the totals are those of
     the rows shown.
     """
-    today = local_day(now)
-    this_month = month_start(today)
-    month = month_start(month or this_month)
-    current = month >= this_month
-    # A past month is read whole from the cache; "today" is then past its end.
-    end = today if current else month_bounds(month)[1] + timedelta(days=1)
+    month, end, spark_days, current = _window(now, month)
     active = list(clients.filter(active=True))
-    spark_end = end if current else end - timedelta(days=1)
-    spark_days = [spark_end - timedelta(days=SPARK_DAYS - 1 - i) for i in range(SPARK_DAYS)]
-    past = _past_days(active, month, spark_days, end - timedelta(days=1))
-    figures = line_sums_add({}, past.lines, month)
-    today_billed: dict[int, Decimal] = {}
-    if current:
-        # Today, live (never cached): one grouped query, a row per client and line.
-        live = line_rows(active, start=today, end=today + timedelta(days=1))
-        line_sums_add(figures, live, month)
-        for line in live:
-            today_billed[line[0]] = today_billed.get(line[0], ZERO) + line[8]
-    bills = month_bills(active, month, figures=figures, labels=False)
+    figures, _ = month_figures(active, month, spark_days, end)
+    invoiced = issued_bills(active, month)
     budgets = budgets_of(active, month, now)
     hours = month_hours(month, now)
     unpriced: dict[UnpricedKey, int] = {}
     rows = []
     for client in active:
-        keys = figures.get(client.pk, {})
-        untagged_calls = 0
-        for (_month, provider, model, _project), sums in keys.items():
-            untagged_calls += sums.untagged_events
-            if sums.unpriced_events:
-                key = (provider, model, client.pk)
-                unpriced[key] = unpriced.get(key, 0) + sums.unpriced_events
-        bill = bills[client.pk]
+        sums = figures[client.pk]
+        for provider, model, calls in sums.unpriced:
+            unpriced[provider, model, client.pk] = calls
+        bill = invoiced.get(client.pk)
+        if bill is None:
+            totals = MonthTotals(
+                client.pk, sums.raw_usd, sums.billed_usd, sums.events, sums.unpriced_events
+            )
+        else:
+            totals = bill_totals(bill)
         position = budget_position(
             client=client,
             month=month,
-            totals=bill_totals(bill),
+            totals=totals,
             now=now,
             budget=budgets[client.pk],
-            billed_basis=bill.basis,
+            billed_basis=bill.basis if bill else ESTIMATE,
             hours=hours,
         )
-        spark = past.spark.get(client.pk, [])
-        if current:
-            spark = [*spark, today_billed.get(client.pk, ZERO)]
         rows.append(
             OverviewRow(
                 client=client,
-                raw_usd=bill.raw_usd,
-                billed_usd=bill.billed_usd,
-                events=bill.events,
-                unpriced_events=bill.unpriced_events,
-                untagged_events=untagged_calls,
+                raw_usd=totals.cost_usd,
+                billed_usd=totals.billed_usd,
+                events=totals.events,
+                unpriced_events=totals.unpriced_events,
+                untagged_events=sums.untagged_events,
                 budget=position,
-                spark=spark,
+                spark=list(sums.spark),
                 bill=bill,
             )
         )
