@@ -151,6 +151,9 @@ class Client(models.Model):
                 | models.Q(monthly_budget_usd__gte=0),
                 name="client_budget_non_negative",
             ),
+            models.CheckConstraint(
+                condition=models.Q(tax_rate_pct__gte=0), name="client_tax_rate_non_negative"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -9,6 +9,7 @@ from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 
 from agency.models import AgencyProfile, Client, ClientMembership
+from tests.factories import ClientFactory
 from tracking.models import ModelRate
 
 pytestmark = pytest.mark.django_db
@@ -176,3 +177,13 @@ def test_the_database_refuses_payment_terms_longer_than_a_year():
 
     with pytest.raises(IntegrityError), transaction.atomic():
         AgencyProfile.objects.filter(pk=1).update(payment_terms_days=366)
+
+
+def test_the_database_refuses_a_negative_tax_rate():
+    """The form's validator is not the only guard: an invoice's tax is computed from this
+    rate, and a negative one would lower what the client owes."""
+    client = ClientFactory.create(tax_rate_pct=Decimal("20"))
+
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Client.objects.filter(pk=client.pk).update(tax_rate_pct=Decimal("-0.001"))
+    Client.objects.filter(pk=client.pk).update(tax_rate_pct=Decimal("0"))
