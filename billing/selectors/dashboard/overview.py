@@ -38,7 +38,7 @@ from tracking.models import DataKind, MonthVersion
 SPARK_DAYS = 30
 STATUS_FILTERS = ("green", "yellow", "red", "none")
 # The figures' cache key changes with every rollup rebuild and every day: the expiry only
-# bounds what the cache holds (~150 KB an entry at 200 clients, one per rebuild).
+# bounds what the cache holds (~175 KB an entry at 200 clients, one per rebuild).
 FIGURES_CACHE_SECONDS = 3600
 
 
