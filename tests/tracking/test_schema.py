@@ -4,6 +4,7 @@ README's field table."""
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, get_args
 
@@ -13,11 +14,12 @@ from django.db.models import CharField
 
 from agency.calendar import MonthError, parse_month
 from agency.models import Project
-from tracking.ingest.rows import _TEXT_COLUMNS, TAG_FIELDS
+from tracking.ingest.rows import _TEXT_COLUMNS, COMPUTED_TEXT, TAG_FIELDS
+from tracking.models import PricingStatus, UsageEvent
 from tracking.models import Provider as ProviderChoices
-from tracking.models import UsageEvent
 from tracking.pricing import PROVIDERS
 from tracking.schema import MAX_JSON_BYTES, MAX_JSON_DEPTH, MONTH, Event, Provider
+from tracking.services import event_fingerprint
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 EVENT_SCHEMA: dict[str, Any] = msgspec.json.schema(Event)["$defs"]["Event"]
@@ -94,6 +96,31 @@ def test_the_readme_gives_the_json_bounds():
     assert f"{MAX_JSON_DEPTH} levels" in table["usage"]
     # metadata is flat (string values), so only its size is bounded beyond its keys.
     assert f"{MAX_JSON_BYTES // 1024} KiB" in table["metadata"]
+
+
+def test_only_the_usage_strings_are_measured_per_event():
+    # Everything else is bounded by the declaration (msgspec checks it in C) or filled
+    # by ingest itself.
+    assert {source for _, _, source in _TEXT_COLUMNS} == {
+        "usage.service_tier",
+        "usage.inference_geo",
+        "usage.speed",
+    }
+
+
+def test_the_text_ingest_computes_fits_its_columns():
+    fingerprint = event_fingerprint(
+        client_id=1,
+        provider="anthropic",
+        model="m",
+        usage={},
+        occurred_at=datetime(2026, 11, 1, tzinfo=UTC),
+        service_tier="",
+    )
+    assert len(fingerprint) == COMPUTED_TEXT["fingerprint"]
+    assert max(len(v) for v in PricingStatus.values) == COMPUTED_TEXT["pricing_status"]
+    for column, length in COMPUTED_TEXT.items():
+        assert length <= column_length(UsageEvent, column)
 
 
 def test_the_readme_gives_the_column_limits_of_usage_strings():

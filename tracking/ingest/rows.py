@@ -19,7 +19,7 @@ from agency.calendar import local_day, month_range, month_start, shift_month
 from agency.models import Client, UsageSource
 from tracking.ingest.results import EventOutcome
 from tracking.ingest.validate import ValidEvent
-from tracking.models import UsageEvent
+from tracking.models import PricingStatus, UsageEvent
 from tracking.partitions import months_archived
 from tracking.pricing import NormalizedUsage, UsageError, normalize_usage
 from tracking.rates import RateBook, Resolution
@@ -68,16 +68,25 @@ def _text_columns() -> list[tuple[str, int, str]]:
 
     def bounded(field: str, limit: int) -> bool:
         options = declared[field].get("anyOf", [declared[field]]) if field in declared else []
-        lengths = [o.get("maxLength") for o in options if o.get("type") == "string"]
+        lengths = [
+            max(map(len, o["enum"])) if "enum" in o else o.get("maxLength")
+            for o in options
+            if o.get("type") == "string" or "enum" in o
+        ]
         return bool(lengths) and all(n is not None and n <= limit for n in lengths)
 
     return [
         (f.attname, f.max_length, source)
         for f in UsageEvent._meta.concrete_fields
-        if isinstance(f, models.CharField) and f.max_length
+        if isinstance(f, models.CharField) and f.max_length and f.attname not in COMPUTED_TEXT
         for source in [sources.get(f.attname, f.attname)]
         if not bounded(source, f.max_length)
     ]
+
+
+# Text columns ingest fills itself, never from the event as sent: a SHA-256 hex digest and
+# a pricing status (tests/tracking/test_schema.py checks that they fit).
+COMPUTED_TEXT = {"fingerprint": 64, "pricing_status": max(map(len, PricingStatus.values))}
 
 
 _TEXT_COLUMNS = _text_columns()

@@ -74,14 +74,16 @@ def _projects(wanted: set[tuple[int, str]]) -> dict[tuple[int, str], int]:
     if not wanted:
         return {}
 
+    pairs = sorted(wanted)
+
     def lookup() -> dict[tuple[int, str], int]:
-        query = models.Q()
-        for client_id, name in wanted:
-            query |= models.Q(client_id=client_id, name=name)
-        return {
-            (c, n): pk
-            for pk, c, n in Project.objects.filter(query).values_list("pk", "client_id", "name")
-        }
+        # Plain SQL: the ORM spent ~0.7 ms a batch compiling an OR of the pairs.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"{_PROJECTS} WHERE (client_id, name) IN ({', '.join(['(%s, %s)'] * len(pairs))})",
+                [v for pair in pairs for v in pair],
+            )
+            return {(c, n): pk for pk, c, n in cursor.fetchall()}
 
     found = lookup()
     missing = sorted(wanted - found.keys())
@@ -252,6 +254,7 @@ def _insert_sqlite(values: list[list[Any]]) -> set[tuple[int, str]]:
 
 
 _TABLE = f'"{UsageEvent._meta.db_table}"'
+_PROJECTS = f'SELECT id, client_id, name FROM "{Project._meta.db_table}"'
 _STAGE = "ingest_stage"
 _COLUMNS = ", ".join(f'"{f.column}"' for f in _FIELDS)
 # The batch is COPYed into a per-session staging table, then moved with one INSERT. The
