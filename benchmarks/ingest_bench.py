@@ -21,7 +21,9 @@ What it does:
    time each 500-event batch costs: JSON parsing, validation, pricing, the insert's
    client side and the response body. Less noisy than throughput on a shared machine.
 
-Each figure line ends with the load average (1 minute) when it was taken, and the ratio
+The clock is fixed to noon UTC on the 15th of last month (``floor.mid_month``) in the
+gunicorn workers (``benchmarks/gunicorn_clock.py``) and in this process, as in the other
+benchmarks. Each figure line ends with the load average (1 minute) when it was taken, and the ratio
 of ingest to its COPY floor is printed.
 
 With ``--keep-database`` it posts into ``--database-url`` as it is, for example a
@@ -53,9 +55,12 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+import time_machine
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from floor import mid_month  # noqa: E402  (this folder, on the path when run as a script)
 
 from tracking import demo  # noqa: E402  (a plain module: no Django needed)
 
@@ -127,9 +132,9 @@ def make_event(rng: random.Random, now: datetime) -> dict[str, Any]:
     }
 
 
-def build_bodies(count: int, size: int, seed: int) -> list[bytes]:
+def build_bodies(count: int, size: int, seed: int, now: datetime | None = None) -> list[bytes]:
     rng = random.Random(seed)
-    now = datetime.now(UTC)
+    now = now or datetime.now(UTC)
     return [
         json.dumps({"events": [make_event(rng, now) for _ in range(size)]}).encode()
         for _ in range(count)
@@ -360,15 +365,20 @@ def main() -> None:
     key = _manage(env, "create_api_key", "--client", "bench", "--name", "bench").strip()
 
     warmup = 10
+    # Noon on the 15th of last month, in the server's workers and here: the events (up to
+    # three days before it) land in one month's partition whatever the date of the run.
+    clock = mid_month()
+    print(f"clock fixed to {clock:%Y-%m-%d %H:%M} UTC (time-machine, ticking)")
     print(f"building {args.batches + warmup} bodies of {args.batch_size} events…")
-    bodies = build_bodies(args.batches + warmup, args.batch_size, seed=3)
+    bodies = build_bodies(args.batches + warmup, args.batch_size, seed=3, now=clock)
 
     server = subprocess.Popen(
         [
             GUNICORN, "agency.wsgi:application", "--bind", f"127.0.0.1:{port}",
+            "--config", str(ROOT / "benchmarks" / "gunicorn_clock.py"),
             "--workers", str(args.workers), "--worker-class", "sync", "--timeout", "120",
         ],
-        cwd=ROOT, env=env,
+        cwd=ROOT, env={**env, "BENCH_CLOCK": clock.isoformat()},
     )  # fmt: skip
     try:
         wait_for(server, port, time.time() + 30)
@@ -411,8 +421,9 @@ def main() -> None:
         )
         print(f"ingest ÷ that floor: {rate / (rows / seconds):.2f}")
     if args.cpu_batches:
-        bodies = build_bodies(args.cpu_batches, args.batch_size, seed=4)
-        ms = sorted(s * 1000 for s in cpu_per_batch(env, key, bodies))
+        bodies = build_bodies(args.cpu_batches, args.batch_size, seed=4, now=clock)
+        with time_machine.travel(clock, tick=True):
+            ms = sorted(s * 1000 for s in cpu_per_batch(env, key, bodies))
         print(
             f"in-process CPU per {args.batch_size}-event batch ({len(ms)} batches): best "
             f"{ms[0]:.0f} ms, median {statistics.median(ms):.0f} ms, p90 {percentile(ms, 90):.0f} "
