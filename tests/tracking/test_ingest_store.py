@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import cast
 
 import pytest
 from django.db import connection, models
 
-from tracking.ingest import store
+from agency.models import Client
+from tests.factories import ClientFactory
+from tracking.ingest import store, usage_ingest
 from tracking.models import UsageEvent
 
 pytestmark = pytest.mark.django_db
@@ -52,6 +55,9 @@ def test_column_values_are_each_fields_own_adaptation():
         expected = field.get_db_prep_save(row.get(field.attname, field.get_default()), connection)
         if isinstance(field, models.JSONField):
             assert _document(value) == _document(expected), field.attname
+        elif isinstance(field, models.DateTimeField) and connection.vendor == "postgresql":
+            # ISO 8601 text for the COPY: the same instant.
+            assert value is None or datetime.fromisoformat(value) == expected, field.attname
         else:
             assert value == expected, field.attname
     assert len(line) == len(UsageEvent._meta.concrete_fields) - 1
@@ -62,3 +68,33 @@ def _document(adapted: object) -> object:
     SQLite)."""
     obj = getattr(adapted, "obj", None)
     return obj if obj is not None else json.loads(str(adapted))
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the COPY is PostgreSQL's")
+def test_datetimes_written_as_text_are_stored_as_the_same_instants(rates):
+    acme = cast(Client, ClientFactory())
+    now = datetime(2026, 11, 23, 9, 30, 0, 654321, tzinfo=UTC)
+    events = [
+        {
+            "id": f"e{i}",
+            "model": "claude-sonnet-4-5",
+            "occurred_at": occurred,
+            "usage": {"input_tokens": 10, "output_tokens": 5},
+        }
+        for i, occurred in enumerate(
+            ["2026-11-23T09:00:00.123456Z", "2026-11-23T11:15:00+02:00", "2026-11-23T09:00:00Z"]
+        )
+    ]
+
+    usage_ingest(events=events, client=acme, now=now)
+
+    stored = list(
+        UsageEvent.objects.order_by("event_id").values_list(
+            "occurred_at", "received_at", "priced_at"
+        )
+    )
+    assert stored == [
+        (datetime(2026, 11, 23, 9, 0, 0, 123456, tzinfo=UTC), now, now),
+        (datetime(2026, 11, 23, 9, 15, tzinfo=UTC), now, now),
+        (datetime(2026, 11, 23, 9, 0, tzinfo=UTC), now, now),
+    ]

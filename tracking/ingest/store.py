@@ -21,6 +21,7 @@ import sqlite3
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -182,6 +183,22 @@ def _column_values(rows: list[dict[str, Any]]) -> list[list[Any]]:
     ``row.get(name, default)`` loop, which was ~10% of a batch's CPU.
     """
     adapters = _adapters()
+    if connection.vendor == "postgresql":
+        # Datetimes as ISO 8601 text, which the COPY's timestamptz input reads as the same
+        # instant: psycopg's datetime dumper took 1.2 µs a value (1.8 ms a 500-event
+        # batch). A batch's rows share their received_at and priced_at (the request's
+        # "now"), so each distinct instant is formatted once.
+        texts: dict[datetime, str] = {}
+
+        def instant(value: datetime) -> str:
+            text = texts.get(value)
+            if text is None:
+                text = texts[value] = value.isoformat()
+            return text
+
+        for f in _FIELDS:
+            if isinstance(f, models.DateTimeField):
+                adapters[f.attname] = instant
     adapted = [(i, adapters[f.attname]) for i, f in enumerate(_FIELDS) if f.attname in adapters]
     values = []
     for row in rows:
