@@ -170,6 +170,10 @@ class CostBreakdown:
 def _count(obj: Mapping[str, Any], key: str, path: str, *, required: bool = False) -> int:
     """A token count: a plain non-negative int no larger than the sanity cap."""
     value = obj.get(key)
+    # The common case first, and the error's path built only for an error: ingest calls
+    # this ~7 times an event.
+    if type(value) is int and 0 <= value <= MAX_TOKENS_PER_FIELD:
+        return value
     where = f"{path}.{key}"
     if value is None:
         if required:
@@ -179,9 +183,7 @@ def _count(obj: Mapping[str, Any], key: str, path: str, *, required: bool = Fals
         raise UsageError(where, "must be a non-negative integer")
     if value < 0:
         raise UsageError(where, "must be a non-negative integer")
-    if value > MAX_TOKENS_PER_FIELD:
-        raise UsageError(where, f"must be at most {MAX_TOKENS_PER_FIELD:,} (got {value:,})")
-    return value
+    raise UsageError(where, f"must be at most {MAX_TOKENS_PER_FIELD:,} (got {value:,})")
 
 
 def _sub(obj: Mapping[str, Any], key: str, path: str) -> Mapping[str, Any]:
