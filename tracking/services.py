@@ -79,8 +79,10 @@ _encode_sorted = msgspec.json.Encoder(order="sorted").encode
 # (json.dumps writes 1e+16 where msgspec writes 1e16, \u00e9 for a raw é, \u007f for DEL)
 # is written by json.dumps itself. tests/tracking/test_fingerprint.py compares the two on
 # generated JSON.
+# Runs of punctuation and digits first, possessive (no backtracking state kept): 1.0
+# against 1.3 ms per 500 fingerprints for the same language.
 _SAME_AS_JSON_DUMPS = re.compile(
-    rb'(?:"[^"\\\x00-\x1f\x7f-\xff]*"|true|false|null|[-0-9{}\[\]:,])*'
+    rb'(?:[-0-9{}\[\]:,]++|"[^"\\\x00-\x1f\x7f-\xff]*+"|true|false|null)*+'
 )
 
 
