@@ -55,22 +55,57 @@ def event_fingerprint(
     usage: Any,
     occurred_at: datetime,
     service_tier: str,
+    usage_text: bytes | None = None,
 ) -> str:
     """SHA-256 of what an event is billed on. Tags are left out on purpose: a retry that
     adds a tag is the same call, not a conflict.
 
     The hashed text is ``json.dumps(..., sort_keys=True, separators=(",", ":"))`` of the
     JSON values below: stored fingerprints depend on it, so it never changes.
+
+    ``usage_text``: ``usage`` as msgspec writes it with sorted keys, compact (ingest has
+    it already). Where that and the other values are written as json.dumps writes them,
+    the text is put together around it rather than encoded whole once more.
     """
-    canonical = {
-        "client": client_id,
-        "provider": provider,
-        "model": model,
-        "usage": usage,
-        "occurred_at": occurred_at.astimezone(UTC).isoformat(timespec="microseconds"),
-        "service_tier": service_tier,
-    }
-    return hashlib.sha256(canonical_json(canonical)).hexdigest()
+    moment = occurred_at.astimezone(UTC).isoformat(timespec="microseconds")
+    if (
+        usage_text is not None
+        and _plain(model)
+        and _plain(provider)
+        and _plain(service_tier)
+        and _SAME_AS_JSON_DUMPS.fullmatch(usage_text)
+    ):
+        # The keys in sorted order, as json.dumps(sort_keys=True) puts them.
+        text = _CANONICAL % (
+            client_id,
+            model.encode(),
+            moment.encode(),
+            provider.encode(),
+            service_tier.encode(),
+            usage_text,
+        )
+    else:
+        canonical = {
+            "client": client_id,
+            "provider": provider,
+            "model": model,
+            "usage": usage,
+            "occurred_at": moment,
+            "service_tier": service_tier,
+        }
+        text = canonical_json(canonical)
+    return hashlib.sha256(text).hexdigest()
+
+
+_CANONICAL = (
+    b'{"client":%d,"model":"%s","occurred_at":"%s","provider":"%s","service_tier":"%s","usage":%s}'
+)
+
+
+def _plain(text: str) -> bool:
+    """A string json.dumps writes as it is between quotes: printable ASCII, no quote or
+    backslash."""
+    return text.isascii() and text.isprintable() and '"' not in text and "\\" not in text
 
 
 _encode_sorted = msgspec.json.Encoder(order="sorted").encode

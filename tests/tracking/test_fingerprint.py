@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta, timezone
+from hashlib import sha256
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -73,6 +75,44 @@ def test_canonical_json_is_json_dumps_for_awkward_json(value: Any) -> None:
     assert canonical_json(value) == json_dumps(value)
 
 
+@given(
+    usage=st.dictionaries(st.text(max_size=8), json_values, max_size=5),
+    model=st.text(max_size=12),
+    provider=st.text(max_size=10),
+    service_tier=st.text(max_size=6),
+    client_id=st.integers(min_value=1, max_value=2**62),
+)
+def test_the_fingerprint_put_together_around_the_usage_text_is_the_same(
+    usage: dict[str, Any], model: str, provider: str, service_tier: str, client_id: int
+) -> None:
+    # Ingest hands over the usage object as validation encoded it: msgspec, sorted keys.
+    try:
+        usage_text = msgspec.json.Encoder(order="sorted").encode(usage)
+    except UnicodeEncodeError:  # a lone surrogate: refused by validation before this
+        return
+    fields: dict[str, Any] = {
+        "client_id": client_id,
+        "provider": provider,
+        "model": model,
+        "usage": usage,
+        "occurred_at": datetime(2026, 12, 4, 21, 30, 5, 123000, tzinfo=UTC),
+        "service_tier": service_tier,
+    }
+    reference = json_dumps(
+        {
+            "client": client_id,
+            "provider": provider,
+            "model": model,
+            "usage": usage,
+            "occurred_at": "2026-12-04T21:30:05.123000+00:00",
+            "service_tier": service_tier,
+        }
+    )
+
+    assert event_fingerprint(**fields, usage_text=usage_text) == sha256(reference).hexdigest()
+    assert event_fingerprint(**fields) == sha256(reference).hexdigest()
+
+
 def test_a_usage_object_of_token_counts_is_written_without_json_dumps(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -89,6 +129,29 @@ def test_a_usage_object_of_token_counts_is_written_without_json_dumps(
     }
 
     assert canonical_json({"usage": usage, "model": "claude-sonnet-4-5"}).startswith(b'{"model"')
+
+
+def test_with_the_usage_text_a_plain_event_is_not_encoded_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    usage = {"input_tokens": 570, "cache_creation": {"ephemeral_1h_input_tokens": 12}}
+    expected = event_fingerprint(**KNOWN, usage=usage)
+
+    def refuse(value: Any) -> bytes:
+        raise AssertionError("the whole event was encoded")
+
+    monkeypatch.setattr(services, "canonical_json", refuse)
+    usage_text = msgspec.json.Encoder(order="sorted").encode(usage)
+    assert event_fingerprint(**KNOWN, usage=usage, usage_text=usage_text) == expected
+
+
+KNOWN: dict[str, Any] = {
+    "client_id": 7,
+    "provider": "anthropic",
+    "model": "claude-sonnet-4-5",
+    "occurred_at": datetime(2026, 12, 4, 21, 30, tzinfo=UTC),
+    "service_tier": "",
+}
 
 
 def test_the_fingerprint_of_a_known_event_never_changes() -> None:

@@ -4,6 +4,7 @@ stored."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -13,7 +14,7 @@ from django.db.models import CharField
 
 from agency.models import Client
 from tests.factories import ClientFactory
-from tracking.ingest import usage_ingest
+from tracking.ingest import IngestOutcome, parse_events_body, usage_ingest
 from tracking.models import UsageEvent
 
 pytestmark = pytest.mark.django_db
@@ -30,6 +31,22 @@ def _frozen():
 @pytest.fixture
 def acme() -> Client:
     return cast(Client, ClientFactory(slug="acme"))
+
+
+@pytest.fixture(params=["objects", "body"])
+def ingest(request: pytest.FixtureRequest) -> Any:
+    """``usage_ingest`` on events given as Python objects (each converted on its own), or
+    on a posted body, decoded in one pass (a body without ``\\u`` escapes by
+    ``CleanEvent``, whose usage is walked only when its brackets could nest too deep)."""
+
+    def run(events: list[dict[str, Any]], client: Client) -> IngestOutcome:
+        if request.param == "body":
+            return usage_ingest(
+                events=parse_events_body(json.dumps({"events": events}).encode()), client=client
+            )
+        return usage_ingest(events=events, client=client)
+
+    return run
 
 
 def event(event_id: str, **fields: Any) -> dict[str, Any]:
@@ -92,10 +109,8 @@ def test_usage_string_as_long_as_its_column_is_stored(rates, acme, key):
 
 
 @pytest.mark.parametrize("levels", [9, 40, 900, 937, 950])
-def test_usage_nested_deeper_than_8_levels_is_rejected_alone(rates, acme, levels):
-    outcome = usage_ingest(
-        events=[event("ok"), event("deep", usage=usage(extra=nested(levels - 1)))], client=acme
-    )
+def test_usage_nested_deeper_than_8_levels_is_rejected_alone(rates, acme, ingest, levels):
+    outcome = ingest([event("ok"), event("deep", usage=usage(extra=nested(levels - 1)))], acme)
 
     assert [r.status for r in outcome.results] == ["accepted", "rejected"]
     assert outcome.results[1].errors == [
@@ -104,27 +119,27 @@ def test_usage_nested_deeper_than_8_levels_is_rejected_alone(rates, acme, levels
     assert stored_ids(acme) == {"ok"}
 
 
-def test_usage_nested_8_levels_is_stored_and_loads_back(rates, acme):
+def test_usage_nested_8_levels_is_stored_and_loads_back(rates, acme, ingest):
     deep = usage(extra=nested(7))
-    outcome = usage_ingest(events=[event("deep8", usage=deep)], client=acme)
+    outcome = ingest([event("deep8", usage=deep)], acme)
 
     assert [r.status for r in outcome.results] == ["accepted"]
     assert UsageEvent.objects.get(client=acme).usage == deep
 
 
-def test_arrays_count_as_levels(rates, acme):
+def test_arrays_count_as_levels(rates, acme, ingest):
     # usage → list → list → … : 9 containers in all.
     value: Any = 1
     for _ in range(8):
         value = [value]
-    outcome = usage_ingest(events=[event("lists", usage=usage(extra=value))], client=acme)
+    outcome = ingest([event("lists", usage=usage(extra=value))], acme)
 
     assert outcome.results[0].errors[0]["message"] == "must be at most 8 levels deep"
 
 
-def test_usage_over_16_kib_as_json_is_rejected_alone(rates, acme):
+def test_usage_over_16_kib_as_json_is_rejected_alone(rates, acme, ingest):
     big = usage(note="x" * 16_384)
-    outcome = usage_ingest(events=[event("ok"), event("big", usage=big)], client=acme)
+    outcome = ingest([event("ok"), event("big", usage=big)], acme)
 
     assert [r.status for r in outcome.results] == ["accepted", "rejected"]
     (error,) = outcome.results[1].errors
@@ -135,10 +150,10 @@ def test_usage_over_16_kib_as_json_is_rejected_alone(rates, acme):
     assert stored_ids(acme) == {"ok"}
 
 
-def test_usage_of_exactly_16_kib_as_json_is_stored(rates, acme):
+def test_usage_of_exactly_16_kib_as_json_is_stored(rates, acme, ingest):
     compact = '{"input_tokens":1200,"output_tokens":450,"note":""}'
     note = "x" * (16_384 - len(compact))
-    outcome = usage_ingest(events=[event("edge", usage=usage(note=note))], client=acme)
+    outcome = ingest([event("edge", usage=usage(note=note))], acme)
 
     assert [r.status for r in outcome.results] == ["accepted"]
 

@@ -70,7 +70,7 @@ def usage_ingest(
 
 def _given_id(raw: Any) -> str | None:
     """The id to echo in a result: the event's own when it is a string at all."""
-    if type(raw) is Event:
+    if isinstance(raw, Event):
         return raw.id
     event_id = raw.get("id") if isinstance(raw, dict) else None
     return event_id if isinstance(event_id, str) else None

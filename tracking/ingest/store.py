@@ -139,7 +139,21 @@ _encode_json = msgspec.json.Encoder().encode
 
 
 def _json_text(value: Any) -> str:
+    """A JSON column's text. A value given as bytes is that text already (rows_build
+    passes each usage object as the text validation encoded): JSON never decodes to
+    bytes, so no other value is bytes."""
+    if type(value) is bytes:
+        return value.decode()
     return _encode_json(value).decode()
+
+
+def _text_or(adapt: Any) -> Any:
+    """``adapt``, but bytes (JSON text already, see ``_json_text``) are taken as they are."""
+
+    def adapter(value: Any) -> Any:
+        return value.decode() if type(value) is bytes else adapt(value)
+
+    return adapter
 
 
 _DEFAULTS = {f.attname: f.get_default() for f in _FIELDS}
@@ -167,7 +181,9 @@ def _adapters() -> dict[str, Any]:
             # é raw or escaped) changes nothing.
             adapters[f.attname] = _json_text
         elif isinstance(f, models.JSONField):
-            adapters[f.attname] = functools.partial(ops.adapt_json_value, encoder=f.encoder)
+            adapters[f.attname] = _text_or(
+                functools.partial(ops.adapt_json_value, encoder=f.encoder)
+            )
         elif connection.vendor == "postgresql":
             # Its datetime and decimal hooks return the value as it is (psycopg adapts
             # it): 8,000 calls a 500-event batch that change nothing.
