@@ -85,7 +85,11 @@ class RateCard:
         )
 
 
-@dataclass(frozen=True)
+# NormalizedUsage and CostBreakdown are values, built once and never changed, but not
+# frozen: ingest builds one of each per event, and a frozen dataclass's __init__ (a
+# object.__setattr__ per field) took 1.8 and 1.3 µs where a slotted one takes ~0.5 µs
+# (1.1 ms of a 500-event batch, measured).
+@dataclass(slots=True)
 class NormalizedUsage:
     """Disjoint token buckets plus the flags that change the price."""
 
@@ -125,7 +129,7 @@ class NormalizedUsage:
         return self.service_tier in PRIORITY_TIERS
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class CostBreakdown:
     """USD per component, unrounded. ``total`` is their exact sum (``discount`` ≤ 0)."""
 
