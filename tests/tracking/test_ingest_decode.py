@@ -23,7 +23,7 @@ from tests.factories import ClientFactory
 from tracking.ingest import parse_events_body, usage_ingest
 from tracking.ingest.validate import CleanEvent
 from tracking.models import UsageEvent
-from tracking.schema import NUL_MESSAGE, Event, IngestRequest
+from tracking.schema import NUL_MESSAGE, STORABLE, Event, IngestRequest
 from tracking.services import event_fingerprint
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
@@ -47,6 +47,26 @@ events = st.fixed_dictionaries(
         "metadata": st.dictionaries(st.text(max_size=6), st.text(max_size=6), max_size=3),
     },
 )
+
+
+def test_clean_event_is_the_declaration_without_its_storable_patterns() -> None:
+    def without_storable(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {
+                k: without_storable(v)
+                for k, v in node.items()
+                if not (k == "pattern" and v == STORABLE)
+            }
+        if isinstance(node, list):
+            return [without_storable(v) for v in node]
+        return node
+
+    declared = msgspec.json.schema(Event)["$defs"]["Event"]
+    clean = msgspec.json.schema(CleanEvent)["$defs"]["CleanEvent"]
+
+    assert "pattern" in json.dumps(declared["properties"]["model"])
+    assert clean["properties"] == without_storable(declared["properties"])
+    assert clean["required"] == declared["required"]
 
 
 @given(st.lists(events, min_size=1, max_size=3))
