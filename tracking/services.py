@@ -63,9 +63,9 @@ def event_fingerprint(
     The hashed text is ``json.dumps(..., sort_keys=True, separators=(",", ":"))`` of the
     JSON values below: stored fingerprints depend on it, so it never changes.
 
-    ``usage_text``: ``usage`` as msgspec writes it with sorted keys, compact (ingest has
-    it already). Where that and the other values are written as json.dumps writes them,
-    the text is put together around it rather than encoded whole once more.
+    ``usage_text``: ``json_sorted(usage)`` (ingest has it already). Where that and the
+    other values are written as json.dumps writes them, the text is put together around
+    it rather than encoded whole once more.
     """
     moment = occurred_at.astimezone(UTC).isoformat(timespec="microseconds")
     if (
@@ -108,7 +108,9 @@ def _plain(text: str) -> bool:
     return text.isascii() and text.isprintable() and '"' not in text and "\\" not in text
 
 
-_encode_sorted = msgspec.json.Encoder(order="sorted").encode
+# Compact JSON with sorted keys: the fingerprint's usage text (``event_fingerprint``'s
+# ``usage_text`` is this function's output; ingest validation calls it for that).
+json_sorted = msgspec.json.Encoder(order="sorted").encode
 # The text msgspec writes byte for byte as json.dumps does: strings of printable ASCII
 # with nothing to escape, integers, true, false, null, and the punctuation. Anything else
 # (json.dumps writes 1e+16 where msgspec writes 1e16, \u00e9 for a raw é, \u007f for DEL)
@@ -132,7 +134,7 @@ def canonical_json(value: Any) -> bytes:
     2.4 ms (measured). msgspec's text is used only where it is the same.
     """
     try:
-        text = _encode_sorted(value)
+        text = json_sorted(value)
     except (TypeError, ValueError, OverflowError, msgspec.EncodeError):
         text = b""
     if text and _SAME_AS_JSON_DUMPS.fullmatch(text):

@@ -12,13 +12,12 @@ from datetime import UTC, datetime, timedelta, timezone
 from hashlib import sha256
 from typing import Any
 
-import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from tracking import services
-from tracking.services import canonical_json, event_fingerprint
+from tracking.services import canonical_json, event_fingerprint, json_sorted
 
 
 def json_dumps(value: Any) -> bytes:
@@ -87,7 +86,7 @@ def test_the_fingerprint_put_together_around_the_usage_text_is_the_same(
 ) -> None:
     # Ingest hands over the usage object as validation encoded it: msgspec, sorted keys.
     try:
-        usage_text = msgspec.json.Encoder(order="sorted").encode(usage)
+        usage_text = json_sorted(usage)
     except UnicodeEncodeError:  # a lone surrogate: refused by validation before this
         return
     fields: dict[str, Any] = {
@@ -141,7 +140,7 @@ def test_with_the_usage_text_a_plain_event_is_not_encoded_again(
         raise AssertionError("the whole event was encoded")
 
     monkeypatch.setattr(services, "canonical_json", refuse)
-    usage_text = msgspec.json.Encoder(order="sorted").encode(usage)
+    usage_text = json_sorted(usage)
     assert event_fingerprint(**KNOWN, usage=usage, usage_text=usage_text) == expected
 
 

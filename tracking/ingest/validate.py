@@ -31,13 +31,12 @@ from tracking.schema import (
     Event,
     IngestRequest,
 )
+from tracking.services import json_sorted
 
 _BAD_CHARS = re.compile("[\x00\ud800-\udfff]")
 _FRACTION_DIGITS = re.compile(r"(\.\d{6})\d+")
 _decode = msgspec.json.Decoder().decode
 _decode_request = msgspec.json.Decoder(IngestRequest).decode
-# Sorted keys: the text is also the fingerprint's (tracking.services.event_fingerprint).
-_encode = msgspec.json.Encoder(order="sorted").encode
 
 
 def _without_storable(annotation: Any) -> Any:
@@ -311,7 +310,7 @@ def _storable_json(value: dict[str, Any], index: int, name: str, *, clean: bool)
     text = b""
     if clean:
         with contextlib.suppress(RecursionError):  # nested far too deep: the walk says so
-            text = _encode(value)
+            text = json_sorted(value)
     if not text or text.count(b"{") + text.count(b"[") > MAX_JSON_DEPTH:
         try:
             below = _unstorable_at(value, 1)
@@ -320,7 +319,7 @@ def _storable_json(value: dict[str, Any], index: int, name: str, *, clean: bool)
             raise _Invalid(f"events[{index}].{name}", message) from None
         if below is not None:
             raise _Invalid(f"events[{index}].{name}{below}", NUL_MESSAGE)
-        text = text or _encode(value)
+        text = text or json_sorted(value)
     if len(text) > MAX_JSON_BYTES:
         message = f"must be at most {MAX_JSON_BYTES} bytes as JSON"
         raise _Invalid(f"events[{index}].{name}", message)
